@@ -1,0 +1,263 @@
+// Strided batched matrix multiply with a fused epilogue.
+//
+// PyTorch: out = (alpha * torch.matmul(A, B) + bias + residual) * output_scale, where A, B, out and
+// residual are arbitrary strided views (element strides per batch, row and column), so the same
+// kernel serves linear layers (B = Wᵀ via strides), 1×1 projections on NCHW activations, attention
+// scores Q·Kᵀ and P·V without any transposing copies.
+//
+//   C[b, m, n] = (alpha · Σ_k A[b, m, k] · B[b, k, n] + bias[m or n] + residual[b, m, n]) · output_scale
+//   A[b, m, k] at b·a_sb + m·a_sm + k·a_sk;  B[b, k, n] at b·b_sb + k·b_sk + n·b_sn;
+//   C and residual [b, m, n] at b·c_sb + m·c_sm + n·c_sn.
+//
+// Bindings: 0 a, 1 b, 2 residual, 3 bias (inputs and weights; a 1-element dummy when the flag is
+// clear), 4 out (read_write), 5 params (uniform).
+//
+// Work split: one workgroup per (BM × BN) output tile of one batch entry (workgroup_id = (n tile,
+// m tile, batch)); BM = 8·WG_M, BN = 8·WG_N. Each invocation owns an 8 × 8 micro-tile held in 16
+// vec4 registers: rows {4·ty .. 4·ty+3} and {4·(ty+WG_M) ..}, columns likewise with tx and WG_N,
+// so the micro-tile reads from shared memory are whole vec4s and neighbouring invocations read
+// neighbouring vec4s (no bank conflicts on GPUs; one per-lane loop iteration per 4 floats on
+// llvmpipe, whose shared/storage loads are scalarised per lane). The K dimension is walked in
+// BK-deep slices: all invocations gather the A slice (k-major, [BK][BM]) and B slice ([BK][BN])
+// from their strided global layouts into shared memory, zero-filling past M, N and K, so the
+// inner product loop needs no bounds checks; then each invocation does BK × 64 FMAs from
+// 4 vec4 shared loads per k.
+//
+// Numerics: f32 products accumulated in f32 with fma, in k order within a tile; alpha scales the
+// accumulated sum, then bias and residual are added, then the sum is multiplied by output_scale.
+
+struct Params {
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_sb: u32,
+    a_sm: u32,
+    a_sk: u32,
+    b_sb: u32,
+    b_sk: u32,
+    b_sn: u32,
+    c_sb: u32,
+    c_sm: u32,
+    c_sn: u32,
+    // bit 0: bias present; bit 1: bias indexed along n (else along m); bit 2: residual present.
+    flags: u32,
+    alpha: f32,
+    output_scale: f32,
+}
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_BIAS_N: u32 = 2u;
+const FLAG_RESIDUAL: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<uniform> p: Params;
+
+// Invocations along m and n; each covers 8 rows and 8 columns.
+override WG_M: u32 = 8u;
+override WG_N: u32 = 8u;
+// Depth of one K slice held in shared memory (a multiple of 4).
+override BK: u32 = 16u;
+// How the A and B slices are read from global memory: 0 element by element (any strides);
+// 1 as vec4s along k (a_sk = 1 / b_sk = 1); 2 as vec4s along m (a_sm = 1) / n (b_sn = 1). The
+// vec4 modes need K (mode 1) or M / N (mode 2) and the other strides to be multiples of 4; the
+// host checks that before choosing them.
+override A_MODE: u32 = 0u;
+override B_MODE: u32 = 0u;
+
+// [BK][BM / 4] and [BK][BN / 4] vec4 slices.
+var<workgroup> a_s: array<vec4<f32>, BK * WG_M * 2u>;
+var<workgroup> b_s: array<vec4<f32>, BK * WG_N * 2u>;
+
+// Guarded loads: an out-of-range element reads index 0 (always valid) and is replaced by 0, so
+// the zero fill needs no branch (llvmpipe executes both sides of a divergent branch anyway).
+fn load_a(batch: u32, m: u32, k: u32) -> f32 {
+    let ok = m < p.m && k < p.k;
+    let v = a[select(0u, batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
+    return select(0.0, v, ok);
+}
+
+// Four consecutive elements starting at element `index` (a multiple of 4), or zeros.
+fn load_a4(ok: bool, index: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), a4[select(0u, index / 4u, ok)], ok);
+}
+
+fn load_b4(ok: bool, index: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), b4[select(0u, index / 4u, ok)], ok);
+}
+
+fn load_b(batch: u32, k: u32, n: u32) -> f32 {
+    let ok = k < p.k && n < p.n;
+    let v = b[select(0u, batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
+    return select(0.0, v, ok);
+}
+
+// Fills a_s with A[batch, m0 .. m0 + BM, k0 .. k0 + BK] (k-major), zero outside M × K.
+fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
+    let bm4 = WG_M * 2u;
+    let threads = WG_M * WG_N;
+    if (A_MODE == 1u) {
+        // 4 × 4 blocks: four vec4 rows along k, transposed into four k rows of a_s.
+        for (var s = li; s < BK * bm4 / 4u; s += threads) {
+            let kb = (s / bm4) * 4u;
+            let m = m0 + (s % bm4) * 4u;
+            let k = k0 + kb;
+            let base = batch * p.a_sb + m * p.a_sm + k;
+            let r0 = load_a4(m < p.m && k < p.k, base);
+            let r1 = load_a4(m + 1u < p.m && k < p.k, base + p.a_sm);
+            let r2 = load_a4(m + 2u < p.m && k < p.k, base + 2u * p.a_sm);
+            let r3 = load_a4(m + 3u < p.m && k < p.k, base + 3u * p.a_sm);
+            let dst = kb * bm4 + s % bm4;
+            a_s[dst] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+            a_s[dst + bm4] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+            a_s[dst + 2u * bm4] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
+            a_s[dst + 3u * bm4] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
+        }
+    } else if (A_MODE == 2u) {
+        for (var s = li; s < BK * bm4; s += threads) {
+            let m = m0 + (s % bm4) * 4u;
+            let k = k0 + s / bm4;
+            a_s[s] = load_a4(m < p.m && k < p.k, batch * p.a_sb + k * p.a_sk + m);
+        }
+    } else {
+        for (var s = li; s < BK * bm4; s += threads) {
+            let m = m0 + (s % bm4) * 4u;
+            let k = k0 + s / bm4;
+            a_s[s] = vec4<f32>(
+                load_a(batch, m, k),
+                load_a(batch, m + 1u, k),
+                load_a(batch, m + 2u, k),
+                load_a(batch, m + 3u, k),
+            );
+        }
+    }
+}
+
+// Fills b_s with B[batch, k0 .. k0 + BK, n0 .. n0 + BN] (k-major), zero outside K × N.
+fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
+    let bn4 = WG_N * 2u;
+    let threads = WG_M * WG_N;
+    if (B_MODE == 1u) {
+        for (var s = li; s < BK * bn4 / 4u; s += threads) {
+            let kb = (s / bn4) * 4u;
+            let n = n0 + (s % bn4) * 4u;
+            let k = k0 + kb;
+            let base = batch * p.b_sb + n * p.b_sn + k;
+            let c0 = load_b4(n < p.n && k < p.k, base);
+            let c1 = load_b4(n + 1u < p.n && k < p.k, base + p.b_sn);
+            let c2 = load_b4(n + 2u < p.n && k < p.k, base + 2u * p.b_sn);
+            let c3 = load_b4(n + 3u < p.n && k < p.k, base + 3u * p.b_sn);
+            let dst = kb * bn4 + s % bn4;
+            b_s[dst] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+            b_s[dst + bn4] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+            b_s[dst + 2u * bn4] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+            b_s[dst + 3u * bn4] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+        }
+    } else if (B_MODE == 2u) {
+        for (var s = li; s < BK * bn4; s += threads) {
+            let n = n0 + (s % bn4) * 4u;
+            let k = k0 + s / bn4;
+            b_s[s] = load_b4(n < p.n && k < p.k, batch * p.b_sb + k * p.b_sk + n);
+        }
+    } else {
+        for (var s = li; s < BK * bn4; s += threads) {
+            let n = n0 + (s % bn4) * 4u;
+            let k = k0 + s / bn4;
+            b_s[s] = vec4<f32>(
+                load_b(batch, k, n),
+                load_b(batch, k, n + 1u),
+                load_b(batch, k, n + 2u),
+                load_b(batch, k, n + 3u),
+            );
+        }
+    }
+}
+
+// Applies the epilogue to four consecutive columns n0..n0+3 of row m and stores them.
+fn store4(batch: u32, m: u32, n0: u32, acc: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        if (n < p.n) {
+            let idx = batch * p.c_sb + m * p.c_sm + n * p.c_sn;
+            var v = p.alpha * acc[j];
+            if ((p.flags & FLAG_BIAS) != 0u) {
+                v += bias[select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
+            }
+            if ((p.flags & FLAG_RESIDUAL) != 0u) {
+                v += residual[idx];
+            }
+            out[idx] = v * p.output_scale;
+        }
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let bm4 = WG_M * 2u; // vec4s per k row of the A slice
+    let bn4 = WG_N * 2u;
+    let threads = WG_M * WG_N;
+    let batch = wid.z;
+    let m0 = wid.y * WG_M * 8u;
+    let n0 = wid.x * WG_N * 8u;
+    let tx = lid.x;
+    let ty = lid.y;
+
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        fill_a(li, batch, m0, k0);
+        fill_b(li, batch, n0, k0);
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = a_s[kk * bm4 + ty];
+            let a1 = a_s[kk * bm4 + ty + WG_M];
+            let b0 = b_s[kk * bn4 + tx];
+            let b1 = b_s[kk * bn4 + tx + WG_N];
+            c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
+            c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
+            c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
+            c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
+            c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
+            c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
+            c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
+            c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
+        }
+        workgroupBarrier();
+    }
+
+    if (batch >= p.batch) {
+        return;
+    }
+    let ma = m0 + ty * 4u;
+    let mb = m0 + (ty + WG_M) * 4u;
+    let na = n0 + tx * 4u;
+    let nb = n0 + (tx + WG_N) * 4u;
+    store4(batch, ma, na, c00); store4(batch, ma, nb, c01);
+    store4(batch, ma + 1u, na, c10); store4(batch, ma + 1u, nb, c11);
+    store4(batch, ma + 2u, na, c20); store4(batch, ma + 2u, nb, c21);
+    store4(batch, ma + 3u, na, c30); store4(batch, ma + 3u, nb, c31);
+    store4(batch, mb, na, c40); store4(batch, mb, nb, c41);
+    store4(batch, mb + 1u, na, c50); store4(batch, mb + 1u, nb, c51);
+    store4(batch, mb + 2u, na, c60); store4(batch, mb + 2u, nb, c61);
+    store4(batch, mb + 3u, na, c70); store4(batch, mb + 3u, nb, c71);
+}

@@ -1,0 +1,153 @@
+//! The library's one error type. Every message names the file, key or value at fault and what was
+//! expected, so a user can act on it without reading the source.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the library. `main.rs` wraps these with `anyhow` context.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// wgpu found no usable adapter at all.
+    #[error(
+        "no GPU adapter found{details}. wgpu-diffusion needs a Vulkan, Metal, DX12 or GL adapter; \
+         on a machine without a GPU install Mesa's software Vulkan driver (lavapipe): \
+         `sudo apt-get install -y mesa-vulkan-drivers` (Debian/Ubuntu) or `dnf install mesa-vulkan-drivers` (Fedora)"
+    )]
+    NoAdapter { details: String },
+
+    /// An adapter was asked for by name (`--adapter` / `WGPU_ADAPTER_NAME`) and none matched.
+    #[error("no adapter matches {wanted:?}; available adapters: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+
+    /// An environment variable or option selecting the GPU has a value we cannot interpret.
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    BadGpuOption {
+        name: String,
+        value: String,
+        expected: String,
+    },
+
+    /// The adapter refused to create a device with the limits/features we asked for.
+    #[error("could not open a device on adapter {adapter:?}: {message}")]
+    RequestDevice { adapter: String, message: String },
+
+    /// A WGSL shader failed to compile or a pipeline failed validation.
+    #[error("shader {kernel} (entry point {entry_point}) failed to build: {message}")]
+    Shader {
+        kernel: String,
+        entry_point: String,
+        message: String,
+    },
+
+    /// A GPU operation failed at run time (validation error, device lost, mapping failure).
+    #[error("GPU error during {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    /// An operation was given tensors of incompatible shapes or a parameter it cannot handle.
+    #[error("{op}: {message}")]
+    InvalidArgument { op: String, message: String },
+
+    /// A buffer would exceed what the adapter can bind in one storage binding.
+    #[error(
+        "{what} needs a {size} byte buffer but adapter {adapter:?} binds at most {limit} bytes per \
+         storage buffer; use a smaller batch or resolution"
+    )]
+    BufferTooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        adapter: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file the model directory must contain is absent.
+    #[error("{path}: missing {what}")]
+    MissingFile { path: PathBuf, what: String },
+
+    /// config.json (or another JSON file) is malformed or holds a value we do not support.
+    #[error("{path}: {key}: {message}")]
+    Config {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    /// A safetensors file is malformed: truncated, bad header, offsets past the end.
+    #[error("{path}: not a valid safetensors file: {message}")]
+    SafeTensors { path: PathBuf, message: String },
+
+    /// A tensor the model needs is absent from the weights file.
+    #[error("{path}: missing tensor {key:?}{hint}")]
+    MissingTensor {
+        path: PathBuf,
+        key: String,
+        hint: String,
+    },
+
+    /// A tensor has a different shape than the config implies.
+    #[error(
+        "{path}: tensor {key:?} has shape {found:?}, expected {expected:?} (from config.json)"
+    )]
+    ShapeMismatch {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// A tensor is stored in a dtype we cannot convert to f32.
+    #[error("{path}: tensor {key:?} has dtype {dtype}; supported dtypes are F32, F16 and BF16")]
+    UnsupportedDtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
+
+    /// The weights file holds tensors the model does not use (a config/weights mismatch).
+    #[error("{path}: {count} tensor(s) not used by the model described in config.json: {keys}")]
+    UnusedTensors {
+        path: PathBuf,
+        count: usize,
+        keys: String,
+    },
+
+    /// The requested resolution cannot pass through the model's down/up blocks.
+    #[error("resolution {height}x{width}: {message}")]
+    Resolution {
+        height: usize,
+        width: usize,
+        message: String,
+    },
+}
+
+/// Shorthand used throughout the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn invalid(op: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            op: op.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn gpu(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Gpu {
+            context: context.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

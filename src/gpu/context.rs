@@ -1,0 +1,343 @@
+//! Adapter selection (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`), device
+//! creation with the adapter's own limits, and the pipeline cache. Shader modules and pipelines
+//! are built inside error scopes so a broken shader is an `Err`, not a panic (as cubecl does).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernel::Kernel;
+
+/// How to pick the adapter. `Default` reads nothing; [`GpuOptions::from_env`] reads the standard
+/// wgpu variables; CLI flags override fields after that.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Comma list of backends (`vulkan`, `metal`, `dx12`, `gl`); `None` = all.
+    pub backends: Option<String>,
+    /// Case-insensitive substring of the adapter name; `None` = best by power preference.
+    pub adapter_name: Option<String>,
+    /// `high` (default; discrete GPUs first) or `low` (integrated first).
+    pub power_preference: Option<String>,
+}
+
+impl GpuOptions {
+    /// Options from `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        GpuOptions {
+            backends: var("WGPU_BACKEND"),
+            adapter_name: var("WGPU_ADAPTER_NAME"),
+            power_preference: var("WGPU_POWER_PREF"),
+        }
+    }
+
+    fn parse_backends(&self) -> Result<wgpu::Backends> {
+        let Some(list) = &self.backends else {
+            return Ok(wgpu::Backends::all());
+        };
+        let mut backends = wgpu::Backends::empty();
+        for name in list.split(',') {
+            backends |= match name.trim().to_lowercase().as_str() {
+                "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                "metal" | "mtl" => wgpu::Backends::METAL,
+                "dx12" | "d3d12" => wgpu::Backends::DX12,
+                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                _ => {
+                    return Err(Error::BadGpuOption {
+                        name: "backend (WGPU_BACKEND / --backend)".into(),
+                        value: name.to_string(),
+                        expected: "a comma list of vulkan, metal, dx12, gl".into(),
+                    })
+                }
+            };
+        }
+        Ok(backends)
+    }
+
+    fn parse_power(&self) -> Result<wgpu::PowerPreference> {
+        match self
+            .power_preference
+            .as_deref()
+            .map(|s| s.trim().to_lowercase())
+        {
+            None => Ok(wgpu::PowerPreference::HighPerformance),
+            Some(p) if p == "high" || p == "high-performance" => {
+                Ok(wgpu::PowerPreference::HighPerformance)
+            }
+            Some(p) if p == "low" || p == "low-power" => Ok(wgpu::PowerPreference::LowPower),
+            Some(p) if p == "none" => Ok(wgpu::PowerPreference::None),
+            Some(p) => Err(Error::BadGpuOption {
+                name: "power preference (WGPU_POWER_PREF)".into(),
+                value: p,
+                expected: "high, low or none".into(),
+            }),
+        }
+    }
+}
+
+/// What `adapters` prints about one adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        AdapterSummary {
+            info: adapter.get_info(),
+            limits: adapter.limits(),
+            features: adapter.features(),
+        }
+    }
+
+    /// `name (backend, type)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+}
+
+type PipelineKey = (Kernel, &'static str, Vec<(&'static str, u64)>);
+
+/// A device, its queue and the compiled pipelines. Built once and shared (`Arc`) by everything
+/// that records work on it.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// The chosen adapter's name, backend, limits and features.
+    pub adapter: AdapterSummary,
+    modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// The first error wgpu reported outside an error scope (validation at dispatch, device lost).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter.describe())
+            .finish()
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see through the chosen backends.
+pub fn enumerate(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
+    let backends = options.parse_backends()?;
+    let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    Ok(adapters.iter().map(AdapterSummary::of).collect())
+}
+
+fn rank(device_type: wgpu::DeviceType, power: wgpu::PowerPreference) -> u8 {
+    use wgpu::DeviceType::*;
+    match (power, device_type) {
+        (wgpu::PowerPreference::LowPower, IntegratedGpu) => 0,
+        (wgpu::PowerPreference::LowPower, DiscreteGpu) => 1,
+        (_, DiscreteGpu) => 0,
+        (_, IntegratedGpu) => 1,
+        (_, VirtualGpu) => 2,
+        (_, Other) => 3,
+        (_, Cpu) => 4,
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter by `options` and opens a device with the adapter's own limits.
+    pub fn new(options: &GpuOptions) -> Result<Arc<GpuContext>> {
+        let backends = options.parse_backends()?;
+        let power = options.parse_power()?;
+        let instance = instance(backends);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        if adapters.is_empty() {
+            let details = match &options.backends {
+                Some(b) => format!(" for backends {b:?}"),
+                None => String::new(),
+            };
+            return Err(Error::NoAdapter { details });
+        }
+        let chosen = match &options.adapter_name {
+            Some(wanted) => {
+                let needle = wanted.to_lowercase();
+                adapters
+                    .iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                    .ok_or_else(|| Error::AdapterNotFound {
+                        wanted: wanted.clone(),
+                        available: adapters
+                            .iter()
+                            .map(|a| AdapterSummary::of(a).describe())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    })?
+            }
+            None => adapters
+                .iter()
+                .min_by_key(|a| rank(a.get_info().device_type, power))
+                .ok_or(Error::NoAdapter {
+                    details: String::new(),
+                })?,
+        };
+        Self::from_adapter(chosen)
+    }
+
+    /// Opens a device on `adapter`, asking for its full limits and the optional features we use.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        let summary = AdapterSummary::of(adapter);
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgpu-diffusion"),
+            required_features: summary.features & wanted,
+            required_limits: summary.limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: summary.describe(),
+                message: e.to_string(),
+            }
+        })?;
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let sink = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            adapter: summary,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+        }))
+    }
+
+    /// The largest storage-buffer binding this device accepts, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let limits = &self.adapter.limits;
+        u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size)
+    }
+
+    /// Returns (and clears) an error wgpu raised outside an error scope since the last check.
+    pub fn check_errors(&self, context: &str) -> Result<()> {
+        let taken = self.uncaptured.lock().ok().and_then(|mut slot| slot.take());
+        match taken {
+            Some(message) => Err(Error::gpu(context, message)),
+            None => Ok(()),
+        }
+    }
+
+    fn module(&self, kernel: Kernel) -> Result<wgpu::ShaderModule> {
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| Error::gpu("shader cache", "poisoned"))?;
+        if let Some(module) = modules.get(&kernel) {
+            return Ok(module.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                kernel: format!("shaders/{}.wgsl", kernel.name()),
+                entry_point: "(module)".into(),
+                message: err.to_string(),
+            });
+        }
+        modules.insert(kernel, module.clone());
+        Ok(module)
+    }
+
+    /// The compute pipeline for `kernel`'s `entry_point` with the given override constants,
+    /// compiled once and cached. The label is `kernel/entry_point`, so captures read like code.
+    pub fn pipeline(
+        &self,
+        kernel: Kernel,
+        entry_point: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        let key: PipelineKey = (
+            kernel,
+            entry_point,
+            constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        );
+        {
+            let cache = self
+                .pipelines
+                .lock()
+                .map_err(|_| Error::gpu("pipeline cache", "poisoned"))?;
+            if let Some(p) = cache.get(&key) {
+                return Ok(p.clone());
+            }
+        }
+        let module = self.module(kernel)?;
+        let label = format!("{}/{}", kernel.name(), entry_point);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                kernel: format!("shaders/{}.wgsl", kernel.name()),
+                entry_point: entry_point.into(),
+                message: err.to_string(),
+            });
+        }
+        self.pipelines
+            .lock()
+            .map_err(|_| Error::gpu("pipeline cache", "poisoned"))?
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines compiled so far (for `inspect` and the bench).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Records `dispatches` into one compute pass of one command buffer and submits it. Does not
+    /// wait: the next readback (or [`GpuContext::wait`]) is the sync point.
+    pub fn submit(&self, dispatches: &[&crate::gpu::Dispatch]) -> Result<()> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+        crate::gpu::Dispatch::record_all(&mut encoder, dispatches);
+        self.queue.submit([encoder.finish()]);
+        self.check_errors("submit")
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu("waiting for the GPU", e))?;
+        self.check_errors("GPU work")
+    }
+}

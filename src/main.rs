@@ -1,0 +1,192 @@
+//! The `wgpu-diffusion` command line: `adapters` lists what wgpu can see, `inspect` summarises a
+//! model (parameters, MACs, memory vs the adapter's limits). anyhow lives here only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
+use wgpu_diffusion::model::unet::UNet2DModel;
+use wgpu_diffusion::Error;
+
+#[derive(Parser)]
+#[command(name = "wgpu-diffusion", version, about = "Diffusion U-Nets on any GPU through wgpu")]
+struct Cli {
+    /// Adapter name substring (overrides WGPU_ADAPTER_NAME).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Backends to consider: vulkan, metal, dx12, gl (comma list; overrides WGPU_BACKEND).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter wgpu can see, with the limits and features that matter here.
+    Adapters {
+        /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Summarise a diffusers UNet2DModel directory: architecture, parameters, MACs, memory.
+    Inspect {
+        /// Directory holding config.json and diffusion_pytorch_model.safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// Batch size for the activation-memory estimate.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Height (default: the config's sample_size).
+        #[arg(long)]
+        height: Option<usize>,
+        /// Width (default: the config's sample_size).
+        #[arg(long)]
+        width: Option<usize>,
+    },
+}
+
+fn gpu_options(cli: &Cli) -> GpuOptions {
+    let mut options = GpuOptions::from_env();
+    if cli.adapter.is_some() {
+        options.adapter_name = cli.adapter.clone();
+    }
+    if cli.backend.is_some() {
+        options.backends = cli.backend.clone();
+    }
+    options
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
+    let list = gpu::enumerate(&gpu_options(cli))?;
+    if list.is_empty() {
+        let err = Error::NoAdapter { details: String::new() };
+        eprintln!("error: {err}");
+        return Ok(ExitCode::from(if check { 3 } else { 1 }));
+    }
+    for (i, a) in list.iter().enumerate() {
+        let info = &a.info;
+        let l = &a.limits;
+        println!("[{i}] {}", info.name);
+        println!("    backend {:?}, type {:?}, vendor 0x{:04x}, device 0x{:04x}", info.backend, info.device_type, info.vendor, info.device);
+        println!("    driver {} ({})", info.driver, info.driver_info);
+        println!(
+            "    max storage binding {}, max buffer {}, workgroups/dim {}, invocations/workgroup {}, workgroup storage {} B",
+            mib(u64::from(l.max_storage_buffer_binding_size)),
+            mib(l.max_buffer_size),
+            l.max_compute_workgroups_per_dimension,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_storage_size
+        );
+        println!(
+            "    shader-f16 {}, timestamp queries {}",
+            yes(a.features.contains(wgpu::Features::SHADER_F16)),
+            yes(a.features.contains(wgpu::Features::TIMESTAMP_QUERY))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width: Option<usize>) -> Result<ExitCode> {
+    let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
+    let model = UNet2DModel::load(&ctx, dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let cfg = &model.config;
+    let (h0, w0) = cfg.sample_hw().unwrap_or((32, 32));
+    let (h, w) = (height.unwrap_or(h0), width.unwrap_or(w0));
+    println!("model        {}", dir.display());
+    println!("adapter      {}", ctx.adapter.describe());
+    println!(
+        "in/out       {} -> {} channels, sample {}x{}{}",
+        cfg.in_channels,
+        cfg.out_channels,
+        h,
+        w,
+        if cfg.center_input_sample { ", center_input_sample" } else { "" }
+    );
+    println!(
+        "time         sinusoidal dim {} (flip_sin_to_cos {}, freq_shift {}), embedding {}",
+        cfg.block_out_channels[0],
+        cfg.flip_sin_to_cos,
+        cfg.freq_shift,
+        cfg.time_embed_dim()
+    );
+    if let Some(n) = cfg.num_class_embeds {
+        println!("classes      {n} (class_embedding lookup added to the time embedding)");
+    }
+    println!(
+        "norm         {} groups, eps {:e}; downsample_padding {}; layers_per_block {}",
+        cfg.norm_num_groups, cfg.norm_eps, cfg.downsample_padding, cfg.layers_per_block
+    );
+    let mut res = (h, w);
+    for (i, (kind, c)) in cfg.down_block_types.iter().zip(&cfg.block_out_channels).enumerate() {
+        let attn = if matches!(kind, wgpu_diffusion::model::config::DownBlock::AttnDown) {
+            format!(", attention {} head(s) x {}", cfg.num_heads(*c), cfg.head_dim(*c))
+        } else {
+            String::new()
+        };
+        println!("down {i}       {kind:?} {c} ch at {}x{}{attn}", res.0, res.1);
+        if i + 1 < cfg.block_out_channels.len() {
+            res = (res.0 / 2, res.1 / 2);
+        }
+    }
+    if let Some(mid) = &model.mid_block {
+        let attn = match &mid.attention {
+            Some(a) => format!("attention {} head(s) x {}", a.heads, a.head_dim),
+            None => "no attention".to_string(),
+        };
+        println!("mid          {} ch at {}x{}, {attn}", cfg.block_out_channels[cfg.block_out_channels.len() - 1], res.0, res.1);
+    }
+    let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+    for (i, (kind, c)) in cfg.up_block_types.iter().zip(&rev).enumerate() {
+        println!("up {i}         {kind:?} {c} ch at {}x{}", res.0, res.1);
+        if i + 1 < rev.len() {
+            res = (res.0 * 2, res.1 * 2);
+        }
+    }
+    let graph = model.graph(batch, h, w)?;
+    let macs = graph.flops() / 2 / batch as u64;
+    println!("parameters   {} ({:.2} M)", model.parameters, model.parameters as f64 / 1e6);
+    println!("MACs         {:.3} G per image per forward ({} dispatches per forward)", macs as f64 / 1e9, graph.dispatches.len());
+    println!("weights      {} on the GPU (f32)", mib(model.parameters as u64 * 4));
+    println!("activations  {} at batch {batch} (allocated once per graph)", mib(graph.activation_bytes));
+    let limit = ctx.max_binding_bytes();
+    let (label, bytes) = &graph.largest_activation;
+    println!(
+        "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
+        mib(*bytes),
+        mib(limit),
+        100.0 * *bytes as f64 / limit as f64
+    );
+    println!("pipelines    {} compiled", ctx.pipeline_count());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Adapters { check } => adapters(&cli, *check),
+        Command::Inspect { model, batch, height, width } => inspect(&cli, model, *batch as usize, *height, *width),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `Weights`: a memory-mapped, fully validated safetensors checkpoint that hands out f32 tensors
+//! by key and tracks which ones were used (the format diffusers writes as
+//! `diffusion_pytorch_model.safetensors` via `modeling_utils.py` / `save_pretrained`).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Largest header we accept (the safetensors crate's own limit), so a corrupt length cannot make
+/// us parse hundreds of megabytes as JSON.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// How many similar keys a missing-tensor hint lists.
+const HINT_KEYS: usize = 3;
+
+/// How many unused keys `finish` lists before eliding the rest.
+const UNUSED_KEYS_SHOWN: usize = 10;
+
+/// One tensor's header entry, validated against the data section.
+#[derive(Debug, Clone)]
+struct TensorInfo {
+    dtype: String,
+    shape: Vec<usize>,
+    /// Byte range inside the data section.
+    begin: usize,
+    end: usize,
+}
+
+/// A safetensors file opened for loading. Every fetched key is recorded so [`Weights::finish`]
+/// can report tensors the model never used (a sign that config.json does not match the weights).
+#[derive(Debug)]
+pub struct Weights {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the data section within the file (`8 + header length`).
+    data_start: usize,
+    tensors: BTreeMap<String, TensorInfo>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl Weights {
+    /// Memory-maps and validates a safetensors file: header length, header JSON, every tensor's
+    /// dtype/shape/offsets against the data section, and that no two tensors overlap.
+    pub fn open(path: &Path) -> Result<Weights> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::MissingFile {
+                    path: path.to_path_buf(),
+                    what: "diffusion_pytorch_model.safetensors (the weights)".to_owned(),
+                })
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let bad = |message: String| Error::SafeTensors {
+            path: path.to_path_buf(),
+            message,
+        };
+        if file_len < 8 {
+            return Err(bad(format!(
+                "the file is {file_len} bytes, shorter than the 8 byte header length prefix \
+                 (empty or truncated file?)"
+            )));
+        }
+        // SAFETY: the map is only ever read, and every byte we use is copied out (into the
+        // `Vec<f32>` each `get` returns) while loading. The file is opened read-only; as with any
+        // mmap, another process truncating it meanwhile is outside what we can guard against.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let bytes: &[u8] = &mmap;
+        let (tensors, data_start) = parse(bytes).map_err(bad)?;
+        Ok(Weights {
+            path: path.to_path_buf(),
+            mmap,
+            data_start,
+            tensors,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// The file these weights were read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file holds `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// All tensor keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// The safetensors dtype name (`"F32"`, `"F16"`, ...) of `key`, if present.
+    pub fn dtype_of(&self, key: &str) -> Option<&str> {
+        self.tensors.get(key).map(|t| t.dtype.as_str())
+    }
+
+    /// The shape of `key`, if present.
+    pub fn shape_of(&self, key: &str) -> Option<&[usize]> {
+        self.tensors.get(key).map(|t| t.shape.as_slice())
+    }
+
+    /// Number of tensors in the file.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the file holds no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Total bytes of tensor data (as stored, before conversion to f32).
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|t| (t.end - t.begin) as u64)
+            .sum()
+    }
+
+    /// Reads `key` as f32 (converting F16/BF16), checking it has `expected_shape`, and marks it
+    /// used.
+    pub fn get(&self, key: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+        let Some(info) = self.tensors.get(key) else {
+            return Err(Error::MissingTensor {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                hint: self.similar_keys_hint(key),
+            });
+        };
+        if info.shape != expected_shape {
+            return Err(Error::ShapeMismatch {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                expected: expected_shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let unsupported = || Error::UnsupportedDtype {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            dtype: info.dtype.clone(),
+        };
+        let raw = self
+            .mmap
+            .get(self.data_start + info.begin..self.data_start + info.end)
+            .ok_or_else(|| Error::SafeTensors {
+                path: self.path.clone(),
+                message: format!("tensor {key:?} lies outside the mapped file"),
+            })?;
+        let values: Vec<f32> = match info.dtype.as_str() {
+            "F32" => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            "F16" => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            "BF16" => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => return Err(unsupported()),
+        };
+        self.used.borrow_mut().insert(key.to_owned());
+        Ok(values)
+    }
+
+    /// Like [`Weights::get`] for the first of `keys` the file holds (for names that changed
+    /// between diffusers versions, e.g. `to_q` / `query`, `to_out.0` / `proj_attn`).
+    pub fn get_any(&self, keys: &[&str], expected_shape: &[usize]) -> Result<Vec<f32>> {
+        if let Some(key) = keys.iter().find(|k| self.contains(k)) {
+            return self.get(key, expected_shape);
+        }
+        let Some((first, rest)) = keys.split_first() else {
+            return Err(Error::invalid("Weights::get_any", "called with no keys"));
+        };
+        let mut hint = String::new();
+        if !rest.is_empty() {
+            let tried: Vec<String> = rest.iter().map(|k| format!("{k:?}")).collect();
+            hint.push_str(&format!(" (also tried: {})", tried.join(", ")));
+        }
+        hint.push_str(&self.similar_keys_hint(first));
+        Err(Error::MissingTensor {
+            path: self.path.clone(),
+            key: (*first).to_owned(),
+            hint,
+        })
+    }
+
+    /// Fails with [`Error::UnusedTensors`] if some tensor was never fetched.
+    pub fn finish(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let unused: Vec<&str> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .map(String::as_str)
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let mut shown: Vec<String> = unused
+            .iter()
+            .take(UNUSED_KEYS_SHOWN)
+            .map(|k| format!("{k:?}"))
+            .collect();
+        if unused.len() > UNUSED_KEYS_SHOWN {
+            shown.push("…".to_owned());
+        }
+        Err(Error::UnusedTensors {
+            path: self.path.clone(),
+            count: unused.len(),
+            keys: shown.join(", "),
+        })
+    }
+
+    /// ", similar keys in the file: ..." listing the keys closest to `key`.
+    fn similar_keys_hint(&self, key: &str) -> String {
+        if self.tensors.is_empty() {
+            return "; the file holds no tensors".to_owned();
+        }
+        let mut scored: Vec<(usize, usize, &str)> = self
+            .tensors
+            .keys()
+            .map(|k| (common_prefix_len(key, k), edit_distance(key, k), k.as_str()))
+            .collect();
+        // Longest shared prefix first, then fewest edits.
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+        let names: Vec<String> = scored
+            .iter()
+            .take(HINT_KEYS)
+            .map(|(_, _, k)| format!("{k:?}"))
+            .collect();
+        format!(", similar keys in the file: {}", names.join(", "))
+    }
+}
+
+/// Parses and validates the header of a whole safetensors file. Returns the tensors and the
+/// offset of the data section. Messages name the tensor at fault and the numbers involved.
+fn parse(bytes: &[u8]) -> std::result::Result<(BTreeMap<String, TensorInfo>, usize), String> {
+    let file_len = bytes.len();
+    let Some(prefix) = bytes.get(..8) else {
+        return Err(format!(
+            "the file is {file_len} bytes, shorter than the 8 byte header length prefix"
+        ));
+    };
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(prefix);
+    let header_len = u64::from_le_bytes(len_bytes);
+    let available = (file_len - 8) as u64;
+    if header_len > available {
+        return Err(format!(
+            "the header length prefix says {header_len} bytes but only {available} bytes follow it \
+             in the {file_len} byte file (truncated file, or not a safetensors file?)"
+        ));
+    }
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the header is {header_len} bytes, more than the {MAX_HEADER_BYTES} byte limit"
+        ));
+    }
+    if header_len == 0 {
+        return Err("the header length prefix is 0; a header JSON object is required".to_owned());
+    }
+    // header_len <= available < usize::MAX, so these conversions and sums cannot overflow.
+    let data_start = 8 + header_len as usize;
+    let header_bytes = &bytes[8..data_start];
+    let header_text = std::str::from_utf8(header_bytes)
+        .map_err(|e| format!("the {header_len} byte header is not UTF-8 text: {e}"))?;
+    let header: serde_json::Value = serde_json::from_str(header_text)
+        .map_err(|e| format!("the {header_len} byte header is not valid JSON: {e}"))?;
+    let serde_json::Value::Object(entries) = header else {
+        return Err("the header is JSON but not an object of tensor entries".to_owned());
+    };
+    let data_len = file_len - data_start;
+    let mut tensors = BTreeMap::new();
+    for (key, entry) in &entries {
+        if key == "__metadata__" {
+            continue;
+        }
+        let info = parse_entry(key, entry, data_len)?;
+        tensors.insert(key.clone(), info);
+    }
+    // Overlap check: sort nonempty ranges by start; each must begin at or after the previous end.
+    let mut ranges: Vec<(&str, &TensorInfo)> = tensors
+        .iter()
+        .filter(|(_, t)| t.end > t.begin)
+        .map(|(k, t)| (k.as_str(), t))
+        .collect();
+    ranges.sort_by_key(|(_, t)| (t.begin, t.end));
+    for pair in ranges.windows(2) {
+        let (ka, a) = pair[0];
+        let (kb, b) = pair[1];
+        if b.begin < a.end {
+            return Err(format!(
+                "tensors {ka:?} data_offsets [{}, {}] and {kb:?} data_offsets [{}, {}] overlap",
+                a.begin, a.end, b.begin, b.end
+            ));
+        }
+    }
+    Ok((tensors, data_start))
+}
+
+/// Validates one header entry `{"dtype": .., "shape": [..], "data_offsets": [begin, end]}`.
+fn parse_entry(
+    key: &str,
+    entry: &serde_json::Value,
+    data_len: usize,
+) -> std::result::Result<TensorInfo, String> {
+    let obj = entry
+        .as_object()
+        .ok_or_else(|| format!("tensor {key:?}: header entry is {entry}, not an object"))?;
+    let dtype = obj
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| format!("tensor {key:?}: header entry has no string \"dtype\""))?
+        .to_owned();
+    let shape_value = obj
+        .get("shape")
+        .ok_or_else(|| format!("tensor {key:?}: header entry has no \"shape\""))?;
+    let shape: Vec<usize> = shape_value
+        .as_array()
+        .and_then(|dims| {
+            dims.iter()
+                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                .collect()
+        })
+        .ok_or_else(|| {
+            format!(
+                "tensor {key:?}: \"shape\" is {shape_value}, not an array of non-negative integers"
+            )
+        })?;
+    let offsets_value = obj
+        .get("data_offsets")
+        .ok_or_else(|| format!("tensor {key:?}: header entry has no \"data_offsets\""))?;
+    let offsets: Vec<u64> = offsets_value
+        .as_array()
+        .and_then(|o| o.iter().map(|v| v.as_u64()).collect::<Option<Vec<u64>>>())
+        .filter(|o| o.len() == 2)
+        .ok_or_else(|| {
+            format!(
+                "tensor {key:?}: \"data_offsets\" is {offsets_value}, not a [begin, end] pair of \
+                 non-negative integers"
+            )
+        })?;
+    let (begin, end) = (offsets[0], offsets[1]);
+    if begin > end {
+        return Err(format!(
+            "tensor {key:?} data_offsets [{begin}, {end}] are reversed (begin > end)"
+        ));
+    }
+    if end > data_len as u64 {
+        return Err(format!(
+            "tensor {key:?} data_offsets [{begin}, {end}] end past the {data_len} byte data section \
+             (file truncated?)"
+        ));
+    }
+    // end <= data_len, so both fit in usize.
+    let (begin, end) = (begin as usize, end as usize);
+    let span = end - begin;
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            format!("tensor {key:?}: shape {shape:?} has more elements than fit in memory")
+        })?;
+    if let Some(bits) = dtype_bits(&dtype) {
+        let total_bits = numel
+            .checked_mul(bits)
+            .ok_or_else(|| format!("tensor {key:?}: shape {shape:?} of {dtype} is too large"))?;
+        if !total_bits.is_multiple_of(8) || total_bits / 8 != span {
+            let size = if bits.is_multiple_of(8) {
+                format!(
+                    "{numel} element(s) x {} byte(s) = {} bytes",
+                    bits / 8,
+                    total_bits / 8
+                )
+            } else {
+                format!("{numel} element(s) x {bits} bits = {total_bits} bits")
+            };
+            return Err(format!(
+                "tensor {key:?} has dtype {dtype} and shape {shape:?}: {size}, but data_offsets \
+                 [{begin}, {end}] span {span} bytes"
+            ));
+        }
+    }
+    Ok(TensorInfo {
+        dtype,
+        shape,
+        begin,
+        end,
+    })
+}
+
+/// Bits per element of a safetensors dtype; `None` for a name we do not know (such tensors are
+/// bounds- and overlap-checked, and fail with `UnsupportedDtype` if fetched).
+fn dtype_bits(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
+        "I16" | "U16" | "F16" | "BF16" => 16,
+        "I32" | "U32" | "F32" => 32,
+        "I64" | "U64" | "F64" | "C64" => 64,
+        _ => return None,
+    })
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b` (on char boundaries).
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .take_while(|((_, ca), cb)| ca == cb)
+        .map(|((_, c), _)| c.len_utf8())
+        .sum()
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0usize; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}

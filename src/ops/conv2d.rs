@@ -1,0 +1,310 @@
+//! 2-D convolution (`torch.nn.functional.conv2d` plus asymmetric padding) as an implicit GEMM with
+//! a fused bias / per-sample bias / residual / scale epilogue (`shaders/conv2d.wgsl`): the conv
+//! layers of diffusers' ResNet blocks, Downsample2D and Upsample2D.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::ops::matmul::to_u32;
+
+/// Zero padding on each side of the input, in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Padding {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Padding {
+    /// The same padding `p` on all four sides (PyTorch's `padding=p`).
+    pub fn same(p: usize) -> Self {
+        Padding {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
+    }
+}
+
+/// One convolution launch:
+/// `out = (conv2d(pad(input), weight) + bias[co] + batch_bias[n, co] + residual) · output_scale`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2d<'a> {
+    /// `[N, Cin, H, W]`.
+    pub input: &'a Tensor,
+    /// `[Cout, Cin, kh, kw]`.
+    pub weight: &'a Tensor,
+    /// `[Cout]`.
+    pub bias: Option<&'a Tensor>,
+    /// `[N, Cout]`, added to every pixel of channel `co` of sample `n` (the time embedding).
+    pub batch_bias: Option<&'a Tensor>,
+    /// `[N, Cout, Ho, Wo]`, added before the scale (the ResNet shortcut).
+    pub residual: Option<&'a Tensor>,
+    /// `[N, Cout, Ho, Wo]`.
+    pub out: &'a Tensor,
+    pub stride: usize,
+    pub padding: Padding,
+    /// Multiplies the whole sum (diffusers' `1 / output_scale_factor`).
+    pub output_scale: f32,
+}
+
+/// The kernel's parameter block (`Params` in `conv2d.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    npix: u32,
+    flags: u32,
+    output_scale: f32,
+    _pad: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<Params>() % 16 == 0);
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_BATCH_BIAS: u32 = 2;
+const FLAG_RESIDUAL: u32 = 4;
+
+/// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
+fn bk() -> usize { std::env::var("T_BK").ok().and_then(|v| v.parse().ok()).unwrap_or(16) }
+
+/// Output height and width of a `kh × kw` convolution with `stride` over an `h × w` input padded
+/// by `padding`: `(h + top + bottom − kh) / stride + 1`, and likewise for the width.
+pub fn conv2d_output_hw(
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: Padding,
+) -> Result<(usize, usize)> {
+    if stride == 0 || kh == 0 || kw == 0 {
+        return Err(Error::invalid(
+            "conv2d",
+            format!("stride ({stride}) and kernel size ({kh}x{kw}) must be positive"),
+        ));
+    }
+    let hp = h + padding.top + padding.bottom;
+    let wp = w + padding.left + padding.right;
+    if hp < kh || wp < kw {
+        return Err(Error::invalid(
+            "conv2d",
+            format!(
+                "a {kh}x{kw} kernel does not fit the {h}x{w} input padded to {hp}x{wp} ({padding:?})"
+            ),
+        ));
+    }
+    Ok(((hp - kh) / stride + 1, (wp - kw) / stride + 1))
+}
+
+/// Workgroup shape (invocations along Cout, along pixels): 16 × 16 invocations (128 × 128 output
+/// tiles) when both GEMM dimensions fill them, halved along a dimension of 64 or less so narrow
+/// layers do not compute mostly padding. `WG_M` stays even (the gather mapping needs it).
+fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
+    let e = |n: &str, d: u32| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let wg_m = e("T_WGM", if m > 64 { 16 } else { 8 });
+    let wg_n = e("T_WGN", if n > 64 { 16 } else { 8 });
+    (wg_m, wg_n)
+}
+
+/// The im2col column table: for each k = (ci, ky, kx) of `[0, K)` padded to a multiple of `BK`,
+/// `(ci·H·W + ky·W + kx, ky, kx, 1)`; padding entries are all zero (so `k < K` reads as false).
+fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u32; 4]> {
+    let k = cin * kh * kw;
+    let mut table = vec![[0u32; 4]; k.div_ceil(bk()) * bk()];
+    for ci in 0..cin {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let offset = ci * h * w + ky * w + kx;
+                table[(ci * kh + ky) * kw + kx] = [offset as u32, ky as u32, kx as u32, 1];
+            }
+        }
+    }
+    table
+}
+
+fn shape4(op: &str, name: &str, t: &Tensor) -> Result<[usize; 4]> {
+    match t.shape.as_slice() {
+        &[a, b, c, d] => Ok([a, b, c, d]),
+        other => Err(Error::invalid(
+            op,
+            format!("{name} must be 4-D, got shape {other:?}"),
+        )),
+    }
+}
+
+/// Builds the launch for `conv`, checking every shape. Reports `2·N·Cout·Ho·Wo·Cin·kh·kw` FLOPs.
+pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> {
+    let op = format!("conv2d {label}");
+    let op = op.as_str();
+    let [batch, cin, h, w] = shape4(op, "input", conv.input)?;
+    let [cout, wcin, kh, kw] = shape4(op, "weight", conv.weight)?;
+    if wcin != cin {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "weight {:?} expects {wcin} input channels but input {:?} has {cin}",
+                conv.weight.shape, conv.input.shape
+            ),
+        ));
+    }
+    if batch == 0 || cin == 0 || cout == 0 || h == 0 || w == 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "empty tensors: input {:?}, weight {:?}",
+                conv.input.shape, conv.weight.shape
+            ),
+        ));
+    }
+    let (ho, wo) = conv2d_output_hw(h, w, kh, kw, conv.stride, conv.padding)
+        .map_err(|e| Error::invalid(op, e.to_string()))?;
+    let out_shape = [batch, cout, ho, wo];
+    if conv.out.shape != out_shape {
+        return Err(Error::invalid(
+            op,
+            format!("out must be {out_shape:?}, got {:?}", conv.out.shape),
+        ));
+    }
+    if let Some(bias) = conv.bias {
+        if bias.shape != [cout] {
+            return Err(Error::invalid(
+                op,
+                format!("bias must be [{cout}], got {:?}", bias.shape),
+            ));
+        }
+    }
+    if let Some(bb) = conv.batch_bias {
+        if bb.numel() != batch * cout {
+            return Err(Error::invalid(
+                op,
+                format!("batch_bias must be [{batch}, {cout}], got {:?}", bb.shape),
+            ));
+        }
+    }
+    if let Some(res) = conv.residual {
+        if res.shape != out_shape {
+            return Err(Error::invalid(
+                op,
+                format!("residual must be {out_shape:?}, got {:?}", res.shape),
+            ));
+        }
+    }
+    let inputs = [
+        Some(conv.input),
+        Some(conv.weight),
+        conv.bias,
+        conv.batch_bias,
+        conv.residual,
+    ];
+    if inputs
+        .iter()
+        .flatten()
+        .any(|t| *t.buffer == *conv.out.buffer)
+    {
+        return Err(Error::invalid(
+            op,
+            "out shares a buffer with an input; the kernel cannot update in place",
+        ));
+    }
+    let k = cin * kh * kw;
+    let npix = batch * ho * wo;
+    // Every index the kernel forms must fit u32 (the table's padded K included).
+    to_u32(op, "input elements", conv.input.numel())?;
+    to_u32(op, "output elements", conv.out.numel())?;
+    to_u32(op, "weight elements", conv.weight.numel())?;
+    let u = |what: &str, v: usize| to_u32(op, what, v);
+    let mut flags = 0;
+    if conv.bias.is_some() {
+        flags |= FLAG_BIAS;
+    }
+    if conv.batch_bias.is_some() {
+        flags |= FLAG_BATCH_BIAS;
+    }
+    if conv.residual.is_some() {
+        flags |= FLAG_RESIDUAL;
+    }
+    let params = Params {
+        batch: u("batch", batch)?,
+        cin: u("Cin", cin)?,
+        h: u("H", h)?,
+        w: u("W", w)?,
+        cout: u("Cout", cout)?,
+        ho: u("Ho", ho)?,
+        wo: u("Wo", wo)?,
+        k: u("K", k)?,
+        stride: u("stride", conv.stride)?,
+        pad_top: u("top padding", conv.padding.top)?,
+        pad_left: u("left padding", conv.padding.left)?,
+        npix: u("N·Ho·Wo", npix)?,
+        flags,
+        output_scale: conv.output_scale,
+        _pad: [0; 2],
+    };
+    let table = gather_table(cin, kh, kw, h, w);
+    let ktab = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(&format!("{op}: im2col table")),
+            contents: bytemuck::cast_slice(&table),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    let (wg_m, wg_n) = workgroup_shape(cout, npix);
+    let workgroups = [
+        u("pixel tiles", npix.div_ceil(wg_n as usize * 8))?,
+        u("Cout tiles", cout.div_ceil(wg_m as usize * 8))?,
+        1,
+    ];
+    // Absent optional operands bind the weight (never read: their flag is clear).
+    let dummy = conv.weight;
+    // The vec4 view of the weights is only read when K % 4 == 0, but must bind a whole vec4.
+    let spare = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("conv2d: unused vec4 view"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let weight4 = if conv.weight.bytes() >= 16 {
+        &*conv.weight.buffer
+    } else {
+        &spare
+    };
+    let flops = 2 * (npix * cout * k) as u64;
+    Ok(Dispatch::new(
+        ctx,
+        Kernel::Conv2d,
+        "main",
+        &[
+            ("WG_M", f64::from(wg_m)),
+            ("WG_N", f64::from(wg_n)),
+            ("BK", bk() as f64),
+            ("W_VEC4", if k % 4 == 0 { 1.0 } else { 0.0 }),
+        ],
+        label,
+        &[
+            &conv.input.buffer,
+            &conv.residual.unwrap_or(dummy).buffer,
+            &conv.batch_bias.unwrap_or(dummy).buffer,
+            &conv.weight.buffer,
+            weight4,
+            &conv.bias.unwrap_or(dummy).buffer,
+            &ktab,
+            &conv.out.buffer,
+        ],
+        &params,
+        workgroups,
+    )?
+    .with_flops(flops))
+}

@@ -1,0 +1,305 @@
+//! Pointwise ops of `shaders/elementwise.wgsl`: SiLU, scaled add, affine, channel concat and the
+//! class-embedding lookup-and-add; plus the small shape helpers the other pointwise-style builders
+//! (group norm, softmax, upsample, timestep embedding) share.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+
+/// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); one element each.
+const WORKGROUP_SIZE: u32 = 256;
+
+/// Converts a size to the kernels' u32 index type, naming it in the error.
+pub(crate) fn to_u32(op: &str, what: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        Error::invalid(
+            op,
+            format!("{what} = {value} does not fit the kernel's 32-bit indices"),
+        )
+    })
+}
+
+/// Fails unless `tensor` has exactly `shape`.
+pub(crate) fn expect_shape(op: &str, name: &str, tensor: &Tensor, shape: &[usize]) -> Result<()> {
+    if tensor.shape != shape {
+        return Err(Error::invalid(
+            op,
+            format!("{name} has shape {:?}, expected {shape:?}", tensor.shape),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails when the output shares its buffer with an input: a buffer cannot be bound read-only and
+/// read-write in one dispatch.
+pub(crate) fn expect_distinct(op: &str, out: &Tensor, inputs: &[(&str, &Tensor)]) -> Result<()> {
+    for (name, input) in inputs {
+        if Arc::ptr_eq(&out.buffer, &input.buffer) {
+            return Err(Error::invalid(
+                op,
+                format!("the output shares its buffer with {name}; this op cannot run in place"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A 1-D grid of `count` elements at `workgroup_size` each, split into 2-D when it exceeds the
+/// adapter's per-dimension limit.
+pub(crate) fn element_grid(ctx: &GpuContext, count: u32, workgroup_size: u32) -> Result<[u32; 3]> {
+    grid(ctx, u64::from(count).div_ceil(u64::from(workgroup_size)))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SiluParams {
+    count: u32,
+    _pad: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<SiluParams>().is_multiple_of(16));
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddParams {
+    count: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<AddParams>().is_multiple_of(16));
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AffineParams {
+    count: u32,
+    mul: f32,
+    addend: f32,
+    _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<AffineParams>().is_multiple_of(16));
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConcatParams {
+    batch: u32,
+    a_len: u32,
+    b_len: u32,
+    _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<ConcatParams>().is_multiple_of(16));
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct EmbeddingParams {
+    count: u32,
+    dim: u32,
+    rows: u32,
+    _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<EmbeddingParams>().is_multiple_of(16));
+
+const CONSTANTS: &[(&str, f64)] = &[("WORKGROUP_SIZE", WORKGROUP_SIZE as f64)];
+
+/// `out = x · sigmoid(x)` (`F.silu`). `x` and `out` have the same shape and distinct buffers.
+pub fn silu(ctx: &GpuContext, x: &Tensor, out: &Tensor, label: &str) -> Result<Dispatch> {
+    const OP: &str = "silu";
+    expect_shape(OP, "out", out, &x.shape)?;
+    expect_distinct(OP, out, &[("x", x)])?;
+    let count = to_u32(OP, "elements", x.numel())?;
+    let params = SiluParams {
+        count,
+        _pad: [0; 3],
+    };
+    Dispatch::new(
+        ctx,
+        Kernel::Elementwise,
+        "silu",
+        CONSTANTS,
+        label,
+        &[&x.buffer, &out.buffer],
+        &params,
+        element_grid(ctx, count, WORKGROUP_SIZE)?,
+    )
+    .map(|d| d.with_flops(u64::from(count) * 4))
+}
+
+/// `out = (a + b) · scale`. All three tensors have the same shape; `out` has its own buffer.
+pub fn add(
+    ctx: &GpuContext,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    scale: f32,
+    label: &str,
+) -> Result<Dispatch> {
+    const OP: &str = "add";
+    expect_shape(OP, "b", b, &a.shape)?;
+    expect_shape(OP, "out", out, &a.shape)?;
+    expect_distinct(OP, out, &[("a", a), ("b", b)])?;
+    if !scale.is_finite() {
+        return Err(Error::invalid(OP, format!("scale {scale} is not finite")));
+    }
+    let count = to_u32(OP, "elements", a.numel())?;
+    let params = AddParams {
+        count,
+        scale,
+        _pad: [0; 2],
+    };
+    Dispatch::new(
+        ctx,
+        Kernel::Elementwise,
+        "add",
+        CONSTANTS,
+        label,
+        &[&a.buffer, &b.buffer, &out.buffer],
+        &params,
+        element_grid(ctx, count, WORKGROUP_SIZE)?,
+    )
+    .map(|d| d.with_flops(u64::from(count) * 2))
+}
+
+/// `out = x · mul + add` (`center_input_sample` is `mul = 2, add = −1`). Same shapes, distinct
+/// buffers.
+pub fn affine(
+    ctx: &GpuContext,
+    x: &Tensor,
+    out: &Tensor,
+    mul: f32,
+    add: f32,
+    label: &str,
+) -> Result<Dispatch> {
+    const OP: &str = "affine";
+    expect_shape(OP, "out", out, &x.shape)?;
+    expect_distinct(OP, out, &[("x", x)])?;
+    if !mul.is_finite() || !add.is_finite() {
+        return Err(Error::invalid(
+            OP,
+            format!("mul {mul} and add {add} must be finite"),
+        ));
+    }
+    let count = to_u32(OP, "elements", x.numel())?;
+    let params = AffineParams {
+        count,
+        mul,
+        addend: add,
+        _pad: 0,
+    };
+    Dispatch::new(
+        ctx,
+        Kernel::Elementwise,
+        "affine",
+        CONSTANTS,
+        label,
+        &[&x.buffer, &out.buffer],
+        &params,
+        element_grid(ctx, count, WORKGROUP_SIZE)?,
+    )
+    .map(|d| d.with_flops(u64::from(count) * 2))
+}
+
+/// `out = torch.cat([a, b], dim=1)`: `a` is `[N, Ca, ...]`, `b` is `[N, Cb, ...]` with the same
+/// trailing dims, `out` is `[N, Ca + Cb, ...]`.
+pub fn concat_channels(
+    ctx: &GpuContext,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    label: &str,
+) -> Result<Dispatch> {
+    const OP: &str = "concat_channels";
+    if a.shape.len() < 2 || b.shape.len() != a.shape.len() {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "a {:?} and b {:?} must have the same rank, at least 2 ([N, C, ...])",
+                a.shape, b.shape
+            ),
+        ));
+    }
+    if b.shape[0] != a.shape[0] || b.shape[2..] != a.shape[2..] {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "a {:?} and b {:?} must agree on every dim but the channels (dim 1)",
+                a.shape, b.shape
+            ),
+        ));
+    }
+    let mut want = a.shape.clone();
+    want[1] = a.shape[1] + b.shape[1];
+    expect_shape(OP, "out", out, &want)?;
+    expect_distinct(OP, out, &[("a", a), ("b", b)])?;
+    let batch = a.shape[0];
+    let spatial: usize = a.shape[2..].iter().product();
+    let count = to_u32(OP, "output elements", out.numel())?;
+    let params = ConcatParams {
+        batch: to_u32(OP, "batch", batch)?,
+        a_len: to_u32(OP, "a elements per sample", a.shape[1] * spatial)?,
+        b_len: to_u32(OP, "b elements per sample", b.shape[1] * spatial)?,
+        _pad: 0,
+    };
+    Dispatch::new(
+        ctx,
+        Kernel::Elementwise,
+        "concat_channels",
+        CONSTANTS,
+        label,
+        &[&a.buffer, &b.buffer, &out.buffer],
+        &params,
+        element_grid(ctx, count, WORKGROUP_SIZE)?,
+    )
+}
+
+/// `out[n] = base[n] + table[labels[n]]`: `table` is `[rows, D]`, `labels` is `[N]` (f32 holding
+/// integers, validated by the caller), `base` and `out` are `[N, D]`. The kernel clamps each
+/// label into `[0, rows − 1]`, so a bad label reads a wrong row but never out of bounds.
+pub fn embedding_add(
+    ctx: &GpuContext,
+    table: &Tensor,
+    labels: &Tensor,
+    base: &Tensor,
+    out: &Tensor,
+    label: &str,
+) -> Result<Dispatch> {
+    const OP: &str = "embedding_add";
+    let [rows, dim] = table.shape[..] else {
+        return Err(Error::invalid(
+            OP,
+            format!("table has shape {:?}, expected [rows, D]", table.shape),
+        ));
+    };
+    if rows == 0 {
+        return Err(Error::invalid(OP, "the table has no rows"));
+    }
+    let [batch] = labels.shape[..] else {
+        return Err(Error::invalid(
+            OP,
+            format!("labels have shape {:?}, expected [N]", labels.shape),
+        ));
+    };
+    expect_shape(OP, "base", base, &[batch, dim])?;
+    expect_shape(OP, "out", out, &[batch, dim])?;
+    expect_distinct(
+        OP,
+        out,
+        &[("table", table), ("labels", labels), ("base", base)],
+    )?;
+    to_u32(OP, "table elements", table.numel())?;
+    let count = to_u32(OP, "output elements", out.numel())?;
+    let params = EmbeddingParams {
+        count,
+        dim: to_u32(OP, "D", dim)?,
+        rows: to_u32(OP, "table rows", rows)?,
+        _pad: 0,
+    };
+    Dispatch::new(
+        ctx,
+        Kernel::Elementwise,
+        "embedding_add",
+        CONSTANTS,
+        label,
+        &[&labels.buffer, &base.buffer, &table.buffer, &out.buffer],
+        &params,
+        element_grid(ctx, count, WORKGROUP_SIZE)?,
+    )
+}

@@ -1,0 +1,333 @@
+//! Strided batched GEMM with a fused bias / residual / scale epilogue (`shaders/matmul.wgsl`):
+//! linear layers (`torch.nn.Linear`), 1×1 projections on NCHW activations and the two products of
+//! attention (`Q·Kᵀ·scale`, `P·V`), all without transposing copies.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+
+/// Which output axis a bias vector runs along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasAxis {
+    /// `bias[m]`: one value per output row (per output channel of a 1×1 conv on NCHW).
+    M,
+    /// `bias[n]`: one value per output column (per output feature of a linear layer).
+    N,
+}
+
+/// One strided batched product `out[b] = (alpha · A[b]·B[b] + bias + residual[b]) · output_scale`.
+/// Element strides are `[batch, row, column]`: `A[b, m, k]` lives at
+/// `b·a_strides[0] + m·a_strides[1] + k·a_strides[2]`, `B[b, k, n]` at
+/// `b·b_strides[0] + k·b_strides[1] + n·b_strides[2]`, `out` and `residual` `[b, m, n]` at
+/// `b·c_strides[0] + m·c_strides[1] + n·c_strides[2]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Matmul<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub out: &'a Tensor,
+    /// Optional bias and the axis it is indexed along.
+    pub bias: Option<(&'a Tensor, BiasAxis)>,
+    /// Optional tensor added before `output_scale`, with `out`'s strides.
+    pub residual: Option<&'a Tensor>,
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_strides: [usize; 3],
+    pub b_strides: [usize; 3],
+    pub c_strides: [usize; 3],
+    /// Scales the product before bias and residual (1/√d for attention scores).
+    pub alpha: f32,
+    /// Scales the whole sum (diffusers' `1 / rescale_output_factor`).
+    pub output_scale: f32,
+}
+
+/// The kernel's parameter block (`Params` in `matmul.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    a_sb: u32,
+    a_sm: u32,
+    a_sk: u32,
+    b_sb: u32,
+    b_sk: u32,
+    b_sn: u32,
+    c_sb: u32,
+    c_sm: u32,
+    c_sn: u32,
+    flags: u32,
+    alpha: f32,
+    output_scale: f32,
+}
+const _: () = assert!(std::mem::size_of::<Params>() % 16 == 0);
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_BIAS_N: u32 = 2;
+const FLAG_RESIDUAL: u32 = 4;
+
+/// Depth of the K slice each workgroup stages in shared memory (the `BK` override).
+const BK: u32 = 16;
+
+/// Converts a size or stride to the kernel's u32, naming it in the error.
+pub(crate) fn to_u32(op: &str, what: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        Error::invalid(
+            op,
+            format!("{what} = {value} does not fit the kernel's 32-bit indices"),
+        )
+    })
+}
+
+/// Largest element index `Σ (extent_i − 1)·stride_i` of a strided view, or `None` on overflow or
+/// when an extent is zero.
+fn max_index(extents: [usize; 3], strides: [usize; 3]) -> Option<usize> {
+    let mut total = 0usize;
+    for (e, s) in extents.iter().zip(strides) {
+        total = total.checked_add(e.checked_sub(1)?.checked_mul(s)?)?;
+    }
+    Some(total)
+}
+
+/// Checks that a strided view fits its tensor (and the kernel's u32 index arithmetic).
+fn check_view(
+    op: &str,
+    name: &str,
+    tensor: &Tensor,
+    extents: [usize; 3],
+    strides: [usize; 3],
+) -> Result<()> {
+    let last = max_index(extents, strides).ok_or_else(|| {
+        Error::invalid(
+            op,
+            format!("{name}: extents {extents:?} with strides {strides:?} overflow"),
+        )
+    })?;
+    if last >= tensor.numel() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{name}: extents {extents:?} with strides {strides:?} reach element {last}, but the \
+                 tensor has shape {:?} ({} elements)",
+                tensor.shape,
+                tensor.numel()
+            ),
+        ));
+    }
+    to_u32(op, &format!("{name} max index"), last)?;
+    Ok(())
+}
+
+/// Builds the launch for `mm`. Every operand's largest index must fall inside its tensor.
+pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
+    let op = format!("matmul {label}");
+    let op = op.as_str();
+    if mm.batch == 0 || mm.m == 0 || mm.n == 0 || mm.k == 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "empty product: batch {}, m {}, n {}, k {}",
+                mm.batch, mm.m, mm.n, mm.k
+            ),
+        ));
+    }
+    check_view(op, "a", mm.a, [mm.batch, mm.m, mm.k], mm.a_strides)?;
+    check_view(op, "b", mm.b, [mm.batch, mm.k, mm.n], mm.b_strides)?;
+    check_view(op, "out", mm.out, [mm.batch, mm.m, mm.n], mm.c_strides)?;
+    if let Some(res) = mm.residual {
+        check_view(op, "residual", res, [mm.batch, mm.m, mm.n], mm.c_strides)?;
+    }
+    let inputs = [Some(mm.a), Some(mm.b), mm.residual, mm.bias.map(|(t, _)| t)];
+    if inputs.iter().flatten().any(|t| *t.buffer == *mm.out.buffer) {
+        return Err(Error::invalid(
+            op,
+            "out shares a buffer with an input; the kernel cannot update in place",
+        ));
+    }
+    let mut flags = 0;
+    if let Some((bias, axis)) = mm.bias {
+        let want = match axis {
+            BiasAxis::M => mm.m,
+            BiasAxis::N => mm.n,
+        };
+        if bias.numel() != want {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "bias along {axis:?} needs {want} elements, got shape {:?}",
+                    bias.shape
+                ),
+            ));
+        }
+        flags |= FLAG_BIAS;
+        if axis == BiasAxis::N {
+            flags |= FLAG_BIAS_N;
+        }
+    }
+    if mm.residual.is_some() {
+        flags |= FLAG_RESIDUAL;
+    }
+    let u = |what: &str, v: usize| to_u32(op, what, v);
+    let params = Params {
+        batch: u("batch", mm.batch)?,
+        m: u("m", mm.m)?,
+        n: u("n", mm.n)?,
+        k: u("k", mm.k)?,
+        a_sb: u("a batch stride", mm.a_strides[0])?,
+        a_sm: u("a row stride", mm.a_strides[1])?,
+        a_sk: u("a column stride", mm.a_strides[2])?,
+        b_sb: u("b batch stride", mm.b_strides[0])?,
+        b_sk: u("b row stride", mm.b_strides[1])?,
+        b_sn: u("b column stride", mm.b_strides[2])?,
+        c_sb: u("out batch stride", mm.c_strides[0])?,
+        c_sm: u("out row stride", mm.c_strides[1])?,
+        c_sn: u("out column stride", mm.c_strides[2])?,
+        flags,
+        alpha: mm.alpha,
+        output_scale: mm.output_scale,
+    };
+    // Absent optional operands bind `a` (never read: the flags are clear); a read-only binding
+    // must not alias the read-write output.
+    let residual = mm.residual.unwrap_or(mm.a);
+    let bias = mm.bias.map(|(t, _)| t).unwrap_or(mm.a);
+    let a_mode = vec4_mode(mm.batch, mm.m, mm.k, mm.a_strides);
+    let b_mode = vec4_mode(
+        mm.batch,
+        mm.n,
+        mm.k,
+        [mm.b_strides[0], mm.b_strides[2], mm.b_strides[1]],
+    );
+    // The vec4 views are only read in their modes, but must bind at least one vec4.
+    let spare = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("matmul: unused vec4 view"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let a4 = if mm.a.bytes() >= 16 {
+        &*mm.a.buffer
+    } else {
+        &spare
+    };
+    let b4 = if mm.b.bytes() >= 16 {
+        &*mm.b.buffer
+    } else {
+        &spare
+    };
+    let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
+    let workgroups = [
+        u("n tiles", mm.n.div_ceil(wg_n as usize * 8))?,
+        u("m tiles", mm.m.div_ceil(wg_m as usize * 8))?,
+        u("batch", mm.batch)?,
+    ];
+    let flops = 2 * (mm.batch * mm.m * mm.n * mm.k) as u64;
+    Ok(Dispatch::new(
+        ctx,
+        Kernel::Matmul,
+        "main",
+        &[
+            ("WG_M", f64::from(wg_m)),
+            ("WG_N", f64::from(wg_n)),
+            ("BK", f64::from(BK)),
+            ("A_MODE", f64::from(a_mode)),
+            ("B_MODE", f64::from(b_mode)),
+        ],
+        label,
+        &[
+            &mm.a.buffer,
+            a4,
+            &mm.b.buffer,
+            b4,
+            &residual.buffer,
+            &bias.buffer,
+            &mm.out.buffer,
+        ],
+        &params,
+        workgroups,
+    )?
+    .with_flops(flops))
+}
+
+/// How the kernel may read an operand with `rows` rows (m for A, n for B) and depth `k`, given its
+/// `[batch, row, k]` element strides: 1 = vec4s along k, 2 = vec4s along the rows, 0 = element by
+/// element. A vec4 mode needs the contiguous extent and every other stride (and so every vec4
+/// start) to be a multiple of 4 elements.
+fn vec4_mode(batch: usize, rows: usize, k: usize, [sb, sr, sk]: [usize; 3]) -> u32 {
+    let aligned = |stride: usize, extent: usize| extent == 1 || stride % 4 == 0;
+    let batch_ok = aligned(sb, batch);
+    if sk == 1 && k % 4 == 0 && aligned(sr, rows) && batch_ok {
+        1
+    } else if sr == 1 && rows % 4 == 0 && aligned(sk, k) && batch_ok {
+        2
+    } else {
+        0
+    }
+}
+
+/// Workgroup shape (invocations along m, along n): 16 × 16 invocations (128 × 128 output tiles)
+/// when a dimension fills them, 8 along a dimension of 64 or less so small products do not
+/// compute mostly padding.
+fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
+    let wg_m = if m > 64 { 16 } else { 8 };
+    let wg_n = if n > 64 { 16 } else { 8 };
+    (wg_m, wg_n)
+}
+
+/// `torch.nn.functional.linear`: `out[M, N] = x[M, K] · weightᵀ + bias`, with `weight` in torch's
+/// `[N, K]` layout (read transposed through strides, no copy).
+pub fn linear(
+    ctx: &GpuContext,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    label: &str,
+) -> Result<Dispatch> {
+    let op = format!("linear {label}");
+    let (&[m, k], &[n, wk]) = (x.shape.as_slice(), weight.shape.as_slice()) else {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "x must be [M, K] and weight [N, K]; got {:?} and {:?}",
+                x.shape, weight.shape
+            ),
+        ));
+    };
+    if wk != k {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "x {:?} has {k} features but weight {:?} expects {wk}",
+                x.shape, weight.shape
+            ),
+        ));
+    }
+    if out.shape != [m, n] {
+        return Err(Error::invalid(
+            op,
+            format!("out must be [{m}, {n}], got {:?}", out.shape),
+        ));
+    }
+    matmul(
+        ctx,
+        &Matmul {
+            a: x,
+            b: weight,
+            out,
+            bias: bias.map(|b| (b, BiasAxis::N)),
+            residual: None,
+            batch: 1,
+            m,
+            n,
+            k,
+            a_strides: [0, k, 1],
+            b_strides: [0, 1, k],
+            c_strides: [0, n, 1],
+            alpha: 1.0,
+            output_scale: 1.0,
+        },
+        label,
+    )
+}

@@ -1,0 +1,51 @@
+//! Shared test helpers: the GPU context (a missing adapter fails loudly, never skips), seeded
+//! random data, and f32→f64 conversion.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use wgpu_diffusion::{Error, GpuContext, GpuOptions};
+
+/// The test device. Honours WGPU_BACKEND / WGPU_ADAPTER_NAME. Panics with install instructions
+/// when no adapter exists: a missing adapter is a failing test, not a skip.
+pub fn ctx() -> Arc<GpuContext> {
+    match GpuContext::new(&GpuOptions::from_env()) {
+        Ok(ctx) => ctx,
+        Err(e @ Error::NoAdapter { .. }) => panic!(
+            "{e}\n(`make test` installs mesa-vulkan-drivers automatically when apt-get is usable)"
+        ),
+        Err(e) => panic!("could not open a GPU device: {e}"),
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so test inputs vary by seed without extra crates.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    /// Uniform integer in [lo, hi].
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}

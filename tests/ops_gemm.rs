@@ -1,0 +1,831 @@
+//! The GEMM-shaped GPU ops — strided batched matmul and implicit-GEMM conv2d — against their f64
+//! CPU references on odd shapes (every epilogue term on and off, every stride pattern the model
+//! uses, random shape draws over several seeds), shape validation, and throughput figures.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{ctx, Rng};
+use wgpu_diffusion::gpu::{Dispatch, GpuContext};
+use wgpu_diffusion::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
+use wgpu_diffusion::ops::matmul::{linear, matmul, BiasAxis, Matmul};
+use wgpu_diffusion::reference::{compare, conv as reference, Comparison};
+use wgpu_diffusion::{Error, Tensor};
+
+fn upload(ctx: &GpuContext, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_slice(ctx, shape, data, "test input").expect("upload")
+}
+
+fn zeros(ctx: &GpuContext, shape: &[usize]) -> Tensor {
+    Tensor::zeros(ctx, shape, "test output").expect("zeros")
+}
+
+/// Runs `d` and reads `out` back.
+fn run(ctx: &GpuContext, d: &Dispatch, out: &Tensor) -> Vec<f32> {
+    ctx.submit(&[d]).expect("submit");
+    out.read(ctx).expect("read")
+}
+
+/// The tolerance for a K-term f32 dot product of O(1) terms scaled by 1/√K: f32 rounding grows
+/// like √K·ε per term, so atol 1e-5·√K with a small rtol leaves an order of magnitude of margin.
+fn check(name: &str, got: &[f32], want: &[f64], k: usize) -> Comparison {
+    compare(name, got, want, 1e-5 * (k as f64).sqrt().max(1.0), 1e-5)
+}
+
+/// Records `d` five times in one submit after a warm-up, waits, and returns GFLOP/s.
+fn gflops(ctx: &GpuContext, d: &Dispatch) -> f64 {
+    const REPS: usize = 5;
+    ctx.submit(&[d]).expect("warm-up submit");
+    ctx.wait().expect("warm-up wait");
+    let batch: Vec<&Dispatch> = std::iter::repeat_n(d, REPS).collect();
+    let start = Instant::now();
+    ctx.submit(&batch).expect("submit");
+    ctx.wait().expect("wait");
+    let secs = start.elapsed().as_secs_f64();
+    (d.flops * REPS as u64) as f64 / secs / 1e9
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+/// One convolution case: shapes, padding and which epilogue terms are on.
+#[derive(Clone, Copy, Debug)]
+struct ConvCase {
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: Padding,
+    bias: bool,
+    batch_bias: bool,
+    residual: bool,
+    scale: f32,
+}
+
+impl ConvCase {
+    fn new(batch: usize, cin: usize, cout: usize, hw: usize, k: usize, stride: usize) -> Self {
+        ConvCase {
+            batch,
+            cin,
+            cout,
+            h: hw,
+            w: hw,
+            kh: k,
+            kw: k,
+            stride,
+            pad: Padding::same(k / 2),
+            bias: true,
+            batch_bias: false,
+            residual: false,
+            scale: 1.0,
+        }
+    }
+}
+
+/// Runs `case` on the GPU and the CPU reference with data from `seed` and compares.
+fn conv_case(ctx: &GpuContext, case: ConvCase, seed: u64) -> Comparison {
+    let c = case;
+    let mut rng = Rng::new(seed);
+    let (ho, wo) = conv2d_output_hw(c.h, c.w, c.kh, c.kw, c.stride, c.pad).expect("output size");
+    let k = c.cin * c.kh * c.kw;
+    let wscale = 1.0 / (k as f32).sqrt();
+    let x = rng.vec(c.batch * c.cin * c.h * c.w, -1.0, 1.0);
+    let w = rng.vec(c.cout * k, -wscale, wscale);
+    let bias = rng.vec(c.cout, -1.0, 1.0);
+    let batch_bias = rng.vec(c.batch * c.cout, -1.0, 1.0);
+    let residual = rng.vec(c.batch * c.cout * ho * wo, -1.0, 1.0);
+    let out_shape = [c.batch, c.cout, ho, wo];
+
+    let x_t = upload(ctx, &[c.batch, c.cin, c.h, c.w], &x);
+    let w_t = upload(ctx, &[c.cout, c.cin, c.kh, c.kw], &w);
+    let bias_t = upload(ctx, &[c.cout], &bias);
+    let bb_t = upload(ctx, &[c.batch, c.cout], &batch_bias);
+    let res_t = upload(ctx, &out_shape, &residual);
+    let out = zeros(ctx, &out_shape);
+    let d = conv2d(
+        ctx,
+        &Conv2d {
+            input: &x_t,
+            weight: &w_t,
+            bias: c.bias.then_some(&bias_t),
+            batch_bias: c.batch_bias.then_some(&bb_t),
+            residual: c.residual.then_some(&res_t),
+            out: &out,
+            stride: c.stride,
+            padding: c.pad,
+            output_scale: c.scale,
+        },
+        "test",
+    )
+    .expect("conv2d dispatch");
+    assert_eq!(
+        d.flops,
+        2 * (c.batch * c.cout * ho * wo * k) as u64,
+        "{c:?}: FLOP count"
+    );
+    let got = run(ctx, &d, &out);
+    let want = reference::conv2d(
+        &x,
+        [c.batch, c.cin, c.h, c.w],
+        &w,
+        [c.cout, c.cin, c.kh, c.kw],
+        c.bias.then_some(&bias[..]),
+        c.batch_bias.then_some(&batch_bias[..]),
+        c.residual.then_some(&residual[..]),
+        c.stride,
+        [c.pad.top, c.pad.bottom, c.pad.left, c.pad.right],
+        f64::from(c.scale),
+    );
+    check(&format!("{c:?}"), &got, &want, k)
+}
+
+#[test]
+fn conv_output_size() {
+    let p1 = Padding::same(1);
+    assert_eq!(conv2d_output_hw(32, 32, 3, 3, 1, p1).unwrap(), (32, 32));
+    assert_eq!(conv2d_output_hw(32, 32, 3, 3, 2, p1).unwrap(), (16, 16));
+    let down = Padding {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    assert_eq!(conv2d_output_hw(32, 32, 3, 3, 2, down).unwrap(), (16, 16));
+    assert_eq!(conv2d_output_hw(5, 5, 3, 3, 2, down).unwrap(), (2, 2));
+    assert_eq!(
+        conv2d_output_hw(5, 7, 1, 1, 1, Padding::same(0)).unwrap(),
+        (5, 7)
+    );
+    assert!(conv2d_output_hw(2, 2, 3, 3, 1, Padding::same(0)).is_err());
+    assert!(conv2d_output_hw(8, 8, 3, 3, 0, p1).is_err());
+}
+
+#[test]
+fn conv_edge_cases() {
+    let ctx = ctx();
+    let down = Padding {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    let cases = [
+        // The UNet's first layer: 3 channels in, tiny image.
+        ConvCase::new(1, 3, 8, 5, 3, 1),
+        // 1×1 convolutions (conv_shortcut), no padding, odd channel counts.
+        ConvCase::new(1, 5, 7, 5, 1, 1),
+        ConvCase {
+            residual: true,
+            scale: 0.5,
+            ..ConvCase::new(3, 13, 5, 6, 1, 1)
+        },
+        // Downsample2D with padding 0: asymmetric pad, stride 2, odd and even sizes.
+        ConvCase {
+            pad: down,
+            ..ConvCase::new(1, 4, 4, 5, 3, 2)
+        },
+        ConvCase {
+            pad: down,
+            ..ConvCase::new(3, 6, 6, 8, 3, 2)
+        },
+        // Stride 2 with symmetric padding.
+        ConvCase::new(2, 3, 5, 7, 3, 2),
+        // Every epilogue term, batch 3, output scale 1/√2.
+        ConvCase {
+            batch_bias: true,
+            residual: true,
+            scale: std::f32::consts::FRAC_1_SQRT_2,
+            ..ConvCase::new(3, 5, 9, 5, 3, 1)
+        },
+        // No bias at all; only the per-sample bias.
+        ConvCase {
+            bias: false,
+            batch_bias: true,
+            ..ConvCase::new(2, 3, 3, 5, 3, 1)
+        },
+        // No padding: the 3×3 window covers the whole 3×3 image (one output pixel).
+        ConvCase {
+            pad: Padding::same(0),
+            ..ConvCase::new(1, 2, 3, 3, 3, 1)
+        },
+        // Non-square kernel and image, lopsided padding.
+        ConvCase {
+            w: 9,
+            kw: 2,
+            pad: Padding {
+                top: 2,
+                bottom: 0,
+                left: 1,
+                right: 3,
+            },
+            ..ConvCase::new(2, 3, 4, 5, 3, 1)
+        },
+        // K (33·9) not a multiple of the K slice, Cout and pixels past one 128-wide tile.
+        ConvCase {
+            batch_bias: true,
+            residual: true,
+            ..ConvCase::new(2, 33, 130, 9, 3, 1)
+        },
+        // 1-pixel image, 1 channel.
+        ConvCase::new(1, 1, 1, 1, 3, 1),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let c = conv_case(&ctx, case, 100 + i as u64);
+        assert!(c.ok(), "{c}");
+    }
+}
+
+#[test]
+fn conv_random_shapes() {
+    let ctx = ctx();
+    let mut shapes = std::collections::HashSet::new();
+    for seed in 0..12u64 {
+        let mut rng = Rng::new(seed);
+        let k = [1, 3, 3, 2][rng.range(0, 3)];
+        let case = ConvCase {
+            batch: rng.range(1, 3),
+            cin: rng.range(1, 24),
+            cout: rng.range(1, 40),
+            h: rng.range(1, 13),
+            w: rng.range(1, 13),
+            kh: k,
+            kw: k,
+            stride: rng.range(1, 2),
+            pad: Padding {
+                top: rng.range(0, 2),
+                bottom: rng.range(0, 2),
+                left: rng.range(0, 2),
+                right: rng.range(0, 2),
+            },
+            bias: rng.range(0, 1) == 1,
+            batch_bias: rng.range(0, 1) == 1,
+            residual: rng.range(0, 1) == 1,
+            scale: rng.uniform(0.25, 2.0),
+        };
+        if conv2d_output_hw(case.h, case.w, k, k, case.stride, case.pad).is_err() {
+            continue;
+        }
+        shapes.insert((case.batch, case.cin, case.cout, case.h, case.w, k));
+        let c = conv_case(&ctx, case, 1000 + seed);
+        assert!(c.ok(), "seed {seed}: {c}");
+    }
+    assert!(shapes.len() >= 8, "the draws did not vary: {shapes:?}");
+}
+
+#[test]
+fn conv_rejects_bad_shapes() {
+    let ctx = ctx();
+    let x = zeros(&ctx, &[2, 4, 8, 8]);
+    let w = zeros(&ctx, &[6, 4, 3, 3]);
+    let out = zeros(&ctx, &[2, 6, 8, 8]);
+    let bias = zeros(&ctx, &[6]);
+    let good = Conv2d {
+        input: &x,
+        weight: &w,
+        bias: Some(&bias),
+        batch_bias: None,
+        residual: None,
+        out: &out,
+        stride: 1,
+        padding: Padding::same(1),
+        output_scale: 1.0,
+    };
+    conv2d(&ctx, &good, "good").expect("a consistent conv builds");
+
+    let w_cin = zeros(&ctx, &[6, 5, 3, 3]);
+    let w_3d = zeros(&ctx, &[6, 4, 9]);
+    let x_3d = zeros(&ctx, &[4, 8, 8]);
+    let out_bad = zeros(&ctx, &[2, 6, 7, 7]);
+    let bias_bad = zeros(&ctx, &[5]);
+    let bb_bad = zeros(&ctx, &[2, 5]);
+    let res_bad = zeros(&ctx, &[2, 6, 8, 7]);
+    let x_tiny = zeros(&ctx, &[2, 4, 2, 2]);
+    let bad: Vec<(&str, Conv2d)> = vec![
+        (
+            "weight Cin",
+            Conv2d {
+                weight: &w_cin,
+                ..good
+            },
+        ),
+        (
+            "3-D weight",
+            Conv2d {
+                weight: &w_3d,
+                ..good
+            },
+        ),
+        (
+            "3-D input",
+            Conv2d {
+                input: &x_3d,
+                ..good
+            },
+        ),
+        (
+            "out shape",
+            Conv2d {
+                out: &out_bad,
+                ..good
+            },
+        ),
+        (
+            "bias length",
+            Conv2d {
+                bias: Some(&bias_bad),
+                ..good
+            },
+        ),
+        (
+            "batch bias",
+            Conv2d {
+                batch_bias: Some(&bb_bad),
+                ..good
+            },
+        ),
+        (
+            "residual",
+            Conv2d {
+                residual: Some(&res_bad),
+                ..good
+            },
+        ),
+        ("stride 0", Conv2d { stride: 0, ..good }),
+        (
+            "kernel > input",
+            Conv2d {
+                padding: Padding::same(0),
+                input: &x_tiny,
+                ..good
+            },
+        ),
+        (
+            "in place",
+            Conv2d {
+                residual: Some(&out),
+                ..good
+            },
+        ),
+    ];
+    for (what, conv) in bad {
+        match conv2d(&ctx, &conv, what) {
+            Err(Error::InvalidArgument { .. }) => {}
+            Err(e) => panic!("{what}: expected InvalidArgument, got {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+
+/// A matmul case: sizes, strides (as in [`Matmul`]), epilogue terms.
+#[derive(Clone, Copy, Debug)]
+struct MmCase {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_strides: [usize; 3],
+    b_strides: [usize; 3],
+    c_strides: [usize; 3],
+    bias: Option<BiasAxis>,
+    residual: bool,
+    alpha: f32,
+    scale: f32,
+}
+
+/// Element count a strided view needs.
+fn extent(sizes: [usize; 3], strides: [usize; 3]) -> usize {
+    1 + sizes
+        .iter()
+        .zip(strides)
+        .map(|(s, st)| (s - 1) * st)
+        .sum::<usize>()
+}
+
+fn mm_case(ctx: &GpuContext, c: MmCase, seed: u64) -> Comparison {
+    let mut rng = Rng::new(seed);
+    let a_len = extent([c.batch, c.m, c.k], c.a_strides);
+    let b_len = extent([c.batch, c.k, c.n], c.b_strides);
+    let c_len = extent([c.batch, c.m, c.n], c.c_strides);
+    let scale = 1.0 / (c.k as f32).sqrt();
+    let a = rng.vec(a_len, -1.0, 1.0);
+    let b = rng.vec(b_len, -scale, scale);
+    let bias_len = match c.bias {
+        Some(BiasAxis::N) => c.n,
+        _ => c.m,
+    };
+    let bias = rng.vec(bias_len, -1.0, 1.0);
+    let residual = rng.vec(c_len, -1.0, 1.0);
+    let a_t = upload(ctx, &[a_len], &a);
+    let b_t = upload(ctx, &[b_len], &b);
+    let bias_t = upload(ctx, &[bias_len], &bias);
+    let res_t = upload(ctx, &[c_len], &residual);
+    let out = zeros(ctx, &[c_len]);
+    let d = matmul(
+        ctx,
+        &Matmul {
+            a: &a_t,
+            b: &b_t,
+            out: &out,
+            bias: c.bias.map(|axis| (&bias_t, axis)),
+            residual: c.residual.then_some(&res_t),
+            batch: c.batch,
+            m: c.m,
+            n: c.n,
+            k: c.k,
+            a_strides: c.a_strides,
+            b_strides: c.b_strides,
+            c_strides: c.c_strides,
+            alpha: c.alpha,
+            output_scale: c.scale,
+        },
+        "test",
+    )
+    .expect("matmul dispatch");
+    let got = run(ctx, &d, &out);
+    let want = reference::matmul_strided(
+        &a,
+        &b,
+        c.bias.map(|axis| (&bias[..], axis)),
+        c.residual.then_some(&residual[..]),
+        [c.batch, c.m, c.n, c.k],
+        c.a_strides,
+        c.b_strides,
+        c.c_strides,
+        f64::from(c.alpha),
+        f64::from(c.scale),
+        c_len,
+    );
+    check(&format!("{c:?}"), &got, &want, c.k)
+}
+
+/// The layouts the model uses, for a problem of `batch` × (m, n, k).
+/// Returns (name, a_strides, b_strides, c_strides).
+fn layouts(
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<(&'static str, [usize; 3], [usize; 3], [usize; 3])> {
+    vec![
+        // Row-major A[M,K], B[K,N], C[M,N].
+        ("row-major", [m * k, k, 1], [k * n, n, 1], [m * n, n, 1]),
+        // Linear: B = Wᵀ with W [N, K] shared by the batch.
+        ("linear", [m * k, k, 1], [0, 1, k], [m * n, n, 1]),
+        // 1×1 projection on NCHW: A = W [Cout, Cin] shared, B = X[n] [Cin, T], C [Cout, T].
+        ("1x1 projection", [0, k, 1], [k * n, n, 1], [m * n, n, 1]),
+        // Attention scores: Q, K stored [D, T] per head; A[t, d] = Q[d, t], B[d, s] = K[d, s].
+        ("scores", [k * m, 1, m], [k * n, n, 1], [m * n, n, 1]),
+        // P·V: P [T, S], V stored [D, S] per head; out stored [D, T].
+        ("P·V", [m * k, k, 1], [n * k, 1, k], [n * m, 1, m]),
+    ]
+}
+
+#[test]
+fn matmul_model_layouts() {
+    let ctx = ctx();
+    let mut seed = 0;
+    for (batch, m, n, k) in [
+        (1, 1, 1, 1),
+        (2, 3, 5, 7),
+        (1, 64, 64, 64),
+        (3, 70, 33, 130),
+    ] {
+        for (name, a_strides, b_strides, c_strides) in layouts(m, n, k) {
+            for (bias, residual, alpha, scale) in [
+                (None, false, 1.0, 1.0),
+                (Some(BiasAxis::M), true, 0.125, 1.0),
+                (Some(BiasAxis::N), false, 1.0, 0.5),
+                (None, true, 2.0, 0.7),
+            ] {
+                seed += 1;
+                let case = MmCase {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    a_strides,
+                    b_strides,
+                    c_strides,
+                    bias,
+                    residual,
+                    alpha,
+                    scale,
+                };
+                let c = mm_case(&ctx, case, seed);
+                assert!(c.ok(), "{name}: {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_random_shapes() {
+    let ctx = ctx();
+    let mut shapes = std::collections::HashSet::new();
+    for seed in 0..12u64 {
+        let mut rng = Rng::new(seed + 50);
+        let (batch, m, n, k) = (
+            rng.range(1, 3),
+            rng.range(1, 150),
+            rng.range(1, 150),
+            rng.range(1, 150),
+        );
+        shapes.insert((batch, m, n, k));
+        let all = layouts(m, n, k);
+        let pick = |rng: &mut Rng| all[rng.range(0, all.len() - 1)];
+        // Mix the operands' layouts independently (the batch stride of a layout with a shared
+        // operand is 0, which is fine for any of them).
+        let (_, a_strides, _, _) = pick(&mut rng);
+        let (_, _, b_strides, _) = pick(&mut rng);
+        let (_, _, _, c_strides) = pick(&mut rng);
+        let bias = [None, Some(BiasAxis::M), Some(BiasAxis::N)][rng.range(0, 2)];
+        let case = MmCase {
+            batch,
+            m,
+            n,
+            k,
+            a_strides,
+            b_strides,
+            c_strides,
+            bias,
+            residual: rng.range(0, 1) == 1,
+            alpha: rng.uniform(0.1, 2.0),
+            scale: rng.uniform(0.25, 2.0),
+        };
+        let c = mm_case(&ctx, case, seed);
+        assert!(c.ok(), "seed {seed}: {c}");
+    }
+    assert!(shapes.len() >= 10, "the draws did not vary: {shapes:?}");
+}
+
+#[test]
+fn linear_matches_reference() {
+    let ctx = ctx();
+    for (seed, (m, n, k)) in [(1, 1, 1), (5, 7, 3), (9, 130, 67), (2, 512, 128)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rng = Rng::new(seed as u64 + 7);
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let w = rng.vec(n * k, -1.0, 1.0);
+        let b = rng.vec(n, -1.0, 1.0);
+        let (x_t, w_t, b_t) = (
+            upload(&ctx, &[m, k], &x),
+            upload(&ctx, &[n, k], &w),
+            upload(&ctx, &[n], &b),
+        );
+        for with_bias in [false, true] {
+            let out = zeros(&ctx, &[m, n]);
+            let d = linear(&ctx, &x_t, &w_t, with_bias.then_some(&b_t), &out, "linear")
+                .expect("linear");
+            let got = run(&ctx, &d, &out);
+            // y[i, j] = Σ x[i, :]·w[j, :] + b[j], in f64.
+            let want: Vec<f64> = (0..m * n)
+                .map(|idx| {
+                    let (i, j) = (idx / n, idx % n);
+                    let dot: f64 = (0..k)
+                        .map(|kk| f64::from(x[i * k + kk]) * f64::from(w[j * k + kk]))
+                        .sum();
+                    dot + if with_bias { f64::from(b[j]) } else { 0.0 }
+                })
+                .collect();
+            let c = compare("linear", &got, &want, 1e-5 * k as f64, 1e-5);
+            assert!(c.ok(), "m {m} n {n} k {k} bias {with_bias}: {c}");
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_bad_shapes() {
+    let ctx = ctx();
+    let a = zeros(&ctx, &[4, 6]);
+    let b = zeros(&ctx, &[6, 5]);
+    let out = zeros(&ctx, &[4, 5]);
+    let bias_n = zeros(&ctx, &[5]);
+    let good = Matmul {
+        a: &a,
+        b: &b,
+        out: &out,
+        bias: Some((&bias_n, BiasAxis::N)),
+        residual: None,
+        batch: 1,
+        m: 4,
+        n: 5,
+        k: 6,
+        a_strides: [0, 6, 1],
+        b_strides: [0, 5, 1],
+        c_strides: [0, 5, 1],
+        alpha: 1.0,
+        output_scale: 1.0,
+    };
+    matmul(&ctx, &good, "good").expect("a consistent matmul builds");
+    let small = zeros(&ctx, &[19]);
+    let bad: Vec<(&str, Matmul)> = vec![
+        ("a too small", Matmul { k: 7, ..good }),
+        (
+            "b too small",
+            Matmul {
+                b_strides: [0, 6, 1],
+                ..good
+            },
+        ),
+        (
+            "out too small",
+            Matmul {
+                out: &small,
+                ..good
+            },
+        ),
+        (
+            "batch overruns",
+            Matmul {
+                batch: 2,
+                a_strides: [24, 6, 1],
+                ..good
+            },
+        ),
+        (
+            "bias axis",
+            Matmul {
+                bias: Some((&bias_n, BiasAxis::M)),
+                ..good
+            },
+        ),
+        (
+            "residual too small",
+            Matmul {
+                residual: Some(&small),
+                ..good
+            },
+        ),
+        ("empty", Matmul { m: 0, ..good }),
+        (
+            "in place",
+            Matmul {
+                residual: Some(&out),
+                ..good
+            },
+        ),
+    ];
+    for (what, mm) in bad {
+        match matmul(&ctx, &mm, what) {
+            Err(Error::InvalidArgument { .. }) => {}
+            Err(e) => panic!("{what}: expected InvalidArgument, got {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+    let w_bad = zeros(&ctx, &[5, 7]);
+    let out_bad = zeros(&ctx, &[4, 4]);
+    assert!(linear(&ctx, &a, &w_bad, None, &out, "k mismatch").is_err());
+    let w_ok = zeros(&ctx, &[5, 6]);
+    let x_1d = zeros(&ctx, &[24]);
+    assert!(linear(&ctx, &a, &w_ok, None, &out_bad, "out").is_err());
+    assert!(linear(&ctx, &x_1d, &w_ok, None, &out, "1-D x").is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// throughput
+
+/// The UNet's most common conv: 3×3, 64 → 64 channels, 32×32, batch 8 (604 MFLOP per launch).
+/// Prints GFLOP/s; checks a strided sample of the output against the reference.
+#[test]
+fn conv_3x3_64ch_32px_b8_throughput() {
+    let ctx = ctx();
+    let (b, c, hw) = (8, 64, 32);
+    let mut rng = Rng::new(3);
+    let x = rng.vec(b * c * hw * hw, -1.0, 1.0);
+    let w = rng.vec(c * c * 9, -1.0 / 24.0, 1.0 / 24.0);
+    let bias = rng.vec(c, -0.1, 0.1);
+    let temb = rng.vec(b * c, -0.1, 0.1);
+    let (x_t, w_t, bias_t, temb_t) = (
+        upload(&ctx, &[b, c, hw, hw], &x),
+        upload(&ctx, &[c, c, 3, 3], &w),
+        upload(&ctx, &[c], &bias),
+        upload(&ctx, &[b, c], &temb),
+    );
+    let out = zeros(&ctx, &[b, c, hw, hw]);
+    let conv = Conv2d {
+        input: &x_t,
+        weight: &w_t,
+        bias: Some(&bias_t),
+        batch_bias: Some(&temb_t),
+        residual: None,
+        out: &out,
+        stride: 1,
+        padding: Padding::same(1),
+        output_scale: 1.0,
+    };
+    let d = conv2d(&ctx, &conv, "resnet conv1").expect("conv2d");
+    let g = gflops(&ctx, &d);
+    println!(
+        "conv2d 3x3 64->64 32x32 batch 8 on {}: {g:.2} GFLOP/s",
+        ctx.adapter.info.name
+    );
+    let got = out.read(&ctx).expect("read");
+    let want = reference::conv2d(
+        &x,
+        [b, c, hw, hw],
+        &w,
+        [c, c, 3, 3],
+        Some(&bias),
+        Some(&temb),
+        None,
+        1,
+        [1; 4],
+        1.0,
+    );
+    let cmp = check("conv 64ch", &got, &want, c * 9);
+    assert!(cmp.ok(), "{cmp}");
+}
+
+fn mm_throughput(ctx: &GpuContext, name: &str, mm: &Matmul) -> f64 {
+    let d = matmul(ctx, mm, name).expect("matmul");
+    let g = gflops(ctx, &d);
+    println!("matmul {name} on {}: {g:.2} GFLOP/s", ctx.adapter.info.name);
+    g
+}
+
+/// A square 512³ product and the two attention products of a 32×32 feature map with 8 heads of
+/// 64 channels (T = 1024): scores Q·Kᵀ/√d and P·V, in the NCHW-per-head layouts the model uses.
+#[test]
+fn matmul_throughput() {
+    let ctx = ctx();
+    let mut rng = Rng::new(9);
+    let s = 512;
+    let a = upload(&ctx, &[s, s], &rng.vec(s * s, -1.0, 1.0));
+    let b = upload(&ctx, &[s, s], &rng.vec(s * s, -1.0, 1.0));
+    let out = zeros(&ctx, &[s, s]);
+    mm_throughput(
+        &ctx,
+        "512x512x512",
+        &Matmul {
+            a: &a,
+            b: &b,
+            out: &out,
+            bias: None,
+            residual: None,
+            batch: 1,
+            m: s,
+            n: s,
+            k: s,
+            a_strides: [0, s, 1],
+            b_strides: [0, s, 1],
+            c_strides: [0, s, 1],
+            alpha: 1.0,
+            output_scale: 1.0,
+        },
+    );
+
+    let (heads, d, t) = (8, 64, 1024);
+    let q = upload(&ctx, &[heads, d, t], &rng.vec(heads * d * t, -1.0, 1.0));
+    let k = upload(&ctx, &[heads, d, t], &rng.vec(heads * d * t, -1.0, 1.0));
+    let scores = zeros(&ctx, &[heads, t, t]);
+    mm_throughput(
+        &ctx,
+        "attention scores 8x(1024x1024x64)",
+        &Matmul {
+            a: &q,
+            b: &k,
+            out: &scores,
+            bias: None,
+            residual: None,
+            batch: heads,
+            m: t,
+            n: t,
+            k: d,
+            a_strides: [d * t, 1, t],
+            b_strides: [d * t, t, 1],
+            c_strides: [t * t, t, 1],
+            alpha: 1.0 / (d as f32).sqrt(),
+            output_scale: 1.0,
+        },
+    );
+    let pv = zeros(&ctx, &[heads, d, t]);
+    mm_throughput(
+        &ctx,
+        "attention P.V 8x(1024x64x1024)",
+        &Matmul {
+            a: &scores,
+            b: &k,
+            out: &pv,
+            bias: None,
+            residual: None,
+            batch: heads,
+            m: t,
+            n: d,
+            k: t,
+            a_strides: [t * t, t, 1],
+            b_strides: [d * t, 1, t],
+            c_strides: [d * t, 1, t],
+            alpha: 1.0,
+            output_scale: 1.0,
+        },
+    );
+}

@@ -1,0 +1,87 @@
+//! Parses and validates every WGSL file of `shaders/` with naga (no GPU needed), so a shader
+//! error fails `cargo test` with the file's name even on a machine without an adapter.
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgpu_diffusion::gpu::Kernel;
+
+/// Parses and validates one kernel's source; the error names the file.
+fn validate(kernel: Kernel) -> Result<naga::Module, String> {
+    let file = format!("shaders/{}.wgsl", kernel.name());
+    let source = kernel.source();
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| format!("{file}: parse error:\n{}", e.emit_to_string(source)))?;
+    Validator::new(ValidationFlags::all(), Capabilities::all())
+        .validate(&module)
+        .map_err(|e| format!("{file}: validation error:\n{}", e.emit_to_string(source)))?;
+    Ok(module)
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let failures: Vec<String> = Kernel::ALL
+        .iter()
+        .filter_map(|&k| validate(k).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_shader_has_an_entry_point() {
+    for kernel in Kernel::ALL {
+        let Ok(module) = validate(kernel) else {
+            // Reported by `every_shader_parses_and_validates`.
+            continue;
+        };
+        assert!(
+            !module.entry_points.is_empty(),
+            "shaders/{}.wgsl has no entry point",
+            kernel.name()
+        );
+        assert!(
+            module
+                .entry_points
+                .iter()
+                .all(|ep| ep.stage == naga::ShaderStage::Compute),
+            "shaders/{}.wgsl has a non-compute entry point",
+            kernel.name()
+        );
+    }
+}
+
+/// The entry points the Rust op builders ask for exist (a typo would only fail at pipeline
+/// creation on a real device otherwise).
+#[test]
+fn op_entry_points_exist() {
+    let expected: &[(Kernel, &[&str])] = &[
+        (Kernel::GroupNorm, &["main"]),
+        (Kernel::Softmax, &["main"]),
+        (
+            Kernel::Elementwise,
+            &["silu", "add", "affine", "concat_channels", "embedding_add"],
+        ),
+        (Kernel::Upsample, &["main"]),
+        (Kernel::TimestepEmbedding, &["main"]),
+    ];
+    for (kernel, names) in expected {
+        let module = validate(*kernel).unwrap_or_else(|e| panic!("{e}"));
+        for name in *names {
+            assert!(
+                module.entry_points.iter().any(|ep| ep.name == *name),
+                "shaders/{}.wgsl has no entry point {name:?}",
+                kernel.name()
+            );
+        }
+    }
+}
+
+/// Every file opens with the comment block STYLE.md asks for.
+#[test]
+fn every_shader_opens_with_a_comment() {
+    for kernel in Kernel::ALL {
+        assert!(
+            kernel.source().trim_start().starts_with("//"),
+            "shaders/{}.wgsl does not open with a comment",
+            kernel.name()
+        );
+    }
+}
