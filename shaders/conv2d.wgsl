@@ -12,9 +12,9 @@
 // where the kernel window hangs over the padding.
 //
 // Bindings: 0 input [N, Cin, H, W], 1 residual [N, Cout, Ho, Wo], 2 batch_bias [N, Cout] (inputs),
-// 3 weight [Cout, Cin, kh, kw], 4 bias [Cout], 5 ktab (the im2col column table, below) (weights),
-// 6 out [N, Cout, Ho, Wo] (read_write), 7 params (uniform). Absent optional operands are bound to
-// a dummy and never read (flags).
+// 3 weight [Cout, Cin, kh, kw], 4 weight4 (the same buffer seen as vec4s), 5 bias [Cout],
+// 6 ktab (the im2col column table, below) (weights), 7 out [N, Cout, Ho, Wo] (read_write),
+// 8 params (uniform). Absent optional operands are bound to a dummy that the flags keep unread.
 //
 // ktab[k] = (ci·H·W + ky·W + kx, ky, kx, k < K) for every k of the padded K range: the per-k part
 // of the gather address and the window offsets for the padding test, built once on the CPU so the
@@ -22,13 +22,17 @@
 // base = img·Cin·H·W + iy0·W + ix0 with iy0 = oy·stride − top, ix0 = ox·stride − left (wrapping
 // u32: a window row above the image wraps to a huge value and fails `iy < H`).
 //
-// Work split: one workgroup per (BM × BN) output tile, workgroup_id = (pixel tile, Cout tile),
-// BM = 8·WG_M, BN = 8·WG_N. Each invocation owns an 8 × 8 micro-tile in 16 vec4 registers: rows
-// {4·ty ..} and {4·(ty + WG_M) ..}, pixels {4·tx ..} and {4·(tx + WG_N) ..}. Per BK-deep K slice
-// all invocations fill the shared A slice ([BK][BM], from the weights) and B slice ([BK][BN], the
-// gather), then each does BK × 64 FMAs from 4 vec4 shared loads per k. Every invocation gathers
-// the same 4-pixel group of B in every slice (WG_M must be even), so its pixel decomposition is
-// computed once, before the K loop.
+// Work split: one workgroup per (BM × BN) output tile, BM = 8·WG_M, BN = 8·WG_N; the linear
+// workgroup id wid.x + wid.y·num_workgroups.x (a 2-D grid past 65 535 tiles) is
+// Cout tile · n_tiles + pixel tile, so consecutive workgroups share a weight tile. Each
+// invocation owns an 8 × 8 micro-tile in 16 vec4 registers: rows {4·ty ..} and {4·(ty + WG_M) ..},
+// pixels {4·tx ..} and {4·(tx + WG_N) ..}. Per BK-deep K slice all invocations fill the shared A
+// slice ([BK][BM], from the weights; read as 4 × 4 vec4 blocks and transposed in registers when
+// K % 4 == 0) and B slice ([BK][BN], the gather), then each does BK × 64 FMAs from 4 vec4 shared
+// loads per k (on llvmpipe, which scalarises every shared/storage access per SIMD lane, the number
+// of such lane iterations per FMA is what sets the speed). Every invocation gathers the same
+// 4-pixel group of B in every slice (WG_M must be even), so its pixel decomposition is computed
+// once, before the K loop.
 //
 // Numerics: f32 products accumulated in f32 with fma in k order; the epilogue adds bias, batch
 // bias and residual to the sum and then multiplies by output_scale.
@@ -51,8 +55,9 @@ struct Params {
     // bit 0: bias present; bit 1: batch_bias present; bit 2: residual present.
     flags: u32,
     output_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // Pixel tiles per Cout tile, and all tiles (the grid may be 2-D and overshoot).
+    n_tiles: u32,
+    tiles: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -153,12 +158,17 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    let tile = wid.x + wid.y * nwg.x;
+    if (tile >= p.tiles) {
+        return;
+    }
     let bm4 = WG_M * 2u; // vec4s per k row of the A slice
     let bn4 = WG_N * 2u;
     let threads = WG_M * WG_N;
-    let m0 = wid.y * WG_M * 8u;
-    let n0 = wid.x * WG_N * 8u;
+    let m0 = (tile / p.n_tiles) * WG_M * 8u;
+    let n0 = (tile % p.n_tiles) * WG_N * 8u;
     let tx = lid.x;
     let ty = lid.y;
     let hw_out = p.ho * p.wo;

@@ -9,22 +9,25 @@
 //   A[b, m, k] at b·a_sb + m·a_sm + k·a_sk;  B[b, k, n] at b·b_sb + k·b_sk + n·b_sn;
 //   C and residual [b, m, n] at b·c_sb + m·c_sm + n·c_sn.
 //
-// Bindings: 0 a, 1 b, 2 residual, 3 bias (inputs and weights; a 1-element dummy when the flag is
-// clear), 4 out (read_write), 5 params (uniform).
+// Bindings: 0 a, 1 a4 (the same buffer seen as vec4s), 2 b, 3 b4 (likewise), 4 residual, 5 bias
+// (inputs and weights; absent ones are bound to a dummy that the flags keep unread),
+// 6 out (read_write), 7 params (uniform).
 //
-// Work split: one workgroup per (BM × BN) output tile of one batch entry (workgroup_id = (n tile,
-// m tile, batch)); BM = 8·WG_M, BN = 8·WG_N. Each invocation owns an 8 × 8 micro-tile held in 16
-// vec4 registers: rows {4·ty .. 4·ty+3} and {4·(ty+WG_M) ..}, columns likewise with tx and WG_N,
-// so the micro-tile reads from shared memory are whole vec4s and neighbouring invocations read
-// neighbouring vec4s (no bank conflicts on GPUs; one per-lane loop iteration per 4 floats on
-// llvmpipe, whose shared/storage loads are scalarised per lane). The K dimension is walked in
-// BK-deep slices: all invocations gather the A slice (k-major, [BK][BM]) and B slice ([BK][BN])
-// from their strided global layouts into shared memory, zero-filling past M, N and K, so the
-// inner product loop needs no bounds checks; then each invocation does BK × 64 FMAs from
-// 4 vec4 shared loads per k.
+// Work split: one workgroup per (BM × BN) output tile of one batch entry, BM = 8·WG_M,
+// BN = 8·WG_N; workgroup_id.z is the batch entry and wid.x + wid.y·num_workgroups.x (a 2-D grid
+// past 65 535 tiles) is m tile · n_tiles + n tile. Each invocation owns an 8 × 8 micro-tile in 16
+// vec4 registers: rows {4·ty .. 4·ty + 3} and {4·(ty + WG_M) ..}, columns likewise with tx and
+// WG_N, so its shared-memory reads are whole vec4s and neighbouring invocations read neighbouring
+// vec4s (no bank conflicts on GPUs; on llvmpipe, which scalarises every shared/storage access
+// per SIMD lane, one lane iteration moves 4 floats). K is walked in BK-deep slices: all
+// invocations stage the A slice ([BK][BM], k-major) and the B slice ([BK][BN]) in shared memory,
+// zero past M, N and K so the product loop has no bounds checks, then each does BK × 64 FMAs from
+// 4 vec4 shared loads per k. The staging reads vec4s from global memory where the layout allows
+// (A_MODE / B_MODE): 4 × 4 blocks transposed in registers when the operand is contiguous along
+// k, direct vec4s when it is contiguous along m / n.
 //
-// Numerics: f32 products accumulated in f32 with fma, in k order within a tile; alpha scales the
-// accumulated sum, then bias and residual are added, then the sum is multiplied by output_scale.
+// Numerics: f32 products accumulated in f32 with fma, in k order; alpha scales the accumulated
+// sum, then bias and residual are added, then the sum is multiplied by output_scale.
 
 struct Params {
     batch: u32,
@@ -44,6 +47,11 @@ struct Params {
     flags: u32,
     alpha: f32,
     output_scale: f32,
+    // n tiles per m tile, and all tiles of one batch entry (the grid may be 2-D and overshoot).
+    n_tiles: u32,
+    tiles: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -205,13 +213,17 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    let tile = wid.x + wid.y * nwg.x;
+    let batch = wid.z;
+    if (tile >= p.tiles || batch >= p.batch) {
+        return;
+    }
     let bm4 = WG_M * 2u; // vec4s per k row of the A slice
     let bn4 = WG_N * 2u;
-    let threads = WG_M * WG_N;
-    let batch = wid.z;
-    let m0 = wid.y * WG_M * 8u;
-    let n0 = wid.x * WG_N * 8u;
+    let m0 = (tile / p.n_tiles) * WG_M * 8u;
+    let n0 = (tile % p.n_tiles) * WG_N * 8u;
     let tx = lid.x;
     let ty = lid.y;
 
@@ -245,9 +257,6 @@ fn main(
         workgroupBarrier();
     }
 
-    if (batch >= p.batch) {
-        return;
-    }
     let ma = m0 + ty * 4u;
     let mb = m0 + (ty + WG_M) * 4u;
     let na = n0 + tx * 4u;

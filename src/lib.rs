@@ -2,6 +2,9 @@
 //! through wgpu. Weights in the diffusers format load into WGSL compute pipelines; every
 //! arithmetic op of the forward pass runs as a compute shader.
 
+// Config validation writes `!(x > 0.0)` on purpose: it rejects NaN along with the out-of-range.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod error;
 pub mod gpu;
 pub mod model;

@@ -1,7 +1,7 @@
 //! The `wgpu-diffusion` command line: `adapters` lists what wgpu can see, `inspect` summarises a
 //! model (parameters, MACs, memory vs the adapter's limits). anyhow lives here only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,7 +12,11 @@ use wgpu_diffusion::model::unet::UNet2DModel;
 use wgpu_diffusion::Error;
 
 #[derive(Parser)]
-#[command(name = "wgpu-diffusion", version, about = "Diffusion U-Nets on any GPU through wgpu")]
+#[command(
+    name = "wgpu-diffusion",
+    version,
+    about = "Diffusion U-Nets on any GPU through wgpu"
+)]
 struct Cli {
     /// Adapter name substring (overrides WGPU_ADAPTER_NAME).
     #[arg(long, global = true)]
@@ -67,7 +71,9 @@ fn mib(bytes: u64) -> String {
 fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
     let list = gpu::enumerate(&gpu_options(cli))?;
     if list.is_empty() {
-        let err = Error::NoAdapter { details: String::new() };
+        let err = Error::NoAdapter {
+            details: String::new(),
+        };
         eprintln!("error: {err}");
         return Ok(ExitCode::from(if check { 3 } else { 1 }));
     }
@@ -75,11 +81,14 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
         let info = &a.info;
         let l = &a.limits;
         println!("[{i}] {}", info.name);
-        println!("    backend {:?}, type {:?}, vendor 0x{:04x}, device 0x{:04x}", info.backend, info.device_type, info.vendor, info.device);
+        println!(
+            "    backend {:?}, type {:?}, vendor 0x{:04x}, device 0x{:04x}",
+            info.backend, info.device_type, info.vendor, info.device
+        );
         println!("    driver {} ({})", info.driver, info.driver_info);
         println!(
             "    max storage binding {}, max buffer {}, workgroups/dim {}, invocations/workgroup {}, workgroup storage {} B",
-            mib(u64::from(l.max_storage_buffer_binding_size)),
+            mib(l.max_storage_buffer_binding_size),
             mib(l.max_buffer_size),
             l.max_compute_workgroups_per_dimension,
             l.max_compute_invocations_per_workgroup,
@@ -102,9 +111,16 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width: Option<usize>) -> Result<ExitCode> {
+fn inspect(
+    cli: &Cli,
+    dir: &Path,
+    batch: usize,
+    height: Option<usize>,
+    width: Option<usize>,
+) -> Result<ExitCode> {
     let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
-    let model = UNet2DModel::load(&ctx, dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let model =
+        UNet2DModel::load(&ctx, dir).with_context(|| format!("loading model {}", dir.display()))?;
     let cfg = &model.config;
     let (h0, w0) = cfg.sample_hw().unwrap_or((32, 32));
     let (h, w) = (height.unwrap_or(h0), width.unwrap_or(w0));
@@ -116,7 +132,11 @@ fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width:
         cfg.out_channels,
         h,
         w,
-        if cfg.center_input_sample { ", center_input_sample" } else { "" }
+        if cfg.center_input_sample {
+            ", center_input_sample"
+        } else {
+            ""
+        }
     );
     println!(
         "time         sinusoidal dim {} (flip_sin_to_cos {}, freq_shift {}), embedding {}",
@@ -133,13 +153,25 @@ fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width:
         cfg.norm_num_groups, cfg.norm_eps, cfg.downsample_padding, cfg.layers_per_block
     );
     let mut res = (h, w);
-    for (i, (kind, c)) in cfg.down_block_types.iter().zip(&cfg.block_out_channels).enumerate() {
+    for (i, (kind, c)) in cfg
+        .down_block_types
+        .iter()
+        .zip(&cfg.block_out_channels)
+        .enumerate()
+    {
         let attn = if matches!(kind, wgpu_diffusion::model::config::DownBlock::AttnDown) {
-            format!(", attention {} head(s) x {}", cfg.num_heads(*c), cfg.head_dim(*c))
+            format!(
+                ", attention {} head(s) x {}",
+                cfg.num_heads(*c),
+                cfg.head_dim(*c)
+            )
         } else {
             String::new()
         };
-        println!("down {i}       {kind:?} {c} ch at {}x{}{attn}", res.0, res.1);
+        println!(
+            "down {i}       {kind:?} {c} ch at {}x{}{attn}",
+            res.0, res.1
+        );
         if i + 1 < cfg.block_out_channels.len() {
             res = (res.0 / 2, res.1 / 2);
         }
@@ -149,7 +181,12 @@ fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width:
             Some(a) => format!("attention {} head(s) x {}", a.heads, a.head_dim),
             None => "no attention".to_string(),
         };
-        println!("mid          {} ch at {}x{}, {attn}", cfg.block_out_channels[cfg.block_out_channels.len() - 1], res.0, res.1);
+        println!(
+            "mid          {} ch at {}x{}, {attn}",
+            cfg.block_out_channels[cfg.block_out_channels.len() - 1],
+            res.0,
+            res.1
+        );
     }
     let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
     for (i, (kind, c)) in cfg.up_block_types.iter().zip(&rev).enumerate() {
@@ -160,10 +197,24 @@ fn inspect(cli: &Cli, dir: &PathBuf, batch: usize, height: Option<usize>, width:
     }
     let graph = model.graph(batch, h, w)?;
     let macs = graph.flops() / 2 / batch as u64;
-    println!("parameters   {} ({:.2} M)", model.parameters, model.parameters as f64 / 1e6);
-    println!("MACs         {:.3} G per image per forward ({} dispatches per forward)", macs as f64 / 1e9, graph.dispatches.len());
-    println!("weights      {} on the GPU (f32)", mib(model.parameters as u64 * 4));
-    println!("activations  {} at batch {batch} (allocated once per graph)", mib(graph.activation_bytes));
+    println!(
+        "parameters   {} ({:.2} M)",
+        model.parameters,
+        model.parameters as f64 / 1e6
+    );
+    println!(
+        "MACs         {:.3} G per image per forward ({} dispatches per forward)",
+        macs as f64 / 1e9,
+        graph.dispatches.len()
+    );
+    println!(
+        "weights      {} on the GPU (f32)",
+        mib(model.parameters as u64 * 4)
+    );
+    println!(
+        "activations  {} at batch {batch} (allocated once per graph)",
+        mib(graph.activation_bytes)
+    );
     let limit = ctx.max_binding_bytes();
     let (label, bytes) = &graph.largest_activation;
     println!(
@@ -180,7 +231,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Adapters { check } => adapters(&cli, *check),
-        Command::Inspect { model, batch, height, width } => inspect(&cli, model, *batch as usize, *height, *width),
+        Command::Inspect {
+            model,
+            batch,
+            height,
+            width,
+        } => inspect(&cli, model, *batch as usize, *height, *width),
     };
     match result {
         Ok(code) => code,

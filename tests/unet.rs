@@ -22,7 +22,9 @@ struct Io {
 
 impl Io {
     fn load(dir: &Path) -> Io {
-        Io { bytes: std::fs::read(dir.join("io.safetensors")).expect("io.safetensors") }
+        Io {
+            bytes: std::fs::read(dir.join("io.safetensors")).expect("io.safetensors"),
+        }
     }
     fn tensors(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("valid io.safetensors")
@@ -31,16 +33,20 @@ impl Io {
         let st = self.tensors();
         let t = st.tensor(name).ok()?;
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         Some((t.shape().to_vec(), data.collect()))
     }
     fn labels(&self) -> Option<Vec<usize>> {
         let st = self.tensors();
         let t = st.tensor("class_labels").ok()?;
         assert_eq!(t.dtype(), safetensors::Dtype::I64);
-        let data = t.data().chunks_exact(8).map(|b| {
-            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize
-        });
+        let data = t
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize);
         Some(data.collect())
     }
 }
@@ -59,23 +65,45 @@ fn run_fixture(name: &str) -> Vec<Comparison> {
     let (_, timesteps) = io.f32("timesteps").expect("timesteps");
     let labels = io.labels();
     let graph = model.graph(shape[0], shape[2], shape[3]).expect("graph");
-    let out = graph.forward(&sample, &timesteps, labels.as_deref()).expect("forward");
+    let out = graph
+        .forward(&sample, &timesteps, labels.as_deref())
+        .expect("forward");
     let mut results = Vec::new();
     for (key, tensor) in &graph.activations {
-        let fixture_key = if key == "conv_act" { "act.conv_norm_out".to_string() } else { format!("act.{key}") };
-        let Some((want_shape, want)) = io.f32(&fixture_key) else { continue };
-        assert_eq!(tensor.shape.iter().product::<usize>(), want.len(), "{name}: {key} size {want_shape:?}");
+        let fixture_key = if key == "conv_act" {
+            "act.conv_norm_out".to_string()
+        } else {
+            format!("act.{key}")
+        };
+        let Some((want_shape, want)) = io.f32(&fixture_key) else {
+            continue;
+        };
+        assert_eq!(
+            tensor.shape.iter().product::<usize>(),
+            want.len(),
+            "{name}: {key} size {want_shape:?}"
+        );
         let got = tensor.read(&ctx).expect("read activation");
         let want: Vec<f64> = if key == "conv_act" {
             want.iter().map(|&x| silu(f64::from(x))).collect()
         } else {
             want.iter().map(|&x| f64::from(x)).collect()
         };
-        results.push(compare_scaled(&format!("{name} {key}"), &got, &want, TOLERANCE));
+        results.push(compare_scaled(
+            &format!("{name} {key}"),
+            &got,
+            &want,
+            TOLERANCE,
+        ));
     }
     let (_, want) = io.f32("output").expect("output");
     let want: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
-    results.push(compare_scaled(&format!("{name} output"), &out, &want, TOLERANCE));
+    results.push(compare_scaled(
+        &format!("{name} output"),
+        &out,
+        &want,
+        TOLERANCE,
+    ));
     results
 }
 
@@ -84,9 +112,21 @@ fn check(name: &str) {
     for c in &results {
         println!("{c}");
     }
-    let bad: Vec<String> = results.iter().filter(|c| !c.ok()).map(|c| c.to_string()).collect();
-    assert!(bad.is_empty(), "{name}: blocks off by more than {TOLERANCE} of their scale:\n{}", bad.join("\n"));
-    assert!(results.len() >= 6, "{name}: too few activations compared ({})", results.len());
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{name}: blocks off by more than {TOLERANCE} of their scale:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        results.len() >= 6,
+        "{name}: too few activations compared ({})",
+        results.len()
+    );
 }
 
 #[test]
@@ -121,10 +161,16 @@ fn no_mid_attention_bf16_center_input_non_square() {
 
 #[test]
 fn every_fixture_is_tested() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("MANIFEST.json")).unwrap()).unwrap();
-    let names: Vec<&str> =
-        manifest["fixtures"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("MANIFEST.json")).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = manifest["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     let tested = [
         "google_flags",
         "default_flags_multihead",
@@ -155,7 +201,15 @@ fn graph_is_reusable_and_batch_independent() {
     let per = sample.len() / 2;
     let g1 = model.graph(1, shape[2], shape[3]).unwrap();
     let single = g1.forward(&sample[per..], &t[1..], None).unwrap();
-    let c = compare_scaled("batch entry 1 alone", &single, &a[a.len() / 2..].iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), 1e-6);
+    let c = compare_scaled(
+        "batch entry 1 alone",
+        &single,
+        &a[a.len() / 2..]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
     assert!(c.ok(), "{c}");
 }
 
@@ -167,7 +221,10 @@ fn class_label_errors() {
     let g = model.graph(1, 16, 16).unwrap();
     let x = vec![0.0f32; 3 * 16 * 16];
     let err = g.forward(&x, &[10.0], Some(&[11])).unwrap_err().to_string();
-    assert!(err.contains("11") && err.contains("num_class_embeds"), "{err}");
+    assert!(
+        err.contains("11") && err.contains("num_class_embeds"),
+        "{err}"
+    );
     let err = g.forward(&x, &[10.0], None).unwrap_err().to_string();
     assert!(err.contains("class labels are required"), "{err}");
     let uncond = UNet2DModel::load(&ctx, &fixtures_dir().join("google_flags")).unwrap();

@@ -225,7 +225,9 @@ impl GpuContext {
     /// The largest storage-buffer binding this device accepts, in bytes.
     pub fn max_binding_bytes(&self) -> u64 {
         let limits = &self.adapter.limits;
-        u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size)
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
     }
 
     /// Returns (and clears) an error wgpu raised outside an error scope since the last check.

@@ -33,9 +33,17 @@ struct WeightView<'a> {
 
 impl<'a> WeightView<'a> {
     fn pp(&self, name: impl std::fmt::Display) -> WeightView<'a> {
-        let prefix =
-            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
-        WeightView { ctx: self.ctx, weights: self.weights, prefix, params: self.params }
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        WeightView {
+            ctx: self.ctx,
+            weights: self.weights,
+            prefix,
+            params: self.params,
+        }
     }
 
     fn key(&self, name: &str) -> String {
@@ -107,7 +115,10 @@ impl LinearLayer {
         let w: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
         let b: Vec<String> = names.iter().map(|n| format!("{n}.bias")).collect();
         Ok(LinearLayer {
-            weight: vb.get_any(&w.iter().map(String::as_str).collect::<Vec<_>>(), &[fout, fin])?,
+            weight: vb.get_any(
+                &w.iter().map(String::as_str).collect::<Vec<_>>(),
+                &[fout, fin],
+            )?,
             bias: vb.get_any(&b.iter().map(String::as_str).collect::<Vec<_>>(), &[fout])?,
             in_features: fin,
             out_features: fout,
@@ -149,7 +160,13 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    fn load(vb: &WeightView, cfg: &UNet2DConfig, cin: usize, cout: usize, osf: f64) -> Result<Self> {
+    fn load(
+        vb: &WeightView,
+        cfg: &UNet2DConfig,
+        cin: usize,
+        cout: usize,
+        osf: f64,
+    ) -> Result<Self> {
         let groups = cfg.norm_num_groups;
         let temb = cfg.time_embed_dim();
         Ok(ResnetBlock2D {
@@ -183,7 +200,13 @@ pub struct AttentionBlock {
 }
 
 impl AttentionBlock {
-    fn load(vb: &WeightView, cfg: &UNet2DConfig, c: usize, groups: usize, osf: f64) -> Result<Self> {
+    fn load(
+        vb: &WeightView,
+        cfg: &UNet2DConfig,
+        c: usize,
+        groups: usize,
+        osf: f64,
+    ) -> Result<Self> {
         Ok(AttentionBlock {
             group_norm: GroupNormLayer::load(&vb.pp("group_norm"), c, groups, cfg.norm_eps)?,
             to_q: LinearLayer::load_any(vb, &["to_q", "query"], c, c)?,
@@ -248,8 +271,9 @@ impl UNet2DModel {
         if !dir.is_dir() {
             return Err(Error::MissingFile {
                 path: dir.to_path_buf(),
-                what: "model directory (expected config.json and diffusion_pytorch_model.safetensors)"
-                    .into(),
+                what:
+                    "model directory (expected config.json and diffusion_pytorch_model.safetensors)"
+                        .into(),
             });
         }
         let config = UNet2DConfig::from_file(&dir.join(CONFIG_FILE))?;
@@ -258,9 +282,18 @@ impl UNet2DModel {
     }
 
     /// Builds the model from a parsed config and an open weights file.
-    pub fn from_parts(ctx: &Arc<GpuContext>, config: UNet2DConfig, weights: &Weights) -> Result<Self> {
+    pub fn from_parts(
+        ctx: &Arc<GpuContext>,
+        config: UNet2DConfig,
+        weights: &Weights,
+    ) -> Result<Self> {
         let params = std::cell::Cell::new(0usize);
-        let root = WeightView { ctx, weights, prefix: String::new(), params: &params };
+        let root = WeightView {
+            ctx,
+            weights,
+            prefix: String::new(),
+            params: &params,
+        };
         let cfg = &config;
         let ch = &cfg.block_out_channels;
         let c0 = ch[0];
@@ -286,7 +319,13 @@ impl UNet2DModel {
             let mut attentions = Vec::new();
             for j in 0..cfg.layers_per_block {
                 let rin = if j == 0 { in_c } else { out_c };
-                resnets.push(ResnetBlock2D::load(&vb.pp("resnets").pp(j), cfg, rin, out_c, 1.0)?);
+                resnets.push(ResnetBlock2D::load(
+                    &vb.pp("resnets").pp(j),
+                    cfg,
+                    rin,
+                    out_c,
+                    1.0,
+                )?);
                 if *kind == DownBlock::AttnDown {
                     let a = vb.pp("attentions").pp(j);
                     attentions.push(AttentionBlock::load(&a, cfg, out_c, groups, 1.0)?);
@@ -295,9 +334,18 @@ impl UNet2DModel {
             let downsampler = if last {
                 None
             } else {
-                Some(Conv2dLayer::load(&vb.pp("downsamplers.0.conv"), out_c, out_c, 3)?)
+                Some(Conv2dLayer::load(
+                    &vb.pp("downsamplers.0.conv"),
+                    out_c,
+                    out_c,
+                    3,
+                )?)
             };
-            down_blocks.push(DownBlock2D { resnets, attentions, downsampler });
+            down_blocks.push(DownBlock2D {
+                resnets,
+                attentions,
+                downsampler,
+            });
         }
 
         let last_c = ch[ch.len() - 1];
@@ -306,7 +354,13 @@ impl UNet2DModel {
             let osf = cfg.mid_block_scale_factor;
             let attention = if cfg.add_attention {
                 let a = vb.pp("attentions.0");
-                Some(AttentionBlock::load(&a, cfg, last_c, cfg.attn_groups(), osf)?)
+                Some(AttentionBlock::load(
+                    &a,
+                    cfg,
+                    last_c,
+                    cfg.attn_groups(),
+                    osf,
+                )?)
             } else {
                 None
             };
@@ -344,11 +398,21 @@ impl UNet2DModel {
             let upsampler = if last {
                 None
             } else {
-                Some(Conv2dLayer::load(&vb.pp("upsamplers.0.conv"), out_c, out_c, 3)?)
+                Some(Conv2dLayer::load(
+                    &vb.pp("upsamplers.0.conv"),
+                    out_c,
+                    out_c,
+                    3,
+                )?)
             };
-            up_blocks.push(UpBlock2D { resnets, attentions, upsampler });
+            up_blocks.push(UpBlock2D {
+                resnets,
+                attentions,
+                upsampler,
+            });
         }
-        let conv_norm_out = GroupNormLayer::load(&root.pp("conv_norm_out"), c0, groups, cfg.norm_eps)?;
+        let conv_norm_out =
+            GroupNormLayer::load(&root.pp("conv_norm_out"), c0, groups, cfg.norm_eps)?;
         let conv_out = Conv2dLayer::load(&root.pp("conv_out"), c0, cfg.out_channels, 3)?;
         weights.finish()?;
         Ok(UNet2DModel {
@@ -458,10 +522,24 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn norm(&mut self, layer: &GroupNormLayer, x: &Tensor, silu: bool, label: &str) -> Result<Tensor> {
+    fn norm(
+        &mut self,
+        layer: &GroupNormLayer,
+        x: &Tensor,
+        silu: bool,
+        label: &str,
+    ) -> Result<Tensor> {
         let out = self.alloc(&x.shape, label)?;
         let d = group_norm(
-            self.ctx, x, &layer.weight, &layer.bias, &out, layer.groups, layer.eps, silu, label,
+            self.ctx,
+            x,
+            &layer.weight,
+            &layer.bias,
+            &out,
+            layer.groups,
+            layer.eps,
+            silu,
+            label,
         )?;
         self.push(d);
         Ok(out)
@@ -474,20 +552,51 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn resnet(&mut self, r: &ResnetBlock2D, x: &Tensor, temb_act: &Tensor, name: &str) -> Result<Tensor> {
+    fn resnet(
+        &mut self,
+        r: &ResnetBlock2D,
+        x: &Tensor,
+        temb_act: &Tensor,
+        name: &str,
+    ) -> Result<Tensor> {
         let h = self.norm(&r.norm1, x, true, &format!("{name}.norm1"))?;
         let t = self.linear(&r.time_emb_proj, temb_act, &format!("{name}.time_emb_proj"))?;
         let same = Padding::same(1);
-        let h = self.conv(&r.conv1, &h, 1, same, Some(&t), None, 1.0, &format!("{name}.conv1"))?;
+        let h = self.conv(
+            &r.conv1,
+            &h,
+            1,
+            same,
+            Some(&t),
+            None,
+            1.0,
+            &format!("{name}.conv1"),
+        )?;
         let h = self.norm(&r.norm2, &h, true, &format!("{name}.norm2"))?;
         let shortcut = match &r.conv_shortcut {
-            Some(c) => {
-                self.conv(c, x, 1, Padding::same(0), None, None, 1.0, &format!("{name}.conv_shortcut"))?
-            }
+            Some(c) => self.conv(
+                c,
+                x,
+                1,
+                Padding::same(0),
+                None,
+                None,
+                1.0,
+                &format!("{name}.conv_shortcut"),
+            )?,
             None => x.clone(),
         };
         let scale = 1.0 / r.output_scale_factor;
-        self.conv(&r.conv2, &h, 1, same, None, Some(&shortcut), scale, &format!("{name}.conv2"))
+        self.conv(
+            &r.conv2,
+            &h,
+            1,
+            same,
+            None,
+            Some(&shortcut),
+            scale,
+            &format!("{name}.conv2"),
+        )
     }
 
     /// 1×1 projection of NCHW activations: out[n] = W·x[n] + b (+ residual), as one batched GEMM.
@@ -588,11 +697,20 @@ impl UNetGraph {
     fn build(model: &UNet2DModel, n: usize, height: usize, width: usize) -> Result<UNetGraph> {
         let cfg = &model.config;
         if n == 0 {
-            return Err(Error::invalid("UNet forward", "batch size must be at least 1"));
+            return Err(Error::invalid(
+                "UNet forward",
+                "batch size must be at least 1",
+            ));
         }
         cfg.check_resolution(height, width)?;
         let ctx = &model.ctx;
-        let mut b = Builder { ctx, dispatches: Vec::new(), bytes: 0, largest: (String::new(), 0), n };
+        let mut b = Builder {
+            ctx,
+            dispatches: Vec::new(),
+            bytes: 0,
+            largest: (String::new(), 0),
+            n,
+        };
         let mut acts = BTreeMap::new();
         let sample = b.alloc(&[n, cfg.in_channels, height, width], "sample")?;
         let timesteps = b.alloc(&[n], "timesteps")?;
@@ -605,17 +723,38 @@ impl UNetGraph {
         let c0 = cfg.block_out_channels[0];
         let proj = b.alloc(&[n, c0], "time_proj")?;
         let d = timestep_embedding(
-            ctx, &timesteps, &proj, c0, cfg.flip_sin_to_cos, cfg.freq_shift, "time_proj",
+            ctx,
+            &timesteps,
+            &proj,
+            c0,
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift,
+            "time_proj",
         )?;
         b.push(d);
-        let l1 = b.linear(&model.time_embedding_linear_1, &proj, "time_embedding.linear_1")?;
+        let l1 = b.linear(
+            &model.time_embedding_linear_1,
+            &proj,
+            "time_embedding.linear_1",
+        )?;
         let l1_act = b.alloc(&l1.shape, "time_embedding.act")?;
         b.push(elementwise::silu(ctx, &l1, &l1_act, "time_embedding.act")?);
-        let mut temb = b.linear(&model.time_embedding_linear_2, &l1_act, "time_embedding.linear_2")?;
+        let mut temb = b.linear(
+            &model.time_embedding_linear_2,
+            &l1_act,
+            "time_embedding.linear_2",
+        )?;
         acts.insert("time_embedding".to_string(), temb.clone());
         if let (Some(table), Some(labels)) = (&model.class_embedding, &class_labels) {
             let with_class = b.alloc(&temb.shape, "class_embedding")?;
-            b.push(elementwise::embedding_add(ctx, table, labels, &temb, &with_class, "class_embedding")?);
+            b.push(elementwise::embedding_add(
+                ctx,
+                table,
+                labels,
+                &temb,
+                &with_class,
+                "class_embedding",
+            )?);
             temb = with_class;
         }
         // Every resnet projects SiLU(temb); compute it once.
@@ -625,10 +764,26 @@ impl UNetGraph {
         let mut x = sample.clone();
         if cfg.center_input_sample {
             let centered = b.alloc(&sample.shape, "center_input_sample")?;
-            b.push(elementwise::affine(ctx, &sample, &centered, 2.0, -1.0, "center_input_sample")?);
+            b.push(elementwise::affine(
+                ctx,
+                &sample,
+                &centered,
+                2.0,
+                -1.0,
+                "center_input_sample",
+            )?);
             x = centered;
         }
-        x = b.conv(&model.conv_in, &x, 1, Padding::same(1), None, None, 1.0, "conv_in")?;
+        x = b.conv(
+            &model.conv_in,
+            &x,
+            1,
+            Padding::same(1),
+            None,
+            None,
+            1.0,
+            "conv_in",
+        )?;
         acts.insert("conv_in".to_string(), x.clone());
         let mut skips = vec![x.clone()];
 
@@ -644,7 +799,12 @@ impl UNetGraph {
                 // downsample_padding 0 (the original DDPM checkpoints) pads right and bottom by one.
                 let p = cfg.downsample_padding;
                 let padding = if p == 0 {
-                    Padding { top: 0, bottom: 1, left: 0, right: 1 }
+                    Padding {
+                        top: 0,
+                        bottom: 1,
+                        left: 0,
+                        right: 1,
+                    }
                 } else {
                     Padding::same(p)
                 };
@@ -673,7 +833,13 @@ impl UNetGraph {
                 let mut shape = x.shape.clone();
                 shape[1] += skip.shape[1];
                 let cat = b.alloc(&shape, &format!("{name}.concat"))?;
-                b.push(elementwise::concat_channels(ctx, &x, &skip, &cat, &format!("{name}.concat"))?);
+                b.push(elementwise::concat_channels(
+                    ctx,
+                    &x,
+                    &skip,
+                    &cat,
+                    &format!("{name}.concat"),
+                )?);
                 x = b.resnet(r, &cat, &temb_act, &name)?;
                 if let Some(a) = block.attentions.get(j) {
                     x = b.attention(a, &x, &format!("up_blocks.{i}.attentions.{j}"))?;
@@ -685,15 +851,38 @@ impl UNetGraph {
                 shape[2] *= 2;
                 shape[3] *= 2;
                 let up = b.alloc(&shape, &format!("{name}.interpolate"))?;
-                b.push(upsample_nearest2x(ctx, &x, &up, &format!("{name}.interpolate"))?);
-                x = b.conv(conv, &up, 1, Padding::same(1), None, None, 1.0, &format!("{name}.conv"))?;
+                b.push(upsample_nearest2x(
+                    ctx,
+                    &x,
+                    &up,
+                    &format!("{name}.interpolate"),
+                )?);
+                x = b.conv(
+                    conv,
+                    &up,
+                    1,
+                    Padding::same(1),
+                    None,
+                    None,
+                    1.0,
+                    &format!("{name}.conv"),
+                )?;
             }
             acts.insert(format!("up_blocks.{i}"), x.clone());
         }
 
         let h = b.norm(&model.conv_norm_out, &x, true, "conv_norm_out+conv_act")?;
         acts.insert("conv_act".to_string(), h.clone());
-        let output = b.conv(&model.conv_out, &h, 1, Padding::same(1), None, None, 1.0, "conv_out")?;
+        let output = b.conv(
+            &model.conv_out,
+            &h,
+            1,
+            Padding::same(1),
+            None,
+            None,
+            1.0,
+            "conv_out",
+        )?;
         Ok(UNetGraph {
             ctx: Arc::clone(ctx),
             batch: n,
@@ -712,12 +901,21 @@ impl UNetGraph {
     }
 
     /// Writes the inputs (queued, not waited on). Labels are checked against `num_class_embeds`.
-    pub fn write_inputs(&self, sample: &[f32], timesteps: &[f32], labels: Option<&[usize]>) -> Result<()> {
+    pub fn write_inputs(
+        &self,
+        sample: &[f32],
+        timesteps: &[f32],
+        labels: Option<&[usize]>,
+    ) -> Result<()> {
         self.sample.write(&self.ctx, sample)?;
         if timesteps.len() != self.batch {
             return Err(Error::invalid(
                 "UNet forward",
-                format!("{} timesteps for a batch of {}", timesteps.len(), self.batch),
+                format!(
+                    "{} timesteps for a batch of {}",
+                    timesteps.len(),
+                    self.batch
+                ),
             ));
         }
         self.timesteps.write(&self.ctx, timesteps)?;
@@ -757,7 +955,12 @@ impl UNetGraph {
     }
 
     /// One forward pass: write inputs, submit, read the output back.
-    pub fn forward(&self, sample: &[f32], timesteps: &[f32], labels: Option<&[usize]>) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        sample: &[f32],
+        timesteps: &[f32],
+        labels: Option<&[usize]>,
+    ) -> Result<Vec<f32>> {
         self.write_inputs(sample, timesteps, labels)?;
         self.submit()?;
         self.output.read(&self.ctx)

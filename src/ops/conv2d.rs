@@ -5,7 +5,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
 use crate::ops::matmul::to_u32;
 
 /// Zero padding on each side of the input, in pixels.
@@ -69,16 +69,17 @@ struct Params {
     npix: u32,
     flags: u32,
     output_scale: f32,
-    _pad: [u32; 2],
+    n_tiles: u32,
+    tiles: u32,
 }
-const _: () = assert!(std::mem::size_of::<Params>() % 16 == 0);
+const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_BATCH_BIAS: u32 = 2;
 const FLAG_RESIDUAL: u32 = 4;
 
 /// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
-fn bk() -> usize { std::env::var("T_BK").ok().and_then(|v| v.parse().ok()).unwrap_or(16) }
+const BK: usize = 16;
 
 /// Output height and width of a `kh × kw` convolution with `stride` over an `h × w` input padded
 /// by `padding`: `(h + top + bottom − kh) / stride + 1`, and likewise for the width.
@@ -113,9 +114,8 @@ pub fn conv2d_output_hw(
 /// tiles) when both GEMM dimensions fill them, halved along a dimension of 64 or less so narrow
 /// layers do not compute mostly padding. `WG_M` stays even (the gather mapping needs it).
 fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
-    let e = |n: &str, d: u32| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let wg_m = e("T_WGM", if m > 64 { 16 } else { 8 });
-    let wg_n = e("T_WGN", if n > 64 { 16 } else { 8 });
+    let wg_m = if m > 64 { 16 } else { 8 };
+    let wg_n = if n > 64 { 16 } else { 8 };
     (wg_m, wg_n)
 }
 
@@ -123,7 +123,7 @@ fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
 /// `(ci·H·W + ky·W + kx, ky, kx, 1)`; padding entries are all zero (so `k < K` reads as false).
 fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u32; 4]> {
     let k = cin * kh * kw;
-    let mut table = vec![[0u32; 4]; k.div_ceil(bk()) * bk()];
+    let mut table = vec![[0u32; 4]; k.div_ceil(BK) * BK];
     for ci in 0..cin {
         for ky in 0..kh {
             for kx in 0..kw {
@@ -133,6 +133,17 @@ fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u3
         }
     }
     table
+}
+
+/// A 16-byte buffer to bind where a vec4 view is declared but never read and the real operand is
+/// smaller than one vec4 (pipelines use automatic layouts, so every binding must be filled).
+pub(crate) fn vec4_spare(ctx: &GpuContext) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("unused vec4 view"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
 }
 
 fn shape4(op: &str, name: &str, t: &Tensor) -> Result<[usize; 4]> {
@@ -221,11 +232,14 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     }
     let k = cin * kh * kw;
     let npix = batch * ho * wo;
-    // Every index the kernel forms must fit u32 (the table's padded K included).
+    // Every index the kernel forms is below one of these element counts.
     to_u32(op, "input elements", conv.input.numel())?;
     to_u32(op, "output elements", conv.out.numel())?;
     to_u32(op, "weight elements", conv.weight.numel())?;
     let u = |what: &str, v: usize| to_u32(op, what, v);
+    let (wg_m, wg_n) = workgroup_shape(cout, npix);
+    let n_tiles = npix.div_ceil(wg_n as usize * 8);
+    let m_tiles = cout.div_ceil(wg_m as usize * 8);
     let mut flags = 0;
     if conv.bias.is_some() {
         flags |= FLAG_BIAS;
@@ -251,7 +265,8 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         npix: u("N·Ho·Wo", npix)?,
         flags,
         output_scale: conv.output_scale,
-        _pad: [0; 2],
+        n_tiles: u("pixel tiles", n_tiles)?,
+        tiles: u("tiles", n_tiles * m_tiles)?,
     };
     let table = gather_table(cin, kh, kw, h, w);
     let ktab = ctx
@@ -261,24 +276,15 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
             contents: bytemuck::cast_slice(&table),
             usage: wgpu::BufferUsages::STORAGE,
         });
-    let (wg_m, wg_n) = workgroup_shape(cout, npix);
-    let workgroups = [
-        u("pixel tiles", npix.div_ceil(wg_n as usize * 8))?,
-        u("Cout tiles", cout.div_ceil(wg_m as usize * 8))?,
-        1,
-    ];
+    let workgroups = grid(ctx, (n_tiles * m_tiles) as u64)?;
     // Absent optional operands bind the weight (never read: their flag is clear).
     let dummy = conv.weight;
     // The vec4 view of the weights is only read when K % 4 == 0, but must bind a whole vec4.
-    let spare = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("conv2d: unused vec4 view"),
-        size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
+    let spare;
     let weight4 = if conv.weight.bytes() >= 16 {
         &*conv.weight.buffer
     } else {
+        spare = vec4_spare(ctx);
         &spare
     };
     let flops = 2 * (npix * cout * k) as u64;
@@ -289,8 +295,8 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         &[
             ("WG_M", f64::from(wg_m)),
             ("WG_N", f64::from(wg_n)),
-            ("BK", bk() as f64),
-            ("W_VEC4", if k % 4 == 0 { 1.0 } else { 0.0 }),
+            ("BK", BK as f64),
+            ("W_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
         ],
         label,
         &[

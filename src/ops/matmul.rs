@@ -3,7 +3,8 @@
 //! attention (`Q·Kᵀ·scale`, `P·V`), all without transposing copies.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::ops::conv2d::vec4_spare;
 
 /// Which output axis a bias vector runs along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +62,11 @@ struct Params {
     flags: u32,
     alpha: f32,
     output_scale: f32,
+    n_tiles: u32,
+    tiles: u32,
+    _pad: [u32; 2],
 }
-const _: () = assert!(std::mem::size_of::<Params>() % 16 == 0);
+const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_BIAS_N: u32 = 2;
@@ -170,6 +174,9 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
         flags |= FLAG_RESIDUAL;
     }
     let u = |what: &str, v: usize| to_u32(op, what, v);
+    let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
+    let n_tiles = mm.n.div_ceil(wg_n as usize * 8);
+    let m_tiles = mm.m.div_ceil(wg_m as usize * 8);
     let params = Params {
         batch: u("batch", mm.batch)?,
         m: u("m", mm.m)?,
@@ -187,6 +194,9 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
         flags,
         alpha: mm.alpha,
         output_scale: mm.output_scale,
+        n_tiles: u("n tiles", n_tiles)?,
+        tiles: u("tiles", n_tiles * m_tiles)?,
+        _pad: [0; 2],
     };
     // Absent optional operands bind `a` (never read: the flags are clear); a read-only binding
     // must not alias the read-write output.
@@ -199,29 +209,23 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
         mm.k,
         [mm.b_strides[0], mm.b_strides[2], mm.b_strides[1]],
     );
-    // The vec4 views are only read in their modes, but must bind at least one vec4.
-    let spare = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("matmul: unused vec4 view"),
-        size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
+    // The vec4 views are only read in their modes (which imply ≥ 4 elements), but must bind at
+    // least one whole vec4.
+    let (spare_a, spare_b);
     let a4 = if mm.a.bytes() >= 16 {
         &*mm.a.buffer
     } else {
-        &spare
+        spare_a = vec4_spare(ctx);
+        &spare_a
     };
     let b4 = if mm.b.bytes() >= 16 {
         &*mm.b.buffer
     } else {
-        &spare
+        spare_b = vec4_spare(ctx);
+        &spare_b
     };
-    let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
-    let workgroups = [
-        u("n tiles", mm.n.div_ceil(wg_n as usize * 8))?,
-        u("m tiles", mm.m.div_ceil(wg_m as usize * 8))?,
-        u("batch", mm.batch)?,
-    ];
+    let mut workgroups = grid(ctx, (n_tiles * m_tiles) as u64)?;
+    workgroups[2] = u("batch", mm.batch)?;
     let flops = 2 * (mm.batch * mm.m * mm.n * mm.k) as u64;
     Ok(Dispatch::new(
         ctx,
@@ -255,11 +259,11 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
 /// element. A vec4 mode needs the contiguous extent and every other stride (and so every vec4
 /// start) to be a multiple of 4 elements.
 fn vec4_mode(batch: usize, rows: usize, k: usize, [sb, sr, sk]: [usize; 3]) -> u32 {
-    let aligned = |stride: usize, extent: usize| extent == 1 || stride % 4 == 0;
+    let aligned = |stride: usize, extent: usize| extent == 1 || stride.is_multiple_of(4);
     let batch_ok = aligned(sb, batch);
-    if sk == 1 && k % 4 == 0 && aligned(sr, rows) && batch_ok {
+    if sk == 1 && k.is_multiple_of(4) && aligned(sr, rows) && batch_ok {
         1
-    } else if sr == 1 && rows % 4 == 0 && aligned(sk, k) && batch_ok {
+    } else if sr == 1 && rows.is_multiple_of(4) && aligned(sk, k) && batch_ok {
         2
     } else {
         0
