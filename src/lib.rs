@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod sampling;
 pub mod schedule;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
-//! The `wgpu-diffusion` command line: `adapters` lists what wgpu can see, `inspect` summarises a
-//! model (parameters, MACs, memory vs the adapter's limits). anyhow lives here only.
+//! The `wgpu-diffusion` command line: `sample` generates images, `adapters` lists what wgpu can
+//! see, `inspect` summarises a model (parameters, MACs, memory vs the adapter's limits). anyhow
+//! lives here only.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
 use wgpu_diffusion::model::unet::UNet2DModel;
 use wgpu_diffusion::Error;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate images: the whole sampling loop runs on the GPU, one readback per batch.
+    Sample(Box<cli::sample::SampleArgs>),
     /// List every adapter wgpu can see, with the limits and features that matter here.
     Adapters {
         /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
@@ -230,6 +235,7 @@ fn inspect(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Sample(args) => cli::sample::run(args, &gpu_options(&cli)),
         Command::Adapters { check } => adapters(&cli, *check),
         Command::Inspect {
             model,

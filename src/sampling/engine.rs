@@ -1,0 +1,433 @@
+//! The GPU sampling loop for one chunk of images: the plan's stages become dispatches
+//! (`rng.wgsl` noise where a stage draws it, the U-Net's forward graph, `sampler_step.wgsl`'s
+//! update), recorded once, submitted one inference step per command buffer with at most
+//! [`IN_FLIGHT`] steps queued, and read back once at the end.
+//!
+//! The update kernel also writes the network's next input (`model_input_scale · x`, duplicated
+//! for classifier-free guidance) and next timesteps, so between two forward passes nothing
+//! leaves the GPU and nothing is uploaded.
+
+use std::collections::VecDeque;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::model::unet::UNetGraph;
+use crate::ops::elementwise::{element_grid, to_u32};
+use crate::ops::rng::normal_noise;
+use crate::schedule::{HistoryWrite, Stage};
+
+/// Invocations per workgroup of `sampler_step.wgsl`.
+const WORKGROUP_SIZE: u32 = 256;
+
+/// Inference steps queued on the GPU before the CPU waits for the oldest (progress reporting
+/// without draining the queue).
+pub const IN_FLIGHT: usize = 2;
+
+/// Philox stream of the initial noise x_T.
+pub const STREAM_INIT: u32 = 0;
+/// Philox stream of the per-step noise (keyed by the inference step index).
+pub const STREAM_STEP: u32 = 1;
+
+/// `Params` of `sampler_step.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct StepParams {
+    numel: u32,
+    rows: u32,
+    flags: u32,
+    _pad0: u32,
+    x0_from_sample: f32,
+    x0_from_model: f32,
+    clip_range: f32,
+    guidance: f32,
+    coef_sample: f32,
+    coef_x0: f32,
+    coef_model: f32,
+    coef_history: f32,
+    noise_std: f32,
+    next_input_scale: f32,
+    next_timestep: f32,
+    _pad1: f32,
+}
+const _: () = assert!(std::mem::size_of::<StepParams>().is_multiple_of(16));
+
+const FLAG_CLIP: u32 = 1;
+const FLAG_NOISE: u32 = 2;
+const FLAG_CFG: u32 = 4;
+const FLAG_HIST_X0: u32 = 8;
+const FLAG_HIST_X: u32 = 16;
+const FLAG_LAST: u32 = 32;
+
+/// One stage of a run: its inference step index (the noise key) and its update.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStage {
+    pub step: usize,
+    pub stage: Stage,
+}
+
+/// How x starts: `x = image_coef · image + noise_coef · z`.
+#[derive(Debug, Clone, Copy)]
+pub struct InitRule {
+    pub image_coef: f64,
+    pub noise_coef: f64,
+}
+
+/// Where the starting noise z comes from.
+pub enum InitNoise<'a> {
+    /// Philox, stream [`STREAM_INIT`], step 0, keyed by the global image index.
+    Seeded,
+    /// Given values for this chunk's images ([n, C, H, W] flattened).
+    Given(&'a [f32]),
+}
+
+/// Everything one chunk's run needs besides the graph.
+pub struct ChunkJob<'a> {
+    pub stages: &'a [RunStage],
+    pub init: InitRule,
+    pub init_noise: InitNoise<'a>,
+    /// One image [C, H, W] for image-to-image, or `None`.
+    pub init_image: Option<&'a [f32]>,
+    pub seed: u64,
+    /// Global index of the chunk's first image.
+    pub first_image: usize,
+    /// Images in this chunk.
+    pub images: usize,
+    /// Classifier-free guidance scale; `Some` doubles the model batch.
+    pub guidance: Option<f64>,
+    /// Inference-step indices after which x and x̂₀ are kept for a trajectory.
+    pub trajectory_steps: &'a [usize],
+}
+
+/// One stage's own launches: its noise (when it draws any) and its update; the forward pass
+/// runs between them.
+struct StageDispatches {
+    noise: Option<Dispatch>,
+    update: Dispatch,
+}
+
+/// What a chunk's run produced.
+#[derive(Debug, Clone)]
+pub struct ChunkResult {
+    /// The final sample [n, C, H, W].
+    pub sample: Vec<f32>,
+    /// Per trajectory step: (x after the step, x̂₀ of its last stage), each [n, C, H, W].
+    pub trajectory: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+fn stage_params(
+    stage: &Stage,
+    next: Option<&Stage>,
+    numel: u32,
+    rows: u32,
+    guidance: Option<f64>,
+) -> StepParams {
+    let mut flags = 0;
+    if stage.clip_x0.is_some() {
+        flags |= FLAG_CLIP;
+    }
+    if stage.draws_noise && stage.noise_std != 0.0 {
+        flags |= FLAG_NOISE;
+    }
+    if guidance.is_some() {
+        flags |= FLAG_CFG;
+    }
+    match stage.history {
+        HistoryWrite::Keep => {}
+        HistoryWrite::PredictedSample => flags |= FLAG_HIST_X0,
+        HistoryWrite::SampleBeforeUpdate => flags |= FLAG_HIST_X,
+    }
+    if next.is_none() {
+        flags |= FLAG_LAST;
+    }
+    StepParams {
+        numel,
+        rows,
+        flags,
+        x0_from_sample: stage.x0_from_sample as f32,
+        x0_from_model: stage.x0_from_model as f32,
+        clip_range: stage.clip_x0.unwrap_or(0.0) as f32,
+        guidance: guidance.unwrap_or(1.0) as f32,
+        coef_sample: stage.coef_sample as f32,
+        coef_x0: stage.coef_x0 as f32,
+        coef_model: stage.coef_model as f32,
+        coef_history: stage.coef_history as f32,
+        noise_std: stage.noise_std as f32,
+        next_input_scale: next.map_or(0.0, |n| n.model_input_scale as f32),
+        next_timestep: next.map_or(0.0, |n| n.model_timestep as f32),
+        ..StepParams::default()
+    }
+}
+
+/// Runs one chunk through `graph` (whose batch is `images`, or `2 · images` with guidance, and
+/// whose class labels are already written). `on_step(done)` is called as inference steps
+/// complete on the GPU (`done` counts this chunk's steps).
+pub fn run_chunk(
+    ctx: &GpuContext,
+    graph: &UNetGraph,
+    job: &ChunkJob,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<ChunkResult> {
+    const OP: &str = "sampler";
+    let n = job.images;
+    let rows = if job.guidance.is_some() { 2 * n } else { n };
+    if graph.batch != rows {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the U-Net graph has batch {} but the chunk needs {rows}",
+                graph.batch
+            ),
+        ));
+    }
+    if job.stages.is_empty() {
+        return Err(Error::invalid(OP, "the plan has no stages"));
+    }
+    let out_shape = &graph.output.shape;
+    let in_shape = &graph.sample.shape;
+    if out_shape != in_shape {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the model maps {in_shape:?} to {out_shape:?}; sampling needs out_channels = in_channels"
+            ),
+        ));
+    }
+    let chw: usize = in_shape[1..].iter().product();
+    let shape = [n, in_shape[1], in_shape[2], in_shape[3]];
+    let numel = to_u32(OP, "elements", n * chw)?;
+    let rows_u = to_u32(OP, "model batch", rows)?;
+    if rows > n * chw {
+        return Err(Error::invalid(OP, "images must hold at least 2 elements"));
+    }
+    let first_image = to_u32(OP, "first image index", job.first_image)?;
+
+    let x = Tensor::zeros(ctx, &shape, "sampler x")?;
+    let hist = Tensor::zeros(ctx, &shape, "sampler history")?;
+    let x0 = Tensor::zeros(ctx, &shape, "sampler x0")?;
+    let noise = Tensor::zeros(ctx, &shape, "sampler noise")?;
+    let image = match job.init_image {
+        Some(img) => {
+            if img.len() != chw {
+                return Err(Error::invalid(
+                    OP,
+                    format!("init image has {} values, expected {chw}", img.len()),
+                ));
+            }
+            Some(Tensor::from_slice(ctx, &shape[1..], img, "init image")?)
+        }
+        None => None,
+    };
+    let grid = element_grid(ctx, numel, WORKGROUP_SIZE)?;
+    let constants = [("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))];
+    let rest = [
+        &*noise.buffer,
+        &*x.buffer,
+        &*hist.buffer,
+        &*graph.sample.buffer,
+        &*graph.timesteps.buffer,
+        &*x0.buffer,
+    ];
+    // Setup: z, then x = b·image + d·z, the first model input and timesteps.
+    let mut setup: Vec<Dispatch> = Vec::new();
+    match job.init_noise {
+        InitNoise::Seeded => setup.push(normal_noise(
+            ctx,
+            &noise,
+            job.seed,
+            first_image,
+            0,
+            STREAM_INIT,
+            "initial noise",
+        )?),
+        InitNoise::Given(values) => noise.write(ctx, values)?,
+    }
+    let first = &job.stages[0].stage;
+    let init_params = StepParams {
+        numel,
+        rows: rows_u,
+        flags: if job.guidance.is_some() { FLAG_CFG } else { 0 },
+        coef_x0: if image.is_some() {
+            job.init.image_coef as f32
+        } else {
+            0.0
+        },
+        noise_std: job.init.noise_coef as f32,
+        next_input_scale: first.model_input_scale as f32,
+        next_timestep: first.model_timestep as f32,
+        ..StepParams::default()
+    };
+    setup.push(Dispatch::new(
+        ctx,
+        Kernel::SamplerStep,
+        "init",
+        &constants,
+        "x_T",
+        &with_src(&image.as_ref().unwrap_or(&noise).buffer, &rest),
+        &init_params,
+        grid,
+    )?);
+
+    // The stages of each inference step, in order.
+    let mut steps: Vec<(usize, Vec<StageDispatches>)> = Vec::new();
+    for (i, rs) in job.stages.iter().enumerate() {
+        let next = job.stages.get(i + 1).map(|r| &r.stage);
+        let noise_dispatch = if rs.stage.draws_noise && rs.stage.noise_std != 0.0 {
+            let step = to_u32(OP, "step", rs.step)?;
+            Some(normal_noise(
+                ctx,
+                &noise,
+                job.seed,
+                first_image,
+                step,
+                STREAM_STEP,
+                &format!("noise[{step}]"),
+            )?)
+        } else {
+            None
+        };
+        let params = stage_params(&rs.stage, next, numel, rows_u, job.guidance);
+        let update = Dispatch::new(
+            ctx,
+            Kernel::SamplerStep,
+            "step",
+            &constants,
+            format!("step {} t={}", rs.step, rs.stage.model_timestep),
+            &with_src(&graph.output.buffer, &rest),
+            &params,
+            grid,
+        )?;
+        let sd = StageDispatches {
+            noise: noise_dispatch,
+            update,
+        };
+        match steps.last_mut() {
+            Some((s, list)) if *s == rs.step => list.push(sd),
+            _ => steps.push((rs.step, vec![sd])),
+        }
+    }
+
+    // Trajectory snapshots: x and x̂₀ copied aside after the chosen steps, read back at the end.
+    let bytes = u64::from(numel) * 4;
+    let snaps = job.trajectory_steps.len() as u64;
+    let trajectory = if snaps > 0 {
+        let size = bytes * 2 * snaps;
+        if size > ctx.adapter.limits.max_buffer_size {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the trajectory needs {size} bytes, over the adapter's buffer limit; use fewer images or a larger --trajectory-every"
+                ),
+            ));
+        }
+        Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("trajectory"),
+            size,
+            usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        }))
+    } else {
+        None
+    };
+
+    let setup_refs: Vec<&Dispatch> = setup.iter().collect();
+    ctx.submit(&setup_refs)?;
+    let mut in_flight: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
+    let mut done = 0;
+    let mut snap = 0u64;
+    for (step, own) in &steps {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("sampler step"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sampler step"),
+                timestamp_writes: None,
+            });
+            for sd in own {
+                if let Some(d) = &sd.noise {
+                    d.record(&mut pass);
+                }
+                for f in &graph.dispatches {
+                    f.record(&mut pass);
+                }
+                sd.update.record(&mut pass);
+            }
+        }
+        if let Some(buf) = &trajectory {
+            if job.trajectory_steps.contains(step) {
+                encoder.copy_buffer_to_buffer(&x.buffer, 0, buf, 2 * snap * bytes, bytes);
+                encoder.copy_buffer_to_buffer(&x0.buffer, 0, buf, (2 * snap + 1) * bytes, bytes);
+                snap += 1;
+            }
+        }
+        in_flight.push_back(ctx.queue.submit([encoder.finish()]));
+        if in_flight.len() > IN_FLIGHT {
+            if let Some(index) = in_flight.pop_front() {
+                wait_for(ctx, index)?;
+                done += 1;
+                on_step(done);
+            }
+        }
+    }
+    ctx.check_errors("sampling")?;
+    let sample = x.read(ctx)?;
+    while in_flight.pop_front().is_some() {
+        done += 1;
+        on_step(done);
+    }
+    let trajectory = match trajectory {
+        Some(buf) => read_snapshots(ctx, &buf, numel as usize, snap as usize)?,
+        None => Vec::new(),
+    };
+    Ok(ChunkResult { sample, trajectory })
+}
+
+/// The bindings of `sampler_step.wgsl`: `src`, then the shared rest.
+fn with_src<'a>(src: &'a wgpu::Buffer, rest: &[&'a wgpu::Buffer; 6]) -> [&'a wgpu::Buffer; 7] {
+    [src, rest[0], rest[1], rest[2], rest[3], rest[4], rest[5]]
+}
+
+fn wait_for(ctx: &GpuContext, index: wgpu::SubmissionIndex) -> Result<()> {
+    ctx.device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .map_err(|e| Error::gpu("waiting for a sampling step", e))?;
+    Ok(())
+}
+
+fn read_snapshots(
+    ctx: &GpuContext,
+    buf: &wgpu::Buffer,
+    numel: usize,
+    count: usize,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    buf.map_async(wgpu::MapMode::Read, .., move |result| {
+        let _ = sender.send(result);
+    });
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::gpu("reading the trajectory", e))?;
+    receiver
+        .recv()
+        .map_err(|e| Error::gpu("reading the trajectory", e))?
+        .map_err(|e| Error::gpu("reading the trajectory", e))?;
+    let values: Vec<f32> = {
+        let view = buf
+            .get_mapped_range(..)
+            .map_err(|e| Error::gpu("reading the trajectory", e))?;
+        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+    };
+    buf.unmap();
+    Ok((0..count)
+        .map(|s| {
+            let x = values[2 * s * numel..(2 * s + 1) * numel].to_vec();
+            let x0 = values[(2 * s + 1) * numel..(2 * s + 2) * numel].to_vec();
+            (x, x0)
+        })
+        .collect())
+}
