@@ -5,6 +5,7 @@
 // Config validation writes `!(x > 0.0)` on purpose: it rejects NaN along with the out-of-range.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod model;

@@ -21,6 +21,9 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
     /// Floating-point operations this launch performs (2 per multiply-add), for GFLOP/s reports.
     pub flops: u64,
+    /// Sum of the sizes of the storage buffers bound (inputs, weights, output): the bytes the
+    /// launch moves if it touches each bound buffer once — the bench's GB/s estimate.
+    pub bound_bytes: u64,
 }
 
 /// A uniform buffer holding one `#[repr(C)]` parameter block.
@@ -96,6 +99,7 @@ impl Dispatch {
             bind_group,
             workgroups,
             flops: 0,
+            bound_bytes: storage.iter().map(|b| b.size()).sum(),
         })
     }
 

@@ -83,6 +83,30 @@ impl Weights {
         })
     }
 
+    /// Weights held in memory rather than a file (the bench's random-weight presets): `bytes` is
+    /// a whole safetensors file, validated exactly as [`Weights::open`] validates one, and
+    /// `label` stands for the file name in error messages. The bytes are copied into an
+    /// anonymous map so the rest of the type is unchanged.
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: &[u8]) -> Result<Weights> {
+        let path = label.into();
+        let mut anon =
+            memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(&path, e))?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        let mmap = anon.make_read_only().map_err(|e| Error::io(&path, e))?;
+        let (tensors, data_start) =
+            parse(&mmap[..bytes.len()]).map_err(|message| Error::SafeTensors {
+                path: path.clone(),
+                message,
+            })?;
+        Ok(Weights {
+            path,
+            mmap,
+            data_start,
+            tensors,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
     /// The file these weights were read from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,959 @@
+//! The adapter benchmark behind `wgpu-diffusion bench`: U-Net forward latency and images/s per
+//! adapter and batch, per-kernel GPU time (timestamp queries, or a labelled wall-clock fallback)
+//! with GFLOP/s, GB/s and share per kernel family, memory we allocated, pipeline build time, and a
+//! correctness check that keeps an adapter computing garbage out of the ranking.
+//!
+//! # Timing rules
+//!
+//! - A forward pass is timed from recording + submitting its one command buffer until
+//!   `device.poll(wait)` returns: the GPU work is complete before the clock stops. Inputs are
+//!   written once beforehand and the output is not read back inside the timed region (a sampler
+//!   reads back once per run, not per step).
+//! - `--warmup` passes run first and are excluded; the reported latency is the median of `--runs`
+//!   passes, with min and max.
+//! - `--profile` then records every dispatch in its own compute pass bracketed by timestamp
+//!   queries (`TIMESTAMP_QUERY`), taking each dispatch's median over up to 3 passes. Separate
+//!   passes add barriers, so the profiled total is usually above the plain forward latency;
+//!   shares are of the profiled total. Without timestamp queries each dispatch is submitted and
+//!   waited for alone (`"timing": "wall-clock"`), which includes launch overhead.
+//! - GFLOP/s counts 2 FLOPs per multiply-add, as `Dispatch::flops` records them (the same count as
+//!   `inspect`'s MACs). GB/s is an estimate: each dispatch is charged the sizes of the storage
+//!   buffers it binds (inputs, weights, output) once — the traffic of a kernel with perfect
+//!   on-chip reuse, so a lower bound on what a tiled kernel really moves.
+//!
+//! # JSON report (`--json FILE`, written atomically: temp file + rename)
+//!
+//! ```text
+//! {
+//!   "schema": "wgpu-diffusion-bench/1",
+//!   "version": "0.1.0",                     crate version
+//!   "created_unix_s": 1732467000,
+//!   "host": { "os": "linux", "arch": "x86_64", "cpus": 2 },
+//!   "workload": {
+//!     "name": "cifar10-32",                 preset name, "bundled", or the --model directory
+//!     "random_weights": true, "seed": 0,
+//!     "parameters": 35746307, "in_channels": 3, "height": 32, "width": 32,
+//!     "batches": [1, 8], "warmup": 2, "runs": 10,
+//!     "steps": null, "scheduler": null,     recorded as given
+//!     "profile": true
+//!   },
+//!   "adapters": [{
+//!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
+//!     "timestamp_queries": true,
+//!     "status": "ok" | "WRONG" | "error",    WRONG: failed the correctness check (not ranked)
+//!     "error": null | "message",
+//!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
+//!                              "max_abs_err": 1e-7, "max_rel_err": 3e-7, "tolerance": 1e-4,
+//!                              "detail": "..." },
+//!     "load_s": 0.4,                        weights to the GPU (UNet2DModel::from_parts)
+//!     "weights_bytes": 142985228,
+//!     "results": [{
+//!       "batch": 8,
+//!       "error": null | "message",           e.g. a buffer over the adapter's binding limit
+//!       "graph_build_s": 0.9,                activations + pipelines + bind groups
+//!       "pipelines_compiled": 14,            compiled by this build (cache misses)
+//!       "pipelines_total": 14,               ctx.pipeline_count() after it
+//!       "dispatches": 180,
+//!       "flops_per_forward": 97000000000,    2 per multiply-add, whole batch
+//!       "macs_per_image": 6070000000,        = inspect's MACs
+//!       "activation_bytes": 60000000,
+//!       "peak_allocated_bytes": 203000000,   weights + activations of this graph
+//!       "forward_ms": { "median": 812.0, "min": 800.1, "max": 830.2, "runs": [..] },
+//!       "images_per_s": 9.85,
+//!       "gflops_per_s": 119.4,               flops_per_forward / median
+//!       "output_finite": true,
+//!       "sampler_step": null | {             present when --steps or --scheduler was given
+//!         "scheduler": "ddim" | null, "steps": 20,
+//!         "per_step_ms": null | { "median", "min", "max", "runs" },   whole sampling run / steps
+//!         "note": "..."                      what it includes, or why it was not measured
+//!       },
+//!       "kernels": null | {
+//!         "timing": "gpu-timestamp" | "wall-clock", "passes": 3, "total_ms": 850.0,
+//!         "families": [{ "family": "conv2d", "dispatches": 60, "ms": 700.0, "share": 0.82,
+//!                        "flops": .., "bytes": .., "gflops_per_s": .., "gb_per_s": .. }],
+//!         "top": [{ "label": "conv2d/main: up_blocks.0.resnets.0.conv1", "family": "conv2d",
+//!                   "ms": 40.0, "flops": .., "bytes": .. }]
+//!       }
+//!     }]
+//!   }],
+//!   "ranking": [{ "adapter": "...", "backend": "Vulkan", "batch": 8, "images_per_s": 9.85 }]
+//! }
+//! ```
+//! `ranking` holds only adapters whose correctness check passed, best images/s first, at the
+//! largest batch every ranked adapter completed.
+
+pub mod correctness;
+pub mod preset;
+pub mod profile;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{self, GpuContext, GpuOptions};
+use crate::model::unet::{UNet2DModel, UNetGraph};
+
+pub use correctness::Correctness;
+pub use preset::{Preset, Workload};
+pub use profile::{KernelProfile, TimingSource};
+
+/// The `schema` field of the JSON report.
+pub const SCHEMA: &str = "wgpu-diffusion-bench/1";
+
+/// How many passes `--profile` times (each dispatch's median over them).
+const PROFILE_PASSES: usize = 3;
+
+/// The timestep every benchmarked forward pass uses (mid-schedule; the value does not change the
+/// work done).
+const BENCH_TIMESTEP: f32 = 500.0;
+
+/// `wgpu-diffusion bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
+    /// google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic random weights.
+    #[arg(long, value_enum, default_value_t = Preset::Cifar10_32)]
+    pub preset: Preset,
+    /// A diffusers UNet2DModel directory to benchmark instead of a preset.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batch: Vec<usize>,
+    /// Timed forward passes per batch (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Untimed forward passes before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Sampling steps for the sampler-step latency (model directories only; default 20).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Sampler for the sampler-step latency (`ddim`, `euler`, …; default: the model's).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Benchmark every adapter wgpu can see (through the selected backends), not just one.
+    #[arg(long)]
+    pub all_adapters: bool,
+    /// Also write the report as JSON to FILE (schema: see the bench module docs / README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Per-kernel GPU time table (timestamp queries where the adapter has them).
+    #[arg(long)]
+    pub profile: bool,
+    /// With --profile, time dispatches by the CPU clock even where timestamps exist.
+    #[arg(long)]
+    pub wall_clock: bool,
+    /// Seed of the random preset weights and of the input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            preset: Preset::Cifar10_32,
+            model: None,
+            batch: vec![1, 8],
+            runs: 10,
+            warmup: 2,
+            steps: None,
+            scheduler: None,
+            all_adapters: false,
+            json: None,
+            profile: false,
+            wall_clock: false,
+            seed: 0,
+        }
+    }
+}
+
+/// The whole report (also the JSON document).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub schema: String,
+    pub version: String,
+    pub created_unix_s: u64,
+    pub host: Host,
+    pub workload: WorkloadInfo,
+    pub adapters: Vec<AdapterReport>,
+    pub ranking: Vec<RankEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadInfo {
+    pub name: String,
+    pub random_weights: bool,
+    pub seed: u64,
+    pub parameters: usize,
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub batches: Vec<usize>,
+    pub warmup: usize,
+    pub runs: usize,
+    pub steps: Option<usize>,
+    pub scheduler: Option<String>,
+    pub profile: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub timestamp_queries: bool,
+    /// `ok`, `WRONG` (failed the correctness check) or `error` (could not run).
+    pub status: String,
+    pub error: Option<String>,
+    pub correctness: Option<Correctness>,
+    pub load_s: f64,
+    pub weights_bytes: u64,
+    pub results: Vec<BatchResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: Vec<f64>,
+}
+
+impl Stats {
+    pub fn of(runs: Vec<f64>) -> Stats {
+        let mut sorted = runs.clone();
+        let median = profile::median(&mut sorted);
+        Stats {
+            median,
+            min: sorted.first().copied().unwrap_or(0.0),
+            max: sorted.last().copied().unwrap_or(0.0),
+            runs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchResult {
+    pub batch: usize,
+    pub error: Option<String>,
+    pub graph_build_s: f64,
+    pub pipelines_compiled: usize,
+    pub pipelines_total: usize,
+    pub dispatches: usize,
+    pub flops_per_forward: u64,
+    pub macs_per_image: u64,
+    pub activation_bytes: u64,
+    pub peak_allocated_bytes: u64,
+    pub forward_ms: Option<Stats>,
+    pub images_per_s: Option<f64>,
+    pub gflops_per_s: Option<f64>,
+    pub output_finite: Option<bool>,
+    pub sampler_step: Option<SamplerStep>,
+    pub kernels: Option<KernelProfile>,
+}
+
+impl BatchResult {
+    fn failed(batch: usize, error: String) -> Self {
+        BatchResult {
+            batch,
+            error: Some(error),
+            graph_build_s: 0.0,
+            pipelines_compiled: 0,
+            pipelines_total: 0,
+            dispatches: 0,
+            flops_per_forward: 0,
+            macs_per_image: 0,
+            activation_bytes: 0,
+            peak_allocated_bytes: 0,
+            forward_ms: None,
+            images_per_s: None,
+            gflops_per_s: None,
+            output_finite: None,
+            sampler_step: None,
+            kernels: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RankEntry {
+    pub adapter: String,
+    pub backend: String,
+    pub batch: usize,
+    pub images_per_s: f64,
+}
+
+/// The CLI entry: measures, prints the table on stdout, writes `--json` if asked. An adapter
+/// failing its correctness check is reported, not an error; a workload that cannot be built is.
+pub fn run(args: &BenchArgs, opts: &GpuOptions) -> Result<BenchReport> {
+    let report = measure_with_progress(args, opts, true)?;
+    print!("{}", render_table(&report));
+    if let Some(path) = &args.json {
+        write_json(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(report)
+}
+
+/// Measures without printing (for tests and other front ends).
+pub fn measure(args: &BenchArgs, opts: &GpuOptions) -> Result<BenchReport> {
+    measure_with_progress(args, opts, false)
+}
+
+fn measure_with_progress(
+    args: &BenchArgs,
+    opts: &GpuOptions,
+    progress: bool,
+) -> Result<BenchReport> {
+    if args.runs == 0 {
+        return Err(Error::invalid("bench", "--runs must be at least 1"));
+    }
+    if args.batch.is_empty() || args.batch.contains(&0) {
+        return Err(Error::invalid(
+            "bench",
+            format!(
+                "--batch must list sizes of at least 1, got {:?}",
+                args.batch
+            ),
+        ));
+    }
+    let note = |msg: String| {
+        if progress {
+            eprintln!("{msg}");
+        }
+    };
+    let start = Instant::now();
+    let workload = match &args.model {
+        Some(dir) => Workload::dir(dir)?,
+        None => Workload::preset(args.preset, args.seed)?,
+    };
+    let cfg = &workload.config;
+    let (height, width) = cfg.sample_hw().unwrap_or((32, 32));
+    note(format!(
+        "workload {} ready in {:.2} s",
+        workload.name,
+        start.elapsed().as_secs_f64()
+    ));
+    let contexts = contexts(args, opts)?;
+    let mut adapters = Vec::new();
+    let mut parameters = 0;
+    for ctx in contexts {
+        let ctx = match ctx {
+            Ok(ctx) => ctx,
+            Err(failed) => {
+                let (summary, e) = *failed;
+                adapters.push(adapter_error(&summary, e.to_string()));
+                continue;
+            }
+        };
+        note(format!("adapter {}", ctx.adapter.describe()));
+        let report = bench_adapter(&ctx, &workload, args, (height, width), &note);
+        if let Some(p) = report.1 {
+            parameters = p;
+        }
+        adapters.push(report.0);
+    }
+    let ranking = rank(&adapters);
+    Ok(BenchReport {
+        schema: SCHEMA.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        host: Host {
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+        },
+        workload: WorkloadInfo {
+            name: workload.name.clone(),
+            random_weights: workload.random_weights,
+            seed: args.seed,
+            parameters,
+            in_channels: cfg.in_channels,
+            height,
+            width,
+            batches: args.batch.clone(),
+            warmup: args.warmup,
+            runs: args.runs,
+            steps: args.steps,
+            scheduler: args.scheduler.clone(),
+            profile: args.profile,
+        },
+        adapters,
+        ranking,
+    })
+}
+
+type ContextResult = std::result::Result<Arc<GpuContext>, Box<(gpu::AdapterSummary, Error)>>;
+
+/// The device of each adapter to benchmark: the one `opts` selects, or every adapter.
+fn contexts(args: &BenchArgs, opts: &GpuOptions) -> Result<Vec<ContextResult>> {
+    if !args.all_adapters {
+        return Ok(vec![Ok(GpuContext::new(opts)?)]);
+    }
+    let summaries = gpu::enumerate(opts)?;
+    if summaries.is_empty() {
+        return Err(Error::NoAdapter {
+            details: String::new(),
+        });
+    }
+    let backends = summaries.iter().fold(wgpu::Backends::empty(), |acc, s| {
+        acc | s.info.backend.into()
+    });
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    Ok(adapters
+        .iter()
+        .map(|a| {
+            GpuContext::from_adapter(a).map_err(|e| {
+                Box::new((
+                    gpu::AdapterSummary {
+                        info: a.get_info(),
+                        limits: a.limits(),
+                        features: a.features(),
+                    },
+                    e,
+                ))
+            })
+        })
+        .collect())
+}
+
+fn adapter_base(summary: &gpu::AdapterSummary) -> AdapterReport {
+    let info = &summary.info;
+    AdapterReport {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+        timestamp_queries: summary.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        status: "ok".to_owned(),
+        error: None,
+        correctness: None,
+        load_s: 0.0,
+        weights_bytes: 0,
+        results: Vec::new(),
+    }
+}
+
+fn adapter_error(summary: &gpu::AdapterSummary, error: String) -> AdapterReport {
+    let mut r = adapter_base(summary);
+    r.status = "error".to_owned();
+    r.error = Some(error);
+    r
+}
+
+/// Benchmarks the workload on one device. Errors land in the report, so one broken adapter does
+/// not stop the others. Also returns the model's parameter count when it loaded.
+fn bench_adapter(
+    ctx: &Arc<GpuContext>,
+    workload: &Workload,
+    args: &BenchArgs,
+    (height, width): (usize, usize),
+    note: &dyn Fn(String),
+) -> (AdapterReport, Option<usize>) {
+    let mut report = adapter_base(&ctx.adapter);
+    // Load and build the workload first, so its pipeline compile time is not hidden by the
+    // correctness fixture warming the pipeline cache.
+    let start = Instant::now();
+    let model = match UNet2DModel::from_parts(ctx, workload.config.clone(), &workload.weights)
+        .and_then(|m| ctx.wait().map(|()| m))
+    {
+        Ok(model) => model,
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("loading {}: {e}", workload.name));
+            return (report, None);
+        }
+    };
+    report.load_s = start.elapsed().as_secs_f64();
+    report.weights_bytes = model.parameters as u64 * 4;
+    note(format!(
+        "  loaded {} parameters in {:.2} s",
+        model.parameters, report.load_s
+    ));
+    for &batch in &args.batch {
+        let result = bench_batch(ctx, &model, workload, args, batch, height, width)
+            .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
+        match (&result.error, &result.forward_ms) {
+            (Some(e), _) => note(format!("  batch {batch}: error: {e}")),
+            (None, Some(t)) => note(format!("  batch {batch}: median {:.2} ms", t.median)),
+            _ => {}
+        }
+        report.results.push(result);
+    }
+    let parameters = model.parameters;
+    drop(model);
+    match correctness::check_adapter(ctx) {
+        Ok(c) => {
+            if !c.ok {
+                report.status = "WRONG".to_owned();
+            }
+            note(format!(
+                "  correctness ({}): {} (max rel err {:.2e})",
+                c.fixture, c.status, c.max_rel_err
+            ));
+            report.correctness = Some(c);
+        }
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("correctness check: {e}"));
+        }
+    }
+    (report, Some(parameters))
+}
+
+/// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`.
+fn bench_inputs(
+    graph: &UNetGraph,
+    in_channels: usize,
+    classes: Option<usize>,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<usize>>) {
+    let numel = graph.batch * in_channels * graph.height * graph.width;
+    let mut rng = preset::SplitMix64::new(seed.wrapping_add(0x5EED));
+    let sample = (0..numel).map(|_| rng.symmetric()).collect();
+    let timesteps = vec![BENCH_TIMESTEP; graph.batch];
+    let labels = classes.map(|n| (0..graph.batch).map(|i| i % n.max(1)).collect());
+    (sample, timesteps, labels)
+}
+
+fn bench_batch(
+    ctx: &Arc<GpuContext>,
+    model: &UNet2DModel,
+    workload: &Workload,
+    args: &BenchArgs,
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> Result<BatchResult> {
+    let pipelines_before = ctx.pipeline_count();
+    let start = Instant::now();
+    let graph = model.graph(batch, height, width)?;
+    ctx.wait()?;
+    let graph_build_s = start.elapsed().as_secs_f64();
+    let pipelines_total = ctx.pipeline_count();
+    let cfg = &model.config;
+    let (sample, timesteps, labels) =
+        bench_inputs(&graph, cfg.in_channels, cfg.num_class_embeds, args.seed);
+    graph.write_inputs(&sample, &timesteps, labels.as_deref())?;
+    for _ in 0..args.warmup {
+        graph.submit()?;
+        ctx.wait()?;
+    }
+    let mut runs = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        graph.submit()?;
+        ctx.wait()?;
+        runs.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let forward = Stats::of(runs);
+    let output = graph.output.read(ctx)?;
+    let flops = graph.flops();
+    let kernels = if args.profile {
+        Some(profile::profile(
+            ctx,
+            &graph.dispatches,
+            PROFILE_PASSES.min(args.runs),
+            args.wall_clock,
+        )?)
+    } else {
+        None
+    };
+    let seconds = forward.median / 1e3;
+    Ok(BatchResult {
+        batch,
+        error: None,
+        graph_build_s,
+        pipelines_compiled: pipelines_total - pipelines_before.min(pipelines_total),
+        pipelines_total,
+        dispatches: graph.dispatches.len(),
+        flops_per_forward: flops,
+        macs_per_image: flops / 2 / batch as u64,
+        activation_bytes: graph.activation_bytes,
+        peak_allocated_bytes: model.parameters as u64 * 4 + graph.activation_bytes,
+        images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
+        gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
+        forward_ms: Some(forward),
+        output_finite: Some(output.iter().all(|v| v.is_finite())),
+        sampler_step: sampler_step_latency(ctx, workload, args, batch),
+        kernels,
+    })
+}
+
+/// The sampler-step measurement of one batch (present when `--steps` or `--scheduler` was given).
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplerStep {
+    /// The sampler's CLI name (`ddim`, `euler`, …), or the scheduler config's default.
+    pub scheduler: Option<String>,
+    pub steps: usize,
+    /// Wall time of a whole sampling run (noise, every step, one readback) divided by `steps`:
+    /// median, min, max over the runs.
+    pub per_step_ms: Option<Stats>,
+    /// Why nothing was measured, or what the number includes.
+    pub note: String,
+}
+
+/// Latency of one sampler step (UNet forward + the `sampler_step` update kernel) for
+/// `--scheduler` / `--steps` at `batch` images: times whole `Pipeline::sample` runs of a model
+/// directory (one warm-up, then up to 3 timed runs) and divides by the step count. Random-weight
+/// presets have no scheduler config, so they report why nothing was measured instead of a number.
+pub fn sampler_step_latency(
+    ctx: &Arc<GpuContext>,
+    workload: &Workload,
+    args: &BenchArgs,
+    batch: usize,
+) -> Option<SamplerStep> {
+    if args.steps.is_none() && args.scheduler.is_none() {
+        return None;
+    }
+    let steps = args.steps.unwrap_or(20);
+    let mut result = SamplerStep {
+        scheduler: args.scheduler.clone(),
+        steps,
+        per_step_ms: None,
+        note: String::new(),
+    };
+    let Some(dir) = &workload.dir else {
+        result.note = "not measured: a random-weight preset has no scheduler config; use \
+                       --model DIR or --preset bundled"
+            .to_owned();
+        return Some(result);
+    };
+    match time_sampling(ctx, dir, args, batch, steps) {
+        Ok(stats) => {
+            result.per_step_ms = Some(stats);
+            result.note = "whole sampling run (init noise, all steps, one readback) / steps".into();
+        }
+        Err(e) => result.note = format!("not measured: {e}"),
+    }
+    Some(result)
+}
+
+fn time_sampling(
+    ctx: &Arc<GpuContext>,
+    dir: &Path,
+    args: &BenchArgs,
+    batch: usize,
+    steps: usize,
+) -> Result<Stats> {
+    use crate::sampling::{Pipeline, SampleOptions};
+    use crate::schedule::SchedulerKind;
+    let scheduler = match &args.scheduler {
+        None => None,
+        Some(name) => Some(
+            SchedulerKind::ALL
+                .iter()
+                .copied()
+                .find(|k| k.cli_name().eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        SchedulerKind::ALL.iter().map(|k| k.cli_name()).collect();
+                    Error::invalid(
+                        "--scheduler",
+                        format!(
+                            "unknown sampler {name:?}; expected one of {}",
+                            names.join(", ")
+                        ),
+                    )
+                })?,
+        ),
+    };
+    let pipeline = Pipeline::load_with(ctx, dir)?;
+    let options = SampleOptions {
+        scheduler,
+        steps,
+        seed: args.seed,
+        num_images: batch,
+        ..SampleOptions::default()
+    };
+    pipeline.sample(&options)?;
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.clamp(1, 3) {
+        let start = Instant::now();
+        pipeline.sample(&options)?;
+        runs.push(start.elapsed().as_secs_f64() * 1e3 / steps as f64);
+    }
+    Ok(Stats::of(runs))
+}
+
+/// Adapters that passed the correctness check, best first, at the largest batch they all ran.
+fn rank(adapters: &[AdapterReport]) -> Vec<RankEntry> {
+    let ranked: Vec<&AdapterReport> = adapters.iter().filter(|a| a.status == "ok").collect();
+    let common_batch = ranked
+        .iter()
+        .map(|a| {
+            a.results
+                .iter()
+                .filter(|r| r.images_per_s.is_some())
+                .map(|r| r.batch)
+                .collect::<std::collections::BTreeSet<_>>()
+        })
+        .reduce(|acc, s| acc.intersection(&s).copied().collect())
+        .and_then(|s| s.last().copied());
+    let Some(batch) = common_batch else {
+        return Vec::new();
+    };
+    let mut entries: Vec<RankEntry> = ranked
+        .iter()
+        .filter_map(|a| {
+            let r = a.results.iter().find(|r| r.batch == batch)?;
+            Some(RankEntry {
+                adapter: a.name.clone(),
+                backend: a.backend.clone(),
+                batch,
+                images_per_s: r.images_per_s?,
+            })
+        })
+        .collect();
+    entries.sort_by(|a, b| b.images_per_s.total_cmp(&a.images_per_s));
+    entries
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The human-readable report.
+pub fn render_table(report: &BenchReport) -> String {
+    let mut s = String::new();
+    let w = &report.workload;
+    let _ = writeln!(
+        s,
+        "workload {} — {:.2} M parameters{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
+         batch (submit → GPU done, median)",
+        w.name,
+        w.parameters as f64 / 1e6,
+        if w.random_weights {
+            format!(", random weights seed {}", w.seed)
+        } else {
+            String::new()
+        },
+        w.in_channels,
+        w.height,
+        w.width,
+        w.warmup,
+        w.runs
+    );
+    for a in &report.adapters {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "adapter  {} — {}, {}, driver {} {}",
+            a.name, a.backend, a.device_type, a.driver, a.driver_info
+        );
+        if let Some(e) = &a.error {
+            let _ = writeln!(s, "  ERROR: {e}");
+        }
+        match &a.correctness {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "  correctness ({} vs diffusers): {} — max rel err {:.2e} (tolerance {:.0e}){}",
+                    c.fixture,
+                    c.status,
+                    c.max_rel_err,
+                    c.tolerance,
+                    if c.ok { "" } else { " — NOT RANKED" }
+                );
+                if !c.ok {
+                    let _ = writeln!(s, "    {}", c.detail);
+                }
+            }
+            None => {
+                let _ = writeln!(s, "  correctness: not checked");
+            }
+        }
+        if a.results.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  load {:.2} s (weights {:.1} MiB)",
+            a.load_s,
+            mib(a.weights_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "  {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>10} {:>9}",
+            "batch",
+            "median ms",
+            "min ms",
+            "max ms",
+            "images/s",
+            "GFLOP/s",
+            "build s",
+            "pipelines",
+            "dispatches",
+            "peak MiB"
+        );
+        for r in &a.results {
+            if let Some(e) = &r.error {
+                let _ = writeln!(s, "  {:>5} error: {e}", r.batch);
+                continue;
+            }
+            let Some(t) = &r.forward_ms else { continue };
+            let _ = writeln!(
+                s,
+                "  {:>5} {:>11.2} {:>10.2} {:>10.2} {:>9.2} {:>8.2} {:>8.2} {:>9} {:>10} {:>9.1}{}",
+                r.batch,
+                t.median,
+                t.min,
+                t.max,
+                r.images_per_s.unwrap_or(0.0),
+                r.gflops_per_s.unwrap_or(0.0),
+                r.graph_build_s,
+                format!("{}/{}", r.pipelines_compiled, r.pipelines_total),
+                r.dispatches,
+                mib(r.peak_allocated_bytes),
+                if r.output_finite == Some(false) {
+                    "  (output not finite!)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  MACs per image {:.3} G",
+            a.results
+                .iter()
+                .find(|r| r.error.is_none())
+                .map(|r| r.macs_per_image as f64 / 1e9)
+                .unwrap_or(0.0)
+        );
+        for r in &a.results {
+            let Some(step) = &r.sampler_step else {
+                continue;
+            };
+            let what = format!(
+                "  sampler step, batch {} ({}, {} steps): ",
+                r.batch,
+                step.scheduler.as_deref().unwrap_or("model default"),
+                step.steps
+            );
+            let _ = match &step.per_step_ms {
+                Some(t) => writeln!(
+                    s,
+                    "{what}median {:.2} ms (min {:.2}, max {:.2}) — {}",
+                    t.median, t.min, t.max, step.note
+                ),
+                None => writeln!(s, "{what}{}", step.note),
+            };
+        }
+        for r in &a.results {
+            if let Some(k) = &r.kernels {
+                render_kernels(&mut s, r.batch, k);
+            }
+        }
+    }
+    if report.adapters.len() > 1 || !report.ranking.is_empty() {
+        let _ = writeln!(s);
+        match report.ranking.first() {
+            Some(first) => {
+                let _ = writeln!(s, "ranking (batch {}, correct adapters only):", first.batch);
+                for (i, e) in report.ranking.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "  {}. {} ({}) {:.2} images/s",
+                        i + 1,
+                        e.adapter,
+                        e.backend,
+                        e.images_per_s
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "ranking: no adapter passed the correctness check and ran"
+                );
+            }
+        }
+    }
+    s
+}
+
+fn render_kernels(s: &mut String, batch: usize, k: &KernelProfile) {
+    let _ = writeln!(
+        s,
+        "  per-kernel time, batch {batch} ({}, median of {} pass(es), one compute pass per \
+         dispatch): total {:.2} ms",
+        k.timing.name(),
+        k.passes,
+        k.total_ms
+    );
+    let _ = writeln!(
+        s,
+        "    {:<20} {:>10} {:>10} {:>7} {:>9} {:>8}",
+        "family", "dispatches", "ms", "share", "GFLOP/s", "GB/s*"
+    );
+    for f in &k.families {
+        let _ = writeln!(
+            s,
+            "    {:<20} {:>10} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
+            f.family,
+            f.dispatches,
+            f.ms,
+            100.0 * f.share,
+            f.gflops_per_s,
+            f.gb_per_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    * bytes = sizes of the bound buffers, each counted once (a lower bound on traffic)"
+    );
+    let _ = writeln!(s, "    slowest dispatches:");
+    for d in &k.top {
+        let _ = writeln!(
+            s,
+            "      {:>9.3} ms {:>8.2} GFLOP/s  {}",
+            d.ms,
+            profile::rate(d.flops, d.ms),
+            d.label
+        );
+    }
+}
+
+/// Writes the report as pretty JSON to `path` atomically (a temp file beside it, then rename).
+pub fn write_json(report: &BenchReport, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)
+        .map_err(|e| Error::invalid("bench JSON", e.to_string()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bench.json".to_owned());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

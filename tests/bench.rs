@@ -1,0 +1,251 @@
+//! The adapter benchmark on a tiny model (the `google_flags` fixture directory, batch 1, one run):
+//! the JSON report's fields, kernel-family totals, MACs against the graph's own count (what
+//! `inspect` prints), the correctness check flagging a wrong output, and the preset weights.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use wgpu_diffusion::bench::{self, correctness, preset, BenchArgs, Preset};
+use wgpu_diffusion::model::unet::UNet2DModel;
+use wgpu_diffusion::GpuOptions;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/google_flags")
+}
+
+fn tiny_args() -> BenchArgs {
+    BenchArgs {
+        model: Some(fixture_dir()),
+        batch: vec![1],
+        runs: 1,
+        warmup: 0,
+        profile: true,
+        ..BenchArgs::default()
+    }
+}
+
+#[test]
+fn json_report_has_the_documented_fields() {
+    let _ = common::ctx();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.json");
+    let args = BenchArgs {
+        json: Some(path.clone()),
+        ..tiny_args()
+    };
+    let report = bench::measure(&args, &GpuOptions::from_env()).expect("bench");
+    bench::write_json(&report, &path).expect("write json");
+    // Atomic write: no temp file left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "bench.json")
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("valid JSON");
+    assert_eq!(json["schema"], bench::SCHEMA);
+    for key in [
+        "version",
+        "created_unix_s",
+        "host",
+        "workload",
+        "adapters",
+        "ranking",
+    ] {
+        assert!(json.get(key).is_some(), "missing top-level {key}");
+    }
+    let w = &json["workload"];
+    for key in [
+        "name",
+        "parameters",
+        "height",
+        "width",
+        "batches",
+        "warmup",
+        "runs",
+        "steps",
+    ] {
+        assert!(w.get(key).is_some(), "missing workload.{key}");
+    }
+    let a = &json["adapters"][0];
+    for key in [
+        "name",
+        "backend",
+        "device_type",
+        "driver",
+        "timestamp_queries",
+        "status",
+        "correctness",
+        "load_s",
+        "weights_bytes",
+        "results",
+    ] {
+        assert!(a.get(key).is_some(), "missing adapters[0].{key}");
+    }
+    assert_eq!(a["status"], "ok", "{a}");
+    assert_eq!(a["correctness"]["status"], "ok");
+    let r = &a["results"][0];
+    for key in [
+        "batch",
+        "graph_build_s",
+        "pipelines_compiled",
+        "pipelines_total",
+        "dispatches",
+        "flops_per_forward",
+        "macs_per_image",
+        "peak_allocated_bytes",
+        "images_per_s",
+        "gflops_per_s",
+        "sampler_step",
+    ] {
+        assert!(r.get(key).is_some(), "missing results[0].{key}");
+    }
+    for key in ["median", "min", "max", "runs"] {
+        assert!(
+            r["forward_ms"].get(key).is_some(),
+            "missing forward_ms.{key}"
+        );
+    }
+    let k = &r["kernels"];
+    assert!(k["timing"] == "gpu-timestamp" || k["timing"] == "wall-clock");
+    for key in [
+        "family",
+        "dispatches",
+        "ms",
+        "share",
+        "gflops_per_s",
+        "gb_per_s",
+    ] {
+        assert!(
+            k["families"][0].get(key).is_some(),
+            "missing families[0].{key}"
+        );
+    }
+    assert!(r["output_finite"].as_bool().unwrap_or(false));
+    assert_eq!(json["ranking"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn families_add_up_and_macs_match_the_graph() {
+    let ctx = common::ctx();
+    for wall_clock in [false, true] {
+        let args = BenchArgs {
+            wall_clock,
+            ..tiny_args()
+        };
+        let report = bench::measure(&args, &GpuOptions::from_env()).expect("bench");
+        let r = &report.adapters[0].results[0];
+        let k = r.kernels.as_ref().expect("kernel profile");
+        if wall_clock {
+            assert_eq!(k.timing, bench::TimingSource::WallClock);
+        }
+        let family_ms: f64 = k.families.iter().map(|f| f.ms).sum();
+        assert!(
+            (family_ms - k.total_ms).abs() <= 1e-6 * k.total_ms.max(1.0),
+            "families {family_ms} ms vs total {} ms",
+            k.total_ms
+        );
+        let share: f64 = k.families.iter().map(|f| f.share).sum();
+        assert!((share - 1.0).abs() < 1e-9, "shares sum to {share}");
+        let dispatches: usize = k.families.iter().map(|f| f.dispatches).sum();
+        assert_eq!(dispatches, r.dispatches);
+        let family_flops: u64 = k.families.iter().map(|f| f.flops).sum();
+        assert_eq!(family_flops, r.flops_per_forward);
+
+        // What `inspect` reports: the graph's own FLOP count, halved, per image.
+        let model = UNet2DModel::load(&ctx, &fixture_dir()).expect("load");
+        let graph = model.graph(1, 16, 16).expect("graph");
+        assert_eq!(r.flops_per_forward, graph.flops());
+        assert_eq!(r.macs_per_image, graph.flops() / 2);
+        assert_eq!(r.dispatches, graph.dispatches.len());
+        assert!(r.macs_per_image > 0);
+    }
+}
+
+#[test]
+fn correctness_check_flags_a_wrong_output() {
+    let io = correctness::fixture_io().expect("fixture");
+    let exact = correctness::judge(&io.output, &io.output);
+    assert!(exact.ok && exact.status == "ok", "{}", exact.detail);
+    let mut corrupted = io.output.clone();
+    corrupted[17] += 0.01 * io.output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let wrong = correctness::judge(&corrupted, &io.output);
+    assert!(!wrong.ok);
+    assert_eq!(wrong.status, "WRONG");
+    assert!(wrong.max_rel_err > correctness::TOLERANCE);
+    assert!(wrong.detail.contains("[17]"), "{}", wrong.detail);
+    // The real adapter passes.
+    let ctx = common::ctx();
+    let verdict = correctness::check_adapter(&ctx).expect("check");
+    assert!(verdict.ok, "{}", verdict.detail);
+}
+
+#[test]
+fn presets_have_the_published_parameter_counts() {
+    // google/ddpm-cifar10-32: 35,746,307 parameters; google/ddpm-celebahq-256: 113,673,219
+    // (diffusers' UNet2DModel with the same configs). Counting the generated tensors is
+    // enough here; `from_parts` accepting them is checked on the cifar10 preset below.
+    for (p, count) in [
+        (Preset::Cifar10_32, 35_746_307u64),
+        (Preset::CelebaHq256, 113_673_219),
+    ] {
+        let text = p.config_json().expect("config");
+        let cfg = wgpu_diffusion::model::config::UNet2DConfig::from_json_str(text, Path::new("x"))
+            .expect("config parses");
+        let weights = preset::random_weights(&cfg, 0, p.name()).expect("weights");
+        let params: u64 = weights
+            .keys()
+            .map(|k| {
+                weights
+                    .shape_of(k)
+                    .map_or(0, |s| s.iter().product::<usize>() as u64)
+            })
+            .sum();
+        assert_eq!(params, count, "{}", p.name());
+    }
+    let ctx = common::ctx();
+    let w = preset::Workload::preset(Preset::Cifar10_32, 3).expect("workload");
+    let model = UNet2DModel::from_parts(&ctx, w.config.clone(), &w.weights).expect("all keys used");
+    assert_eq!(model.parameters, 35_746_307);
+    // Deterministic: the same seed gives the same bytes, another seed does not.
+    let again = preset::Workload::preset(Preset::Cifar10_32, 3).expect("workload");
+    let key = "down_blocks.1.attentions.0.to_q.weight";
+    let shape = w.weights.shape_of(key).expect("key").to_vec();
+    let a = w.weights.get(key, &shape).expect("get");
+    assert_eq!(a, again.weights.get(key, &shape).expect("get"));
+    let other = preset::Workload::preset(Preset::Cifar10_32, 4).expect("workload");
+    assert_ne!(a, other.weights.get(key, &shape).expect("get"));
+}
+
+#[test]
+fn bad_arguments_and_missing_bundled_weights_are_clear_errors() {
+    let opts = GpuOptions::from_env();
+    let zero_runs = BenchArgs {
+        runs: 0,
+        ..tiny_args()
+    };
+    let e = bench::measure(&zero_runs, &opts).expect_err("runs 0");
+    assert!(e.to_string().contains("--runs"), "{e}");
+    let zero_batch = BenchArgs {
+        batch: vec![1, 0],
+        ..tiny_args()
+    };
+    let e = bench::measure(&zero_batch, &opts).expect_err("batch 0");
+    assert!(e.to_string().contains("--batch"), "{e}");
+    let missing = BenchArgs {
+        model: Some(PathBuf::from("/nonexistent/model")),
+        ..tiny_args()
+    };
+    let e = bench::measure(&missing, &opts).expect_err("missing dir");
+    assert!(e.to_string().contains("/nonexistent/model"), "{e}");
+    // The bundled model either loads or says what is missing and what to use instead.
+    if let Err(e) = preset::Workload::bundled() {
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fashion-ddpm") && msg.contains("--preset cifar10-32"),
+            "{msg}"
+        );
+    }
+}
