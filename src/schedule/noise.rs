@@ -6,9 +6,18 @@
 //! `1 − β`, `torch.cumprod`, which accumulates in float64 on the CPU and stores float32). This
 //! module computes the formulas in float64 ([`TablePrecision::F64`]) and can also round at the
 //! points where diffusers stores float32 ([`TablePrecision::DiffusersF32`]). The float32 variant
-//! matches diffusers to the last bit except for `torch.linspace`, whose float32 result depends on
-//! the CPU's SIMD path (it differs between torch's AVX2 and scalar kernels in ~1/3 of the
-//! entries by one ulp); this crate rounds the exact float64 value instead.
+//! matches diffusers to the last bit except where torch's CPU kernels are not correctly rounded;
+//! there this crate uses the correctly rounded value instead:
+//!
+//! * `torch.linspace`, whose float32 result depends on the CPU's SIMD path (one ulp off the
+//!   rounded exact value in ~1/3 of the entries, differently for torch's AVX-512, AVX2 and
+//!   scalar kernels);
+//! * float32 `sqrt` / `** 0.5` (one ulp off in ~1/5 of the entries on an AVX-512 CPU), used by
+//!   `rescale_zero_terminal_snr` and the σ table.
+//!
+//! Both are one-ulp differences, but the zero-SNR rescaling magnifies them near t = T, where
+//! √ᾱ_t − √ᾱ_{T−1} cancels: there ᾱ differs from float32 diffusers by up to ~4e-6 relative and
+//! β by ~50·2⁻²⁴ (`tests/schedule.rs` measures all of this against diffusers).
 
 use crate::error::{Error, Result};
 

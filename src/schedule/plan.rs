@@ -55,6 +55,9 @@
 //!   x' = (σ_vp,next/σ_vp,s)·x + α_next·(1 − e^{−h})·x̂₀. Second order, with r = h_prev/h and
 //!   H = previous x̂₀: x' = (σ_vp,next/σ_vp,s)·x + α_next(1 − e^{−h})·x̂₀ + k·(x̂₀ − H)/r with
 //!   k = ½·α_next(1 − e^{−h}) (midpoint) or α_next((e^{−h} − 1)/h + 1) (heun). H ← x̂₀ every step.
+//!   A second-order step right after a repeated σ (h_prev = 0, which N close to T can produce by
+//!   rounding two timesteps to one; for `heun` also one across it, h = 0) divides by zero —
+//!   diffusers returns NaN — so such a plan is an error.
 //! * **Score-SDE VP** (Euler–Maruyama, continuous t from 1 to `sampling_eps`, Δ = −1/N — note
 //!   1/N, not the spacing of the times, as in diffusers): β = β_min + t(β_max − β_min),
 //!   std = √(1 − exp(−½t²(β_max−β_min) − tβ_min)); the model output m is read as ε (score =
@@ -854,6 +857,21 @@ impl Builder<'_> {
                     (ratio, data_coef, 0.0)
                 } else {
                     let h_prev = lambda(sigma_s) - lambda(sigmas[i - 1]);
+                    if h_prev == 0.0 || (h == 0.0 && s.solver_type == DpmSolverType::Heun) {
+                        // A repeated σ (N close to T rounds two timesteps to one): the 2nd-order
+                        // term divides by a zero λ step (diffusers returns NaN there). Midpoint
+                        // across it (h = 0) is fine: its correction is 0/∞.
+                        return Err(Error::invalid(
+                            "sampler",
+                            format!(
+                                "num_inference_steps = {count} repeats timestep {} in the dpm++2m plan \
+                                 (timestep_spacing {}), and a second-order step across a repeated σ \
+                                 divides by zero; use fewer steps or solver_order 1",
+                                timesteps[i],
+                                s.timestep_spacing
+                            ),
+                        ));
+                    }
                     let r = h_prev / h;
                     let correction = match s.solver_type {
                         DpmSolverType::Midpoint => 0.5 * data_coef,
