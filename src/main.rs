@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Generate images: the whole sampling loop runs on the GPU, one readback per batch.
     Sample(Box<cli::sample::SampleArgs>),
+    /// Benchmark adapters: forward latency, per-kernel GPU time, correctness vs diffusers.
+    Bench(Box<wgpu_diffusion::bench::BenchArgs>),
     /// List every adapter wgpu can see, with the limits and features that matter here.
     Adapters {
         /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
@@ -236,6 +238,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Sample(args) => cli::sample::run(args, &gpu_options(&cli)),
+        Command::Bench(args) => wgpu_diffusion::bench::run(args, &gpu_options(&cli))
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Adapters { check } => adapters(&cli, *check),
         Command::Inspect {
             model,

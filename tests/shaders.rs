@@ -61,6 +61,9 @@ fn op_entry_points_exist() {
         ),
         (Kernel::Upsample, &["main"]),
         (Kernel::TimestepEmbedding, &["main"]),
+        (Kernel::Rng, &["normal", "philox_u32", "box_muller_u32"]),
+        (Kernel::SamplerStep, &["step", "init"]),
+        (Kernel::AnalyticModel, &["gaussian"]),
     ];
     for (kernel, names) in expected {
         let module = validate(*kernel).unwrap_or_else(|e| panic!("{e}"));

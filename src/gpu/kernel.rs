@@ -23,11 +23,13 @@ pub enum Kernel {
     Rng,
     /// The per-step update rule of every sampler.
     SamplerStep,
+    /// The exact denoiser of a Gaussian data set (a known-answer model for sampler tests).
+    AnalyticModel,
 }
 
 impl Kernel {
     /// Every kernel, for validation tests and warm-up.
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Conv2d,
         Kernel::Matmul,
         Kernel::GroupNorm,
@@ -37,6 +39,7 @@ impl Kernel {
         Kernel::TimestepEmbedding,
         Kernel::Rng,
         Kernel::SamplerStep,
+        Kernel::AnalyticModel,
     ];
 
     /// The file stem and pipeline label.
@@ -51,6 +54,7 @@ impl Kernel {
             Kernel::TimestepEmbedding => "timestep_embedding",
             Kernel::Rng => "rng",
             Kernel::SamplerStep => "sampler_step",
+            Kernel::AnalyticModel => "analytic_model",
         }
     }
 
@@ -66,6 +70,7 @@ impl Kernel {
             Kernel::TimestepEmbedding => include_str!("../../shaders/timestep_embedding.wgsl"),
             Kernel::Rng => include_str!("../../shaders/rng.wgsl"),
             Kernel::SamplerStep => include_str!("../../shaders/sampler_step.wgsl"),
+            Kernel::AnalyticModel => include_str!("../../shaders/analytic_model.wgsl"),
         }
     }
 }

@@ -58,6 +58,39 @@ const FLAG_HIST_X0: u32 = 8;
 const FLAG_HIST_X: u32 = 16;
 const FLAG_LAST: u32 = 32;
 
+/// A network the sampler drives: a fixed batch, its input / timestep / output tensors and the
+/// dispatches of one evaluation (the U-Net's forward graph, or a test model).
+pub trait Denoiser {
+    /// Rows of the input batch.
+    fn batch(&self) -> usize;
+    /// Network input [B, C, H, W].
+    fn input(&self) -> &Tensor;
+    /// Timesteps [B] (f32).
+    fn timesteps(&self) -> &Tensor;
+    /// Network output [B, C, H, W].
+    fn output(&self) -> &Tensor;
+    /// The launches of one evaluation, in order.
+    fn dispatches(&self) -> &[Dispatch];
+}
+
+impl Denoiser for UNetGraph {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+    fn input(&self) -> &Tensor {
+        &self.sample
+    }
+    fn timesteps(&self) -> &Tensor {
+        &self.timesteps
+    }
+    fn output(&self) -> &Tensor {
+        &self.output
+    }
+    fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+}
+
 /// One stage of a run: its inference step index (the noise key) and its update.
 #[derive(Debug, Clone, Copy)]
 pub struct RunStage {
@@ -158,32 +191,32 @@ fn stage_params(
     }
 }
 
-/// Runs one chunk through `graph` (whose batch is `images`, or `2 · images` with guidance, and
+/// Runs one chunk through `graph` (a [`Denoiser`] whose batch is `images`, or `2 · images` with guidance, and
 /// whose class labels are already written). `on_step(done)` is called as inference steps
 /// complete on the GPU (`done` counts this chunk's steps).
 pub fn run_chunk(
     ctx: &GpuContext,
-    graph: &UNetGraph,
+    graph: &dyn Denoiser,
     job: &ChunkJob,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<ChunkResult> {
     const OP: &str = "sampler";
     let n = job.images;
     let rows = if job.guidance.is_some() { 2 * n } else { n };
-    if graph.batch != rows {
+    if graph.batch() != rows {
         return Err(Error::invalid(
             OP,
             format!(
-                "the U-Net graph has batch {} but the chunk needs {rows}",
-                graph.batch
+                "the model graph has batch {} but the chunk needs {rows}",
+                graph.batch()
             ),
         ));
     }
     if job.stages.is_empty() {
         return Err(Error::invalid(OP, "the plan has no stages"));
     }
-    let out_shape = &graph.output.shape;
-    let in_shape = &graph.sample.shape;
+    let out_shape = &graph.output().shape;
+    let in_shape = &graph.input().shape;
     if out_shape != in_shape {
         return Err(Error::invalid(
             OP,
@@ -223,8 +256,8 @@ pub fn run_chunk(
         &*noise.buffer,
         &*x.buffer,
         &*hist.buffer,
-        &*graph.sample.buffer,
-        &*graph.timesteps.buffer,
+        &*graph.input().buffer,
+        &*graph.timesteps().buffer,
         &*x0.buffer,
     ];
     // Setup: z, then x = b·image + d·z, the first model input and timesteps.
@@ -292,7 +325,7 @@ pub fn run_chunk(
             "step",
             &constants,
             format!("step {} t={}", rs.step, rs.stage.model_timestep),
-            &with_src(&graph.output.buffer, &rest),
+            &with_src(&graph.output().buffer, &rest),
             &params,
             grid,
         )?;
@@ -349,7 +382,7 @@ pub fn run_chunk(
                 if let Some(d) = &sd.noise {
                     d.record(&mut pass);
                 }
-                for f in &graph.dispatches {
+                for f in graph.dispatches() {
                     f.record(&mut pass);
                 }
                 sd.update.record(&mut pass);

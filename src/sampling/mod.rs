@@ -13,6 +13,7 @@
 //! its per-step noise keyed by `(seed, i, step)`, so it does not depend on `num_images` or the
 //! batch split, and matches across adapters up to float rounding.
 
+pub mod analytic;
 pub mod engine;
 pub mod io;
 
