@@ -4,6 +4,10 @@
 # wgpu compiles once.
 CARGO ?= cargo
 BIN := target/debug/wgpu-diffusion
+# Mesa warns on every start when XDG_RUNTIME_DIR is unset or invalid; give it a harmless one.
+export XDG_RUNTIME_DIR ?= /tmp
+# `make sample` options (override on the command line: make sample SAMPLE_ARGS="--seed 3").
+SAMPLE_ARGS ?= --num-images 16 --class all --seed 0
 
 .PHONY: all test sample adapter build lint fixtures
 
@@ -19,6 +23,11 @@ test: adapter
 	$(BIN) adapters
 	$(CARGO) test --no-fail-fast
 
+# The main job: 16 images of the bundled class-conditional Fashion-MNIST model (one per class,
+# cycling), DDIM 20 steps, entirely on the GPU; writes samples.png.
+sample: adapter
+	$(BIN) sample -o samples.png $(SAMPLE_ARGS)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -27,3 +36,5 @@ lint:
 # never needed by `make test`).
 fixtures:
 	python3 scripts/make_fixtures.py --out tests/fixtures
+	python3 scripts/make_schedule_fixtures.py --out tests/fixtures/schedules
+	python3 scripts/make_sampler_fixtures.py
