@@ -218,7 +218,7 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let c = cfg.in_channels;
     let init_noise = match &a.init_noise {
         Some(path) => {
-            let (shape, values) = io::read_single_tensor(path)?;
+            let (shape, values) = io::read_single_tensor(path).context("--init-noise")?;
             let want = [a.num_images, c, h, w];
             if shape != want {
                 bail!(

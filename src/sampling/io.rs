@@ -243,7 +243,9 @@ pub fn tensor_file(name: &str, shape: &[usize], data: &[f32]) -> Result<Vec<u8>>
 
 /// Reads the one f32 tensor of a safetensors file (`--init-noise`): its shape and values.
 pub fn read_single_tensor(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // Not `Error::io`: its source would be printed twice in an error chain.
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::invalid("cannot read", format!("{}: {e}", path.display())))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -292,10 +294,16 @@ pub fn read_single_tensor(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 /// Reads a PNG (or any format the `image` crate decodes) as [C, H, W] values in [−1, 1], with
 /// `c` = 1 (luma) or 3 (RGB); the size must be `h × w`.
 pub fn read_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+    let unreadable = |e: std::io::Error| {
+        Error::invalid(
+            "--init-image",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    };
     let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+        .map_err(unreadable)?
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
+        .map_err(unreadable)?
         .decode()
         .map_err(|e| Error::invalid("--init-image", format!("{}: {e}", path.display())))?;
     if (img.height() as usize, img.width() as usize) != (h, w) {

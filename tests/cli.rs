@@ -1,0 +1,665 @@
+//! The `wgpu-diffusion` binary end to end: `sample` on the tiny fixture models (seeds,
+//! `--save-tensor` / `--init-noise`, PNG outputs, class conditioning and guidance), its errors for
+//! bad arguments (non-zero exit, a message naming the flag, no output file and no stray temp
+//! file), and the `adapters` / `inspect` subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wgpu-diffusion");
+/// Unconditional, 3×16×16.
+const UNCOND: &str = "google_flags";
+/// Class-conditional (num_class_embeds = 11), 3×16×16, no classes.json.
+const CLASS_COND: &str = "class_conditional";
+const NUM_CLASS_EMBEDS: usize = 11;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs the binary in `cwd` with `args`.
+fn run_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+}
+
+/// `sample --model <model> -q <args>` in `cwd`.
+fn sample(cwd: &Path, model: &Path, args: &[&str]) -> Output {
+    let model = model.to_str().unwrap();
+    let mut all = vec!["sample", "--model", model, "-q"];
+    all.extend_from_slice(args);
+    run_in(cwd, &all)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
+/// Samples with the unconditional model and returns the `--save-tensor` bytes.
+fn tensor_bytes(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
+    let path = dir.join(name);
+    let mut all = vec!["--save-tensor", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = sample(dir, &fixture(UNCOND), &all);
+    assert_ok(&out, &format!("sample {args:?}"));
+    std::fs::read(&path).unwrap()
+}
+
+/// The one tensor of a safetensors file: name, shape and f32 values.
+fn parse_tensor(bytes: &[u8]) -> (String, Vec<usize>, Vec<f32>) {
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("valid safetensors");
+    let names = st.names();
+    assert_eq!(names.len(), 1, "one tensor, got {names:?}");
+    let name = names[0].to_string();
+    let view = st.tensor(&name).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::F32);
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (name, view.shape().to_vec(), values)
+}
+
+/// safetensors bytes of one f32 tensor.
+fn tensor_file(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        shape.to_vec(),
+        bytemuck::cast_slice(data),
+    )
+    .unwrap();
+    safetensors::tensor::serialize([(name, view)], None).unwrap()
+}
+
+/// Standard-normal values (SplitMix64 + Box–Muller).
+fn normal(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    let mut uniform = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (1.0 - uniform(), uniform());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
+fn decode_png(path: &Path) -> image::DynamicImage {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn write_png(path: &Path, width: u32, height: u32) {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 13) as u8, (y * 11) as u8, ((x + y) * 7) as u8])
+    })
+    .save_with_format(path, image::ImageFormat::Png)
+    .unwrap();
+}
+
+/// Temp files `AtomicFile` leaves behind if it fails to clean up (`.<name>.<pid>.tmp`).
+fn stray_temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect()
+}
+
+/// The class-conditional fixture with a classes.json: cat = 0, dog = 1, null = the last label.
+fn class_model_with_names() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    for entry in std::fs::read_dir(fixture(CLASS_COND)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("classes.json"),
+        format!(
+            r#"{{"cat": 0, "dog": 1, "null": {}}}"#,
+            NUM_CLASS_EMBEDS - 1
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeds and the saved tensor
+
+#[test]
+fn seeds_reproduce_independent_of_count_and_batch() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let base = ["--steps", "3", "--num-images", "4"];
+    let a = tensor_bytes(dir, "a.st", &[&base[..], &["--seed", "7"]].concat());
+    let b = tensor_bytes(dir, "b.st", &[&base[..], &["--seed", "7"]].concat());
+    assert!(a == b, "the same seed gave different tensors");
+    let other = tensor_bytes(dir, "c.st", &[&base[..], &["--seed", "8"]].concat());
+    assert!(a != other, "seeds 7 and 8 gave identical tensors");
+    let batched = tensor_bytes(
+        dir,
+        "d.st",
+        &[&base[..], &["--seed", "7", "--batch-size", "3"]].concat(),
+    );
+    assert!(a == batched, "--batch-size 3 changed the images");
+
+    let two = tensor_bytes(
+        dir,
+        "e.st",
+        &["--steps", "3", "--num-images", "2", "--seed", "7"],
+    );
+    let (_, shape4, four) = parse_tensor(&a);
+    let (_, shape2, two) = parse_tensor(&two);
+    assert_eq!(shape4, [4, 3, 16, 16]);
+    assert_eq!(shape2, [2, 3, 16, 16]);
+    let len = two.len();
+    assert!(
+        four[..len] == two[..],
+        "the first 2 of 4 images differ from a 2-image run"
+    );
+    assert!(four[len..] != four[..len], "images 2 and 3 repeat 0 and 1");
+}
+
+#[test]
+fn save_tensor_and_init_noise_round_trip() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let bytes = tensor_bytes(dir, "s.st", &["--steps", "2", "--num-images", "3"]);
+    let (name, shape, values) = parse_tensor(&bytes);
+    assert_eq!(name, "sample");
+    assert_eq!(shape, [3, 3, 16, 16]);
+    assert_eq!(values.len(), 3 * 3 * 16 * 16);
+    assert!(values.iter().all(|v| v.is_finite()));
+    // Unclamped: the f32 samples, not the quantised PNG values.
+    assert!(values.iter().any(|&v| v != (v * 127.5).round() / 127.5));
+
+    // A standard-normal tensor as --init-noise.
+    let n = 2;
+    let noise = normal(n * 3 * 16 * 16, 42);
+    let noise_path = dir.join("noise.st");
+    std::fs::write(&noise_path, tensor_file("noise", &[n, 3, 16, 16], &noise)).unwrap();
+    let noise_arg = noise_path.to_str().unwrap();
+    let args = [
+        "--steps",
+        "2",
+        "--num-images",
+        "2",
+        "--init-noise",
+        noise_arg,
+    ];
+    let first = tensor_bytes(dir, "n1.st", &args);
+    let (_, shape, from_noise) = parse_tensor(&first);
+    assert_eq!(shape, [2, 3, 16, 16]);
+    assert!(from_noise.iter().all(|v| v.is_finite()));
+    // The noise, not the seed, decides the images.
+    let reseeded = tensor_bytes(dir, "n2.st", &[&args[..], &["--seed", "99"]].concat());
+    assert!(first == reseeded, "--seed changed an --init-noise run");
+    let seeded = tensor_bytes(dir, "n3.st", &["--steps", "2", "--num-images", "2"]);
+    assert!(first != seeded, "--init-noise was ignored");
+
+    // A wrongly shaped tensor names the expected shape; nothing is written.
+    let out_path = dir.join("bad.st");
+    let out = sample(
+        dir,
+        &fixture(UNCOND),
+        &[
+            "--steps",
+            "2",
+            "--num-images",
+            "3",
+            "--init-noise",
+            noise_arg,
+            "--save-tensor",
+            out_path.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "a [2,3,16,16] noise for 3 images ran"
+    );
+    assert!(
+        err.contains("--init-noise") && err.contains("[3, 3, 16, 16]"),
+        "{err}"
+    );
+    assert!(!out_path.exists());
+    assert_eq!(stray_temp_files(dir), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNG outputs
+
+#[test]
+fn grid_per_image_pngs_and_trajectory_strip() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let n = 5;
+    let out = sample(
+        dir,
+        &fixture(UNCOND),
+        &[
+            "--steps",
+            "4",
+            "--num-images",
+            "5",
+            "-o",
+            "grid.png",
+            "--out-dir",
+            "each",
+            "--trajectory",
+            "strip.png",
+            "--trajectory-every",
+            "2",
+        ],
+    );
+    assert_ok(&out, "sample with every PNG output");
+    let (h, w, gap) = (16u32, 16u32, 2u32);
+
+    // 5 images: 3 columns (ceil √5), 2 rows, 2 px gaps.
+    let grid = decode_png(&dir.join("grid.png")).to_rgb8();
+    assert_eq!(grid.dimensions(), (3 * w + 2 * gap, 2 * h + gap));
+
+    let each = dir.join("each");
+    let mut names: Vec<String> = std::fs::read_dir(&each)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..n).map(|i| format!("{i:05}.png")).collect();
+    assert_eq!(names, expected);
+    for (i, name) in names.iter().enumerate() {
+        let img = decode_png(&each.join(name)).to_rgb8();
+        assert_eq!(img.dimensions(), (w, h), "{name}");
+        // Each PNG is its cell of the grid.
+        let (gx, gy) = ((i as u32 % 3) * (w + gap), (i as u32 / 3) * (h + gap));
+        for (x, y, px) in img.enumerate_pixels() {
+            assert_eq!(px, grid.get_pixel(gx + x, gy + y), "{name} at ({x}, {y})");
+        }
+    }
+    // The gap between cells is black.
+    assert_eq!(grid.get_pixel(w, 0), &image::Rgb([0, 0, 0]));
+
+    // Snapshots after steps 0, 2 and the last (3): 3 columns; x_t and x̂₀ rows per image.
+    let strip = decode_png(&dir.join("strip.png")).to_rgb8();
+    let rows = 2 * n as u32;
+    assert_eq!(
+        strip.dimensions(),
+        (3 * w + 2 * gap, rows * h + (rows - 1) * gap)
+    );
+    assert_eq!(stray_temp_files(dir), Vec::<String>::new());
+    assert_eq!(stray_temp_files(&each), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad arguments
+
+/// One invocation that must fail: the extra `sample` arguments (`{dir}` is replaced by the
+/// run's temp directory) and strings stderr must contain.
+struct Bad<'a> {
+    model: PathBuf,
+    args: &'a [&'a str],
+    needles: &'a [&'a str],
+}
+
+fn bad(
+    model: &Path,
+    args: &'static [&'static str],
+    needles: &'static [&'static str],
+) -> Bad<'static> {
+    Bad {
+        model: model.to_path_buf(),
+        args,
+        needles,
+    }
+}
+
+/// Runs each case in a fresh directory (holding `setup`'s files) with `-o out.png` unless the case
+/// names its own `-o`; checks exit, message, that out.png (or the case's `-o`) does not exist
+/// and that no temp file is left. Reports every failing case at once.
+fn check_bad(cases: &[Bad], setup: &dyn Fn(&Path)) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        setup(dir);
+        let before: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let dir_str = dir.to_str().unwrap();
+        let mut args: Vec<String> = case
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", dir_str))
+            .collect();
+        let own_output = args.iter().any(|a| a == "-o");
+        if !own_output {
+            args.extend(["-o".into(), dir.join("out.png").to_str().unwrap().into()]);
+        }
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sample(dir, &case.model, &arg_refs);
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.success() {
+            problems.push("exited 0".to_string());
+        }
+        if out.status.code().is_none() {
+            problems.push(format!("killed: {:?}", out.status));
+        }
+        if err.contains("panicked") {
+            problems.push("panicked".into());
+        }
+        for needle in case.needles {
+            let needle = needle.replace("{dir}", dir_str);
+            if !err.contains(&needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        if err.matches("(os error").count() > 1 {
+            problems.push("the OS error is repeated".into());
+        }
+        let target = args
+            .iter()
+            .position(|a| a == "-o")
+            .map(|i| PathBuf::from(&args[i + 1]))
+            .unwrap();
+        if target.is_file() {
+            problems.push(format!("{} was written", target.display()));
+        }
+        let after: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| !before.contains(n))
+            .collect();
+        // An --out-dir may be created before the failure, but must hold no file.
+        for name in &after {
+            let path = dir.join(name);
+            if path.is_dir() && std::fs::read_dir(&path).unwrap().next().is_none() {
+                continue;
+            }
+            problems.push(format!("left {}", path.display()));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "sample {:?}: {}\nstderr: {err}",
+                case.args,
+                problems.join("; ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn bad_numbers_and_sampler_options_fail_cleanly() {
+    let u = fixture(UNCOND);
+    check_bad(
+        &[
+            bad(&u, &["--steps", "0"], &["--steps", "0"]),
+            bad(&u, &["--num-images", "0"], &["--num-images", "0"]),
+            bad(
+                &u,
+                &["--steps", "5000", "--out-dir", "{dir}/each"],
+                &["5000", "num_train_timesteps (1000)"],
+            ),
+            bad(
+                &u,
+                &["--scheduler", "nonsense"],
+                &[
+                    "--scheduler",
+                    "nonsense",
+                    "ddim",
+                    "euler",
+                    "dpm++2m",
+                    "flow-euler",
+                ],
+            ),
+            bad(
+                &u,
+                &["--eta", "0.5", "--scheduler", "euler"],
+                &["--eta", "euler"],
+            ),
+            bad(
+                &u,
+                &["--karras", "--scheduler", "ddim"],
+                &["--karras", "ddim"],
+            ),
+            bad(
+                &u,
+                &["--strength", "0", "--init-image", "{dir}/ok.png"],
+                &["--strength", "got 0"],
+            ),
+        ],
+        &|dir| write_png(&dir.join("ok.png"), 16, 16),
+    );
+}
+
+#[test]
+fn bad_models_and_classes_fail_cleanly() {
+    let u = fixture(UNCOND);
+    let cc = fixture(CLASS_COND);
+    let named = class_model_with_names();
+    check_bad(
+        &[
+            bad(
+                Path::new("/nonexistent"),
+                &[],
+                &["/nonexistent", "config.json"],
+            ),
+            bad(
+                &cc,
+                &["--class-label", "99"],
+                &["--class-label", "99", "num_class_embeds = 11"],
+            ),
+            bad(
+                &u,
+                &["--class-label", "0"],
+                &["--class-label", "not class-conditional"],
+            ),
+            bad(
+                &u,
+                &["--guidance-scale", "3"],
+                &["--guidance-scale", "class-conditional"],
+            ),
+            bad(
+                named.path(),
+                &["--class", "nosuchname"],
+                &["--class", "nosuchname", "cat", "dog"],
+            ),
+            bad(&cc, &[], &["null"]),
+        ],
+        &|_| {},
+    );
+}
+
+#[test]
+fn bad_input_files_fail_cleanly() {
+    let u = fixture(UNCOND);
+    check_bad(
+        &[
+            bad(
+                &u,
+                &["--init-image", "/nonexistent.png"],
+                &["--init-image", "/nonexistent.png"],
+            ),
+            bad(
+                &u,
+                &["--init-image", "{dir}/text.png"],
+                &["--init-image", "{dir}/text.png"],
+            ),
+            bad(
+                &u,
+                &["--init-image", "{dir}/wide.png"],
+                &["--init-image", "20×16", "16×16"],
+            ),
+            bad(
+                &u,
+                &["--num-images", "1", "--init-noise", "{dir}/trunc.st"],
+                &["--init-noise", "{dir}/trunc.st"],
+            ),
+            bad(
+                &u,
+                &["--init-noise", "{dir}/missing.st"],
+                &["--init-noise", "{dir}/missing.st"],
+            ),
+        ],
+        &|dir| {
+            std::fs::write(dir.join("text.png"), "this is not an image\n").unwrap();
+            write_png(&dir.join("wide.png"), 20, 16);
+            let full = tensor_file("noise", &[1, 3, 16, 16], &normal(3 * 16 * 16, 1));
+            std::fs::write(dir.join("trunc.st"), &full[..full.len() / 2]).unwrap();
+        },
+    );
+}
+
+#[test]
+fn unwritable_outputs_fail_before_sampling() {
+    let u = fixture(UNCOND);
+    check_bad(
+        &[
+            bad(
+                &u,
+                &["-o", "/nonexistent-dir/x.png"],
+                &["/nonexistent-dir/x.png", "does not exist"],
+            ),
+            bad(&u, &["-o", "{dir}/sub"], &["{dir}/sub", "directory"]),
+            // The second output is unwritable: the first must not be written either.
+            bad(
+                &u,
+                &["--save-tensor", "{dir}/sub", "--steps", "2"],
+                &["{dir}/sub", "directory"],
+            ),
+        ],
+        &|dir| std::fs::create_dir(dir.join("sub")).unwrap(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class conditioning
+
+#[test]
+fn class_names_guidance_and_unit_guidance() {
+    let model = class_model_with_names();
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let run = |name: &str, args: &[&str]| -> Vec<u8> {
+        let path = dir.join(name);
+        let mut all = vec!["--steps", "2", "--save-tensor", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = sample(dir, model.path(), &all);
+        assert_ok(&out, &format!("class-conditional sample {args:?}"));
+        std::fs::read(&path).unwrap()
+    };
+
+    let guided = run(
+        "g.st",
+        &[
+            "--class",
+            "cat,dog",
+            "--guidance-scale",
+            "2",
+            "--num-images",
+            "2",
+        ],
+    );
+    let (_, shape, values) = parse_tensor(&guided);
+    assert_eq!(shape, [2, 3, 16, 16]);
+    assert!(values.iter().all(|v| v.is_finite()));
+    let by_label = run("l.st", &["--class-label", "0,1", "--num-images", "2"]);
+    let by_name = run("n.st", &["--class", "CAT,dog", "--num-images", "2"]);
+    assert!(by_label == by_name, "--class cat,dog != --class-label 0,1");
+    assert!(guided != by_name, "--guidance-scale 2 changed nothing");
+
+    let plain = run("p.st", &["--class-label", "0", "--num-images", "1"]);
+    let unit = run(
+        "u.st",
+        &[
+            "--class-label",
+            "0",
+            "--guidance-scale",
+            "1",
+            "--num-images",
+            "1",
+        ],
+    );
+    assert!(plain == unit, "--guidance-scale 1 differs from no guidance");
+    let (_, _, first_of_two) = parse_tensor(&by_label);
+    let (_, _, single) = parse_tensor(&plain);
+    assert!(first_of_two[..single.len()] == single[..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other subcommands
+
+#[test]
+fn adapters_lists_at_least_one() {
+    let tmp = TempDir::new().unwrap();
+    let out = run_in(tmp.path(), &["adapters"]);
+    assert_ok(&out, "adapters");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("[0] ")), "{text}");
+    assert!(text.contains("max storage binding"), "{text}");
+}
+
+#[test]
+fn inspect_prints_parameters_and_macs() {
+    let tmp = TempDir::new().unwrap();
+    let model = fixture(UNCOND);
+    let out = run_in(tmp.path(), &["inspect", "--model", model.to_str().unwrap()]);
+    assert_ok(&out, "inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in\n{text}"))
+            .to_string()
+    };
+    let params: u64 = field("parameters")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(params > 0, "{text}");
+    assert!(field("MACs").contains(" G per image"), "{text}");
+    assert!(
+        field("in/out").contains("3 -> 3 channels, sample 16x16"),
+        "{text}"
+    );
+
+    let missing = run_in(tmp.path(), &["inspect", "--model", "/nonexistent"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("/nonexistent"));
+}
