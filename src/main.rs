@@ -129,8 +129,7 @@ fn inspect(
     let model =
         UNet2DModel::load(&ctx, dir).with_context(|| format!("loading model {}", dir.display()))?;
     let cfg = &model.config;
-    let (h0, w0) = cfg.sample_hw().unwrap_or((32, 32));
-    let (h, w) = (height.unwrap_or(h0), width.unwrap_or(w0));
+    let (h, w) = cfg.resolution(height, width);
     println!("model        {}", dir.display());
     println!("adapter      {}", ctx.adapter.describe());
     println!(

@@ -342,7 +342,7 @@ fn measure_with_progress(
         None => Workload::preset(args.preset, args.seed)?,
     };
     let cfg = &workload.config;
-    let (height, width) = cfg.sample_hw().unwrap_or((32, 32));
+    let (height, width) = cfg.resolution(None, None);
     note(format!(
         "workload {} ready in {:.2} s",
         workload.name,

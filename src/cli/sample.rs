@@ -211,10 +211,7 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         (None, Some(labels)) => Some(labels.clone()),
         (None, None) => None,
     };
-    let (h, w) = (
-        a.height.or(cfg.sample_hw().map(|s| s.0)).unwrap_or(32),
-        a.width.or(cfg.sample_hw().map(|s| s.1)).unwrap_or(32),
-    );
+    let (h, w) = cfg.resolution(a.height, a.width);
     let c = cfg.in_channels;
     let init_noise = match &a.init_noise {
         Some(path) => {

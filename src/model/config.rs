@@ -572,6 +572,12 @@ impl UNet2DConfig {
         }
     }
 
+    /// The sampling resolution: the requested height / width, else `sample_size`, else 32×32.
+    pub fn resolution(&self, height: Option<usize>, width: Option<usize>) -> (usize, usize) {
+        let (h, w) = self.sample_hw().unwrap_or((32, 32));
+        (height.unwrap_or(h), width.unwrap_or(w))
+    }
+
     /// Number of 2x downsamplings (every down block but the last downsamples).
     pub fn num_downsamples(&self) -> usize {
         self.block_out_channels.len().saturating_sub(1)

@@ -919,6 +919,12 @@ impl UNetGraph {
             ));
         }
         self.timesteps.write(&self.ctx, timesteps)?;
+        self.write_class_labels(labels)
+    }
+
+    /// Writes the class labels alone (a sampler writes sample and timesteps on the GPU); the
+    /// same checks as [`UNetGraph::write_inputs`].
+    pub fn write_class_labels(&self, labels: Option<&[usize]>) -> Result<()> {
         match (&self.class_labels, labels, self.num_class_embeds) {
             (Some(t), Some(labels), Some(num)) => {
                 if labels.len() != self.batch {

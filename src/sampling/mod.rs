@@ -380,8 +380,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let (h0, w0) = cfg.sample_hw().unwrap_or((32, 32));
-        let (h, w) = (options.height.unwrap_or(h0), options.width.unwrap_or(w0));
+        let (h, w) = cfg.resolution(options.height, options.width);
         cfg.check_resolution(h, w)?;
         let c = cfg.in_channels;
         let chw = c * h * w;
@@ -567,11 +566,7 @@ impl Pipeline {
                 if let Some((_, null)) = guidance {
                     model_labels.extend(std::iter::repeat_n(null, images));
                 }
-                graph.write_inputs(
-                    &vec![0.0; rows * chw],
-                    &vec![0.0; rows],
-                    Some(&model_labels),
-                )?;
+                graph.write_class_labels(Some(&model_labels))?;
             }
             let init_noise = match &options.init_noise {
                 Some(all) => InitNoise::Given(&all[start * chw..(start + images) * chw]),
