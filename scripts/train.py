@@ -160,6 +160,15 @@ def ema_decay(step, max_decay):
     return min(max_decay, (1 + step) / (10 + step))
 
 
+HYPER_PARAMS = ("batch", "lr", "warmup", "weight_decay", "grad_clip", "ema", "label_dropout",
+                "flip", "sigma_sampling", "seed")
+
+
+def hyper_params(args):
+    """The arguments that change what a training step computes (not where or how long)."""
+    return {k: args.get(k) for k in HYPER_PARAMS}
+
+
 def train(args):
     torch.set_num_threads(1)
     os.makedirs(args.run, exist_ok=True)
@@ -177,6 +186,7 @@ def train(args):
     x_train, y_train = load_fashion("train")
     sampler = Sampler(x_train.shape[0], gen)
     step, elapsed_prev = 0, 0.0
+    history = [{"from_step": 0, **hyper_params(vars(args))}]
 
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -190,6 +200,15 @@ def train(args):
         sampler.load_state_dict(ck["sampler"])
         step = ck["step"]
         elapsed_prev = ck.get("elapsed", 0.0)
+        history = ck.get("history") or [{"from_step": 0, **hyper_params(ck.get("args", {}))}]
+        changed = {k: (history[-1].get(k), v) for k, v in hyper_params(vars(args)).items()
+                   if history[-1].get(k) != v}
+        if changed:
+            # A resumed run is bit-identical only with the same hyper-parameters; a change
+            # (say a lower lr for the last stretch) is allowed but recorded and reported.
+            history.append({"from_step": step, **hyper_params(vars(args))})
+            print("resuming with changed hyper-parameters: " + ", ".join(
+                f"{k} {a} -> {b}" for k, (a, b) in changed.items()), flush=True)
         print(f"resumed from {ckpt_path} at step {step} (epoch {sampler.epoch})", flush=True)
     else:
         print(f"fresh run in {args.run}; params {sum(p.numel() for p in model.parameters()):,}",
@@ -211,7 +230,7 @@ def train(args):
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
             "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "sampler": sampler.state_dict(), "elapsed": elapsed_prev + time.time() - t0,
-            "args": vars(args),
+            "args": vars(args), "history": history,
         }, ckpt_path)
 
     stop_reason = "max-steps"
@@ -282,6 +301,8 @@ def export(args):
     tail = [r[1] for r in rows[-10:]]
     n_params = sum(p.numel() for p in model.parameters())
     targs = ck.get("args", {})
+    history = ck.get("history") or [{"from_step": 0, **hyper_params(targs)}]
+    lr_schedule = [[h["from_step"], h["lr"]] for h in history]
     summary = {
         "objective": kind,
         "steps": ck["step"],
@@ -296,6 +317,8 @@ def export(args):
         "weights": "EMA",
         "ema_decay": targs.get("ema"),
         "lr": targs.get("lr"),
+        "lr_from_step": lr_schedule,
+        "hyper_parameter_history": history,
         "seed": targs.get("seed"),
         "label_dropout": targs.get("label_dropout"),
         "null_label": NULL_LABEL,
@@ -316,8 +339,9 @@ def export(args):
             f"({summary['seconds_per_step']} s/step)\n"
             f"- Loss (MSE, running mean per 50 steps): first {summary['first_logged_loss']}, "
             f"mean of last 500 steps {summary['final_loss_mean_last_500_steps']}\n"
-            f"- Exported weights: EMA (decay {summary['ema_decay']}), lr {summary['lr']}, "
-            f"seed {summary['seed']}\n"
+            f"- Exported weights: EMA (decay {summary['ema_decay']}), lr "
+            + ", then ".join(f"{lr:g} from step {s}" if s else f"{lr:g}" for s, lr in lr_schedule)
+            + f", seed {summary['seed']}\n"
             "- Full loss curve: `training_summary.json`\n"
             "<!-- TRAINING-SUMMARY-END -->"
         )
