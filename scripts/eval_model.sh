@@ -10,10 +10,10 @@
 # killed run picks up where it stopped. BIN overrides the binary (default target/debug, which
 # `make test` builds); PYTHON the interpreter with torch + numpy + safetensors.
 # The model cards' figures came from, e.g.:
-#   scripts/eval_model.sh weights/fashion-ddpm /work/runs/eval2/ddpm_cond 1000 1000 cond
+#   scripts/eval_model.sh weights/fashion-ddpm OUT_DIR 1000 1000 cond
 set -euo pipefail
 if [ $# -lt 5 ]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,13p' "$0" >&2
   exit 2
 fi
 MODEL=$1 OUT=$2 N=$3 SEED0=$4 MODE=$5

@@ -169,6 +169,12 @@ def hyper_params(args):
     return {k: args.get(k) for k in HYPER_PARAMS}
 
 
+def run_history(ck):
+    """A checkpoint's hyper-parameter history: [{from_step, **hyper_params}, ...]. Checkpoints
+    written before the history existed get one entry from the arguments they were saved with."""
+    return ck.get("history") or [{"from_step": 0, **hyper_params(ck.get("args", {}))}]
+
+
 def train(args):
     torch.set_num_threads(1)
     os.makedirs(args.run, exist_ok=True)
@@ -200,7 +206,7 @@ def train(args):
         sampler.load_state_dict(ck["sampler"])
         step = ck["step"]
         elapsed_prev = ck.get("elapsed", 0.0)
-        history = ck.get("history") or [{"from_step": 0, **hyper_params(ck.get("args", {}))}]
+        history = run_history(ck)
         changed = {k: (history[-1].get(k), v) for k, v in hyper_params(vars(args)).items()
                    if history[-1].get(k) != v}
         if changed:
@@ -301,8 +307,7 @@ def export(args):
     tail = [r[1] for r in rows[-10:]]
     n_params = sum(p.numel() for p in model.parameters())
     targs = ck.get("args", {})
-    history = ck.get("history") or [{"from_step": 0, **hyper_params(targs)}]
-    lr_schedule = [[h["from_step"], h["lr"]] for h in history]
+    history = run_history(ck)
     summary = {
         "objective": kind,
         "steps": ck["step"],
@@ -317,7 +322,6 @@ def export(args):
         "weights": "EMA",
         "ema_decay": targs.get("ema"),
         "lr": targs.get("lr"),
-        "lr_from_step": lr_schedule,
         "hyper_parameter_history": history,
         "seed": targs.get("seed"),
         "label_dropout": targs.get("label_dropout"),
@@ -340,7 +344,8 @@ def export(args):
             f"- Loss (MSE, running mean per 50 steps): first {summary['first_logged_loss']}, "
             f"mean of last 500 steps {summary['final_loss_mean_last_500_steps']}\n"
             f"- Exported weights: EMA (decay {summary['ema_decay']}), lr "
-            + ", then ".join(f"{lr:g} from step {s}" if s else f"{lr:g}" for s, lr in lr_schedule)
+            + ", then ".join(f"{h['lr']:g} from step {h['from_step']}" if h["from_step"] else f"{h['lr']:g}"
+                             for h in history)
             + f", seed {summary['seed']}\n"
             "- Full loss curve: `training_summary.json`\n"
             "<!-- TRAINING-SUMMARY-END -->"
