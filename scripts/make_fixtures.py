@@ -276,6 +276,7 @@ def register_hooks(model: UNet2DModel, store: "OrderedDict[str, torch.Tensor]"):
     for i, b in enumerate(model.up_blocks):
         add(f"act.up_blocks.{i}", b)
     add("act.conv_norm_out", model.conv_norm_out)
+    add("act.conv_act", model.conv_act)
     return handles
 
 

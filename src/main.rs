@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
-use wgpu_diffusion::model::unet::UNet2DModel;
+use wgpu_diffusion::model::unet_2d::UNet2DModel;
 use wgpu_diffusion::Error;
 
 mod cli;
@@ -165,7 +165,10 @@ fn inspect(
         .zip(&cfg.block_out_channels)
         .enumerate()
     {
-        let attn = if matches!(kind, wgpu_diffusion::model::config::DownBlock::AttnDown) {
+        let attn = if matches!(
+            kind,
+            wgpu_diffusion::model::unet_2d::config::DownBlock::AttnDown
+        ) {
             format!(
                 ", attention {} head(s) x {}",
                 cfg.num_heads(*c),
@@ -183,7 +186,7 @@ fn inspect(
         }
     }
     if let Some(mid) = &model.mid_block {
-        let attn = match &mid.attention {
+        let attn = match mid.attentions.first() {
             Some(a) => format!("attention {} head(s) x {}", a.heads, a.head_dim),
             None => "no attention".to_string(),
         };
@@ -217,12 +220,17 @@ fn inspect(
         "weights      {} on the GPU (f32)",
         mib(model.parameters as u64 * 4)
     );
+    let memory = &graph.memory;
     println!(
-        "activations  {} at batch {batch} (allocated once per graph)",
-        mib(graph.activation_bytes)
+        "activations  {} planned at batch {batch} ({} per image, {} buffers; one buffer per op would be {}, {:.1}x more)",
+        mib(memory.planned_bytes),
+        mib(memory.planned_bytes / batch as u64),
+        memory.buffers,
+        mib(memory.unplanned_bytes),
+        memory.unplanned_bytes as f64 / memory.planned_bytes.max(1) as f64
     );
     let limit = ctx.max_binding_bytes();
-    let (label, bytes) = &graph.largest_activation;
+    let (label, bytes) = &memory.largest;
     println!(
         "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
         mib(*bytes),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wgpu_diffusion::model::config::{DownBlock, SampleSize, UNet2DConfig, UpBlock};
+use wgpu_diffusion::model::unet_2d::config::{DownBlock, SampleSize, UNet2DConfig, UpBlock};
 use wgpu_diffusion::model::weights::Weights;
 use wgpu_diffusion::Error;
 

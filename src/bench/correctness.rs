@@ -11,9 +11,9 @@ use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::model::config::UNet2DConfig;
-use crate::model::unet::UNet2DModel;
-use crate::model::weights::Weights;
+use crate::model::unet_2d::config::UNet2DConfig;
+use crate::model::unet_2d::UNet2DModel;
+use crate::model::weights::{WeightSource, Weights};
 use crate::reference::compare_scaled;
 
 /// The fixture's name in reports.
@@ -115,8 +115,11 @@ pub fn check_adapter(ctx: &Arc<GpuContext>) -> Result<Correctness> {
     let io = fixture_io()?;
     let dir = Path::new("<embedded google_flags>");
     let config = UNet2DConfig::from_json_str(CONFIG, &dir.join("config.json"))?;
-    let weights = Weights::from_bytes(dir.join("diffusion_pytorch_model.safetensors"), WEIGHTS)?;
-    let model = UNet2DModel::from_parts(ctx, config, &weights)?;
+    let weights = WeightSource::Checkpoint(Weights::from_bytes(
+        dir.join("diffusion_pytorch_model.safetensors"),
+        WEIGHTS,
+    )?);
+    let model = UNet2DModel::from_source(ctx, config, &weights)?;
     let graph = model.graph(io.shape[0], io.shape[2], io.shape[3])?;
     let got = graph.forward(&io.sample, &io.timesteps, None)?;
     Ok(judge(&got, &io.output))

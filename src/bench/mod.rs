@@ -45,7 +45,7 @@
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
 //!                              "max_abs_err": 1e-7, "max_rel_err": 3e-7, "tolerance": 1e-4,
 //!                              "detail": "..." },
-//!     "load_s": 0.4,                        weights to the GPU (UNet2DModel::from_parts)
+//!     "load_s": 0.4,                        weights to the GPU (UNet2DModel::from_source)
 //!     "weights_bytes": 142985228,
 //!     "results": [{
 //!       "batch": 8,
@@ -95,7 +95,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext, GpuOptions};
-use crate::model::unet::{UNet2DModel, UNetGraph};
+use crate::model::unet_2d::{UNet2DModel, UNetGraph};
 
 pub use correctness::Correctness;
 pub use preset::{Preset, Workload};
@@ -477,7 +477,7 @@ fn bench_adapter(
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();
-    let model = match UNet2DModel::from_parts(ctx, workload.config.clone(), &workload.weights)
+    let model = match UNet2DModel::from_source(ctx, workload.config.clone(), &workload.weights)
         .and_then(|m| ctx.wait().map(|()| m))
     {
         Ok(model) => model,
@@ -532,7 +532,7 @@ fn bench_inputs(
     seed: u64,
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<usize>>) {
     let numel = graph.batch * in_channels * graph.height * graph.width;
-    let mut rng = preset::SplitMix64::new(seed.wrapping_add(0x5EED));
+    let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0x5EED));
     let sample = (0..numel).map(|_| rng.symmetric()).collect();
     let timesteps = vec![BENCH_TIMESTEP; graph.batch];
     let labels = classes.map(|n| (0..graph.batch).map(|i| i % n.max(1)).collect());
@@ -592,8 +592,8 @@ fn bench_batch(
         dispatches: graph.dispatches.len(),
         flops_per_forward: flops,
         macs_per_image: flops / 2 / batch as u64,
-        activation_bytes: graph.activation_bytes,
-        peak_allocated_bytes: model.parameters as u64 * 4 + graph.activation_bytes,
+        activation_bytes: graph.memory.planned_bytes,
+        peak_allocated_bytes: model.parameters as u64 * 4 + graph.memory.planned_bytes,
         images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
         gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
         forward_ms: Some(forward),

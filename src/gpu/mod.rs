@@ -5,6 +5,7 @@
 mod context;
 mod dispatch;
 mod kernel;
+pub mod planner;
 mod tensor;
 
 pub use context::{enumerate, AdapterSummary, GpuContext, GpuOptions};

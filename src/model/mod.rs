@@ -1,5 +1,8 @@
-//! The diffusers model: config, weights, and the U-Net module tree.
+//! The diffusers models: one folder per model class (`unet_2d`), the building blocks they share
+//! (`blocks`), the weight sources they load from (`weights`) and the static forward graph they
+//! record into (`graph`).
 
-pub mod config;
-pub mod unet;
+pub mod blocks;
+pub mod graph;
+pub mod unet_2d;
 pub mod weights;

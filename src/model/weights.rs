@@ -1,15 +1,25 @@
-//! `Weights`: a memory-mapped, fully validated safetensors checkpoint that hands out f32 tensors
-//! by key and tracks which ones were used (the format diffusers writes as
-//! `diffusion_pytorch_model.safetensors` via `modeling_utils.py` / `save_pretrained`).
+//! Weight sources and the prefixed view every block loads through (candle-nn's `VarBuilder`).
+//!
+//! - [`Weights`]: a fully validated safetensors checkpoint — memory-mapped from a file (the
+//!   format diffusers writes as `diffusion_pytorch_model.safetensors` via `save_pretrained`) or
+//!   held in memory ([`Weights::from_tensors`]) — that hands out f32 tensors by key and tracks
+//!   which ones were used.
+//! - [`WeightSource`]: a checkpoint, or deterministic random initialisation from a seed (the
+//!   bench's presets), behind one getter.
+//! - [`VarBuilder`]: a prefixed view of a source (`vb.pp("norm1").get("weight", ..)` reads
+//!   `down_blocks.0.resnets.1.norm1.weight`), which checks shapes and uploads to the GPU. The
+//!   weight key is the field path of the module tree.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Tensor};
 
 /// Largest header we accept (the safetensors crate's own limit), so a corrupt length cannot make
 /// us parse hundreds of megabytes as JSON.
@@ -105,6 +115,47 @@ impl Weights {
             tensors,
             used: RefCell::new(BTreeSet::new()),
         })
+    }
+
+    /// F32 tensors held in memory, `(key, shape, values)`, as a checkpoint labelled `label` in
+    /// messages: written as a safetensors image and validated like a file.
+    pub fn from_tensors(
+        label: impl Into<PathBuf>,
+        tensors: &[(String, Vec<usize>, Vec<f32>)],
+    ) -> Result<Weights> {
+        let label = label.into();
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for (key, shape, values) in tensors {
+            let numel: usize = shape.iter().product();
+            if numel != values.len() {
+                return Err(Error::invalid(
+                    format!("tensor {key:?}"),
+                    format!("{} values for shape {shape:?}", values.len()),
+                ));
+            }
+            header.insert(
+                key.clone(),
+                serde_json::json!({
+                    "dtype": "F32",
+                    "shape": shape,
+                    "data_offsets": [offset, offset + 4 * numel],
+                }),
+            );
+            offset += 4 * numel;
+        }
+        let mut header_text = serde_json::Value::Object(header).to_string();
+        // The data section starts 8-byte aligned, as safetensors writers do.
+        while !(8 + header_text.len()).is_multiple_of(8) {
+            header_text.push(' ');
+        }
+        let mut bytes = Vec::with_capacity(8 + header_text.len() + offset);
+        bytes.extend_from_slice(&(header_text.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(header_text.as_bytes());
+        for (_, _, values) in tensors {
+            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        Weights::from_bytes(label, &bytes)
     }
 
     /// The file these weights were read from.
@@ -463,4 +514,191 @@ fn edit_distance(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+/// How a randomly initialised tensor is filled (PyTorch's defaults for the layer that owns it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Uniform in ±bound: conv and linear weights and biases use 1/√fan_in.
+    Uniform(f32),
+    /// Norm weights.
+    Ones,
+    /// Norm biases.
+    Zeros,
+}
+
+/// Where a model's tensors come from.
+#[derive(Debug)]
+pub enum WeightSource {
+    /// A checkpoint: a memory-mapped safetensors file or tensors in memory.
+    Checkpoint(Weights),
+    /// Deterministic random initialisation: each tensor's values depend only on (seed, key), so
+    /// the same architecture gets the same weights in any load order. `label` names the
+    /// source in messages.
+    Random { seed: u64, label: PathBuf },
+}
+
+impl WeightSource {
+    /// Opens a safetensors file (memory-mapped).
+    pub fn file(path: &Path) -> Result<Self> {
+        Ok(WeightSource::Checkpoint(Weights::open(path)?))
+    }
+
+    /// Random weights from `seed`.
+    pub fn random(seed: u64, label: impl Into<PathBuf>) -> Self {
+        WeightSource::Random {
+            seed,
+            label: label.into(),
+        }
+    }
+
+    /// What messages call this source.
+    pub fn label(&self) -> &Path {
+        match self {
+            WeightSource::Checkpoint(w) => w.path(),
+            WeightSource::Random { label, .. } => label,
+        }
+    }
+
+    /// Tensor `key` as f32 `shape` (`init` fills it for a random source).
+    pub fn get(&self, key: &str, shape: &[usize], init: Init) -> Result<Vec<f32>> {
+        Ok(self.get_any(&[key.to_owned()], shape, init)?.1)
+    }
+
+    /// The first of `keys` (alternative names of one tensor) as f32 `shape`, and the key used.
+    fn get_any(&self, keys: &[String], shape: &[usize], init: Init) -> Result<(String, Vec<f32>)> {
+        let Some(first) = keys.first() else {
+            return Err(Error::invalid(
+                "WeightSource::get_any",
+                "called with no keys",
+            ));
+        };
+        match self {
+            WeightSource::Checkpoint(w) => {
+                let key = keys.iter().find(|k| w.contains(k)).unwrap_or(first).clone();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                Ok((key, w.get_any(&refs, shape)?))
+            }
+            WeightSource::Random { seed, .. } => {
+                let numel: usize = shape.iter().product();
+                let mut rng = SplitMix64::new(seed ^ key_hash(first));
+                let values = (0..numel)
+                    .map(|_| match init {
+                        Init::Uniform(bound) => bound * rng.symmetric(),
+                        Init::Ones => 1.0,
+                        Init::Zeros => 0.0,
+                    })
+                    .collect();
+                Ok((first.clone(), values))
+            }
+        }
+    }
+
+    /// Fails if a checkpoint holds tensors the model never asked for.
+    pub fn finish(&self) -> Result<()> {
+        match self {
+            WeightSource::Checkpoint(w) => w.finish(),
+            WeightSource::Random { .. } => Ok(()),
+        }
+    }
+}
+
+/// SplitMix64: a tiny seeded generator, enough for reproducible weights and inputs.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn symmetric(&mut self) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        2.0 * unit - 1.0
+    }
+}
+
+/// FNV-1a of a key, so each random tensor depends only on (seed, key), not on the load order.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A prefixed view of a [`WeightSource`] that uploads what it reads: blocks load their fields
+/// through `vb.pp("field")`, so a weight key is the field path in the module tree.
+#[derive(Clone)]
+pub struct VarBuilder<'a> {
+    ctx: &'a GpuContext,
+    source: &'a WeightSource,
+    prefix: String,
+    /// Parameters uploaded through this builder and every view derived from it.
+    parameters: Rc<Cell<usize>>,
+}
+
+impl<'a> VarBuilder<'a> {
+    /// The root view (empty prefix).
+    pub fn root(ctx: &'a GpuContext, source: &'a WeightSource) -> Self {
+        VarBuilder {
+            ctx,
+            source,
+            prefix: String::new(),
+            parameters: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// The view of the sub-module `name` (a field name or a list index).
+    pub fn pp(&self, name: impl std::fmt::Display) -> VarBuilder<'a> {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        VarBuilder {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    /// The device weights are uploaded to.
+    pub fn context(&self) -> &'a GpuContext {
+        self.ctx
+    }
+
+    /// The full key of `name` under this view.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// Parameters uploaded so far through any view of this root.
+    pub fn parameters(&self) -> usize {
+        self.parameters.get()
+    }
+
+    /// Reads `name` with `shape` (an error names the key, the expected and the found shape) and
+    /// uploads it.
+    pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        self.get_any(&[name], shape, init)
+    }
+
+    /// The first of several names the source holds (legacy attention names: `to_q` / `query`).
+    pub fn get_any(&self, names: &[&str], shape: &[usize], init: Init) -> Result<Tensor> {
+        let keys: Vec<String> = names.iter().map(|n| self.key(n)).collect();
+        let (key, data) = self.source.get_any(&keys, shape, init)?;
+        self.parameters.set(self.parameters.get() + data.len());
+        Tensor::from_slice(self.ctx, shape, &data, &key)
+    }
 }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
-use crate::model::unet::UNetGraph;
+use crate::model::unet_2d::UNetGraph;
 use crate::ops::elementwise::{element_grid, to_u32};
 use crate::ops::rng::normal_noise;
 use crate::schedule::{HistoryWrite, Stage};

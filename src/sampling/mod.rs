@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
-use crate::model::unet::UNet2DModel;
+use crate::model::unet_2d::UNet2DModel;
 use crate::schedule::{
     BetaSchedule, NoiseLevels, PlanOptions, PredictionType, SchedulerConfig, SchedulerKind,
     StepPlan, TimestepSpacing,
@@ -545,7 +545,7 @@ impl Pipeline {
         let mut data = Vec::with_capacity(n * chw);
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); trajectory_steps.len()];
-        let mut graphs: Vec<(usize, crate::model::unet::UNetGraph)> = Vec::new();
+        let mut graphs: Vec<(usize, crate::model::unet_2d::UNetGraph)> = Vec::new();
         for k in 0..chunks {
             let start = k * chunk;
             let images = chunk.min(n - start);

@@ -1,0 +1,134 @@
+//! diffusers `Attention` as the spatial blocks of `UNet2DModel` and the VAE use it (from
+//! `attention_processor.py` with `AttnProcessor`): group norm over the channels, q/k/v
+//! projections of the H·W tokens, softmax(q·kᵀ/√d)·v per head, output projection, residual,
+//! divided by `rescale_output_factor`. Legacy checkpoints name the projections
+//! `query/key/value/proj_attn`; they map at load.
+
+use crate::error::Result;
+use crate::model::blocks::layers::{GroupNormLayer, LinearLayer};
+use crate::model::graph::{Graph, Value};
+use crate::model::weights::VarBuilder;
+use crate::ops::matmul::{matmul, Matmul};
+use crate::ops::softmax::softmax_rows;
+
+/// Shape of a spatial attention block.
+#[derive(Debug, Clone, Copy)]
+pub struct SpatialAttentionConfig {
+    pub channels: usize,
+    pub heads: usize,
+    pub groups: usize,
+    pub eps: f64,
+    pub rescale_output_factor: f64,
+}
+
+/// Self-attention over the pixels of an NCHW activation.
+#[derive(Debug)]
+pub struct AttentionBlock {
+    pub group_norm: GroupNormLayer,
+    pub to_q: LinearLayer,
+    pub to_k: LinearLayer,
+    pub to_v: LinearLayer,
+    /// `to_out.0` (legacy `proj_attn`).
+    pub to_out: LinearLayer,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub rescale_output_factor: f32,
+}
+
+impl AttentionBlock {
+    pub fn load(vb: &VarBuilder, cfg: &SpatialAttentionConfig) -> Result<Self> {
+        let c = cfg.channels;
+        if cfg.heads == 0 || !c.is_multiple_of(cfg.heads) {
+            return Err(crate::Error::invalid(
+                vb.key("to_q"),
+                format!("{c} channels do not split into {} heads", cfg.heads),
+            ));
+        }
+        Ok(AttentionBlock {
+            group_norm: GroupNormLayer::load(&vb.pp("group_norm"), c, cfg.groups, cfg.eps)?,
+            to_q: LinearLayer::load_any(vb, &["to_q", "query"], c, c)?,
+            to_k: LinearLayer::load_any(vb, &["to_k", "key"], c, c)?,
+            to_v: LinearLayer::load_any(vb, &["to_v", "value"], c, c)?,
+            to_out: LinearLayer::load_any(vb, &["to_out.0", "proj_attn"], c, c)?,
+            heads: cfg.heads,
+            head_dim: c / cfg.heads,
+            rescale_output_factor: cfg.rescale_output_factor as f32,
+        })
+    }
+
+    /// `x [N, C, H, W]` → same shape.
+    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        let n = x.shape[0];
+        let t: usize = x.shape[2..].iter().product();
+        let (heads, d) = (self.heads, self.head_dim);
+        let h = self
+            .group_norm
+            .record(g, x, false, &format!("{name}.group_norm"))?;
+        let q = self
+            .to_q
+            .record_channels(g, &h, None, 1.0, &format!("{name}.to_q"))?;
+        let k = self
+            .to_k
+            .record_channels(g, &h, None, 1.0, &format!("{name}.to_k"))?;
+        let v = self
+            .to_v
+            .record_channels(g, &h, None, 1.0, &format!("{name}.to_v"))?;
+        // Channel c = head·D + d, so (n, head) flattens to one batch index with stride D·T.
+        let bh = n * heads;
+        let label = format!("{name}.scores");
+        let (qi, ki) = (q.id(), k.id());
+        let scores = g.op(&label.clone(), &[&q, &k], &[bh, t, t], move |b, out| {
+            let mm = Matmul {
+                a: b.get(qi),
+                b: b.get(ki),
+                out,
+                bias: None,
+                residual: None,
+                batch: bh,
+                m: t,
+                n: t,
+                k: d,
+                a_strides: [d * t, 1, t],
+                b_strides: [d * t, t, 1],
+                c_strides: [t * t, t, 1],
+                alpha: 1.0 / (d as f32).sqrt(),
+                output_scale: 1.0,
+            };
+            matmul(b.ctx, &mm, &label)
+        })?;
+        let label = format!("{name}.softmax");
+        g.op_in_place(&scores, &[], move |b, data| {
+            softmax_rows(b.ctx, data, bh * t, t, &label)
+        })?;
+        let label = format!("{name}.attn_values");
+        let (si, vi) = (scores.id(), v.id());
+        // Written as [N, C, T]: the same memory as x's [N, C, H, W].
+        let attn = g.op(
+            &label.clone(),
+            &[&scores, &v],
+            &x.shape.clone(),
+            move |b, out| {
+                let mm = Matmul {
+                    a: b.get(si),
+                    b: b.get(vi),
+                    out,
+                    bias: None,
+                    residual: None,
+                    batch: bh,
+                    m: t,
+                    n: d,
+                    k: t,
+                    a_strides: [t * t, t, 1],
+                    b_strides: [d * t, 1, t],
+                    c_strides: [d * t, 1, t],
+                    alpha: 1.0,
+                    output_scale: 1.0,
+                };
+                matmul(b.ctx, &mm, &label)
+            },
+        )?;
+        let scale = 1.0 / self.rescale_output_factor;
+        self.to_out
+            .record_channels(g, &attn, Some(x), scale, &format!("{name}.to_out"))
+    }
+}

@@ -1,0 +1,272 @@
+//! The leaf layers: `nn.Conv2d`, `nn.Linear`, `nn.GroupNorm` (with the SiLU that follows it
+//! fused) and `nn.Embedding`, each with its load and its recorded launch.
+
+use crate::error::Result;
+use crate::gpu::Tensor;
+use crate::model::graph::{Graph, Value};
+use crate::model::weights::{Init, VarBuilder};
+use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
+use crate::ops::group_norm::group_norm;
+use crate::ops::matmul::{linear, matmul, BiasAxis, Matmul};
+
+/// `nn.Conv2d` weights; stride and padding are the owner's choice at record time.
+#[derive(Debug)]
+pub struct Conv2dLayer {
+    pub weight: Tensor, // [out, in, k, k]
+    pub bias: Tensor,   // [out]
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+}
+
+/// How a convolution is applied, and what its epilogue adds.
+#[derive(Debug, Clone)]
+pub struct ConvApply<'v> {
+    pub stride: usize,
+    pub padding: Padding,
+    /// `[N, Cout]` added per sample and channel (a ResNet's projected time embedding).
+    pub batch_bias: Option<&'v Value>,
+    /// `[N, Cout, Ho, Wo]` added before the scale (a ResNet's shortcut).
+    pub residual: Option<&'v Value>,
+    /// Multiplies the whole sum.
+    pub output_scale: f32,
+}
+
+impl ConvApply<'_> {
+    /// Stride 1 with `p` pixels of zero padding on every side (`k = 2p + 1` keeps the size).
+    pub fn same(p: usize) -> Self {
+        ConvApply {
+            stride: 1,
+            padding: Padding::same(p),
+            batch_bias: None,
+            residual: None,
+            output_scale: 1.0,
+        }
+    }
+}
+
+impl Conv2dLayer {
+    /// `weight [cout, cin, k, k]` and `bias [cout]`, initialised uniform ±1/√(cin·k²) when random.
+    pub fn load(vb: &VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Self> {
+        let init = Init::Uniform(1.0 / ((cin * k * k) as f32).sqrt());
+        Ok(Conv2dLayer {
+            weight: vb.get("weight", &[cout, cin, k, k], init)?,
+            bias: vb.get("bias", &[cout], init)?,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+        })
+    }
+
+    /// Records `conv2d(x)` with `apply`'s stride, padding and epilogue.
+    pub fn record<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        apply: &ConvApply,
+        name: &str,
+    ) -> Result<Value> {
+        let [n, _, h, w] = x.shape[..] else {
+            return Err(crate::Error::invalid(
+                name,
+                format!("conv input {:?} is not [N, C, H, W]", x.shape),
+            ));
+        };
+        let (ho, wo) =
+            conv2d_output_hw(h, w, self.kernel, self.kernel, apply.stride, apply.padding)?;
+        let mut reads = vec![x];
+        reads.extend(apply.batch_bias);
+        reads.extend(apply.residual);
+        let (xi, bias, residual) = (
+            x.id(),
+            apply.batch_bias.map(Value::id),
+            apply.residual.map(Value::id),
+        );
+        let (stride, padding, output_scale) = (apply.stride, apply.padding, apply.output_scale);
+        let label = name.to_owned();
+        g.op(
+            name,
+            &reads,
+            &[n, self.out_channels, ho, wo],
+            move |b, out| {
+                let spec = Conv2d {
+                    input: b.get(xi),
+                    weight: &self.weight,
+                    bias: Some(&self.bias),
+                    batch_bias: bias.map(|v| b.get(v)),
+                    residual: residual.map(|v| b.get(v)),
+                    out,
+                    stride,
+                    padding,
+                    output_scale,
+                };
+                conv2d(b.ctx, &spec, &label)
+            },
+        )
+    }
+}
+
+/// `nn.Linear` weights in torch layout.
+#[derive(Debug)]
+pub struct LinearLayer {
+    pub weight: Tensor, // [out, in]
+    pub bias: Tensor,   // [out]
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl LinearLayer {
+    /// `weight [fout, fin]` and `bias [fout]`, initialised uniform ±1/√fin when random.
+    pub fn load(vb: &VarBuilder, fin: usize, fout: usize) -> Result<Self> {
+        Self::load_any(vb, &[""], fin, fout)
+    }
+
+    /// The first of several sub-module names the source holds (`""` is `vb` itself): legacy
+    /// attention checkpoints name `to_q` `query`, `to_out.0` `proj_attn`.
+    pub fn load_any(vb: &VarBuilder, names: &[&str], fin: usize, fout: usize) -> Result<Self> {
+        let key = |n: &str, leaf: &str| {
+            if n.is_empty() {
+                leaf.to_owned()
+            } else {
+                format!("{n}.{leaf}")
+            }
+        };
+        let weights: Vec<String> = names.iter().map(|n| key(n, "weight")).collect();
+        let biases: Vec<String> = names.iter().map(|n| key(n, "bias")).collect();
+        let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+        let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+        let init = Init::Uniform(1.0 / (fin as f32).sqrt());
+        Ok(LinearLayer {
+            weight: vb.get_any(&weights, &[fout, fin], init)?,
+            bias: vb.get_any(&biases, &[fout], init)?,
+            in_features: fin,
+            out_features: fout,
+        })
+    }
+
+    /// `x [N, in] → [N, out]`.
+    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        let xi = x.id();
+        let label = name.to_owned();
+        g.op(
+            name,
+            &[x],
+            &[x.shape[0], self.out_features],
+            move |b, out| {
+                linear(
+                    b.ctx,
+                    b.get(xi),
+                    &self.weight,
+                    Some(&self.bias),
+                    out,
+                    &label,
+                )
+            },
+        )
+    }
+
+    /// A 1×1 projection of NCHW activations, `out[n] = W·x[n] + b (+ residual)) · output_scale`,
+    /// as one batched GEMM over the tokens (the attention projections of the spatial blocks).
+    pub fn record_channels<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        residual: Option<&Value>,
+        output_scale: f32,
+        name: &str,
+    ) -> Result<Value> {
+        let (c_in, c_out) = (self.in_features, self.out_features);
+        let batch = x.shape[0];
+        let tokens: usize = x.shape[2..].iter().product();
+        let mut shape = x.shape.clone();
+        shape[1] = c_out;
+        let mut reads = vec![x];
+        reads.extend(residual);
+        let (xi, ri) = (x.id(), residual.map(Value::id));
+        let label = name.to_owned();
+        g.op(name, &reads, &shape, move |b, out| {
+            let mm = Matmul {
+                a: &self.weight,
+                b: b.get(xi),
+                out,
+                bias: Some((&self.bias, BiasAxis::M)),
+                residual: ri.map(|r| b.get(r)),
+                batch,
+                m: c_out,
+                n: tokens,
+                k: c_in,
+                a_strides: [0, c_in, 1],
+                b_strides: [c_in * tokens, tokens, 1],
+                c_strides: [c_out * tokens, tokens, 1],
+                alpha: 1.0,
+                output_scale,
+            };
+            matmul(b.ctx, &mm, &label)
+        })
+    }
+}
+
+/// `nn.GroupNorm` affine parameters.
+#[derive(Debug)]
+pub struct GroupNormLayer {
+    pub weight: Tensor, // [C]
+    pub bias: Tensor,   // [C]
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNormLayer {
+    /// `weight [C]` (ones when random) and `bias [C]` (zeros).
+    pub fn load(vb: &VarBuilder, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+        Ok(GroupNormLayer {
+            weight: vb.get("weight", &[channels], Init::Ones)?,
+            bias: vb.get("bias", &[channels], Init::Zeros)?,
+            groups,
+            eps: eps as f32,
+        })
+    }
+
+    /// `group_norm(x)`, followed by SiLU when `silu` (fused: diffusers' `norm → nonlinearity`).
+    pub fn record<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        silu: bool,
+        name: &str,
+    ) -> Result<Value> {
+        let xi = x.id();
+        let label = name.to_owned();
+        g.op(name, &[x], &x.shape.clone(), move |b, out| {
+            group_norm(
+                b.ctx,
+                b.get(xi),
+                &self.weight,
+                &self.bias,
+                out,
+                self.groups,
+                self.eps,
+                silu,
+                &label,
+            )
+        })
+    }
+}
+
+/// `nn.Embedding` table `[rows, dim]`.
+#[derive(Debug)]
+pub struct EmbeddingLayer {
+    pub weight: Tensor,
+    pub rows: usize,
+    pub dim: usize,
+}
+
+impl EmbeddingLayer {
+    /// `weight [rows, dim]` (uniform ±1 when random).
+    pub fn load(vb: &VarBuilder, rows: usize, dim: usize) -> Result<Self> {
+        Ok(EmbeddingLayer {
+            weight: vb.get("weight", &[rows, dim], Init::Uniform(1.0))?,
+            rows,
+            dim,
+        })
+    }
+}

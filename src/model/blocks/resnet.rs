@@ -1,0 +1,167 @@
+//! diffusers `resnet.py` `ResnetBlock2D` (time_embedding_norm "default", SiLU, no up/down
+//! inside), `downsampling.py` `Downsample2D` and `upsampling.py` `Upsample2D` (conv variants).
+
+use crate::error::Result;
+use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer, LinearLayer};
+use crate::model::graph::{Graph, Value};
+use crate::model::weights::VarBuilder;
+use crate::ops::conv2d::Padding;
+use crate::ops::upsample::upsample_nearest2x;
+
+/// What a `ResnetBlock2D` is built with besides its channel counts.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetConfig {
+    pub groups: usize,
+    pub eps: f64,
+    /// Width of the time embedding `time_emb_proj` reads; `None`: no time conditioning (the
+    /// VAE's resnets).
+    pub temb_channels: Option<usize>,
+    /// The output is divided by this.
+    pub output_scale_factor: f64,
+}
+
+/// diffusers `ResnetBlock2D`.
+#[derive(Debug)]
+pub struct ResnetBlock2D {
+    pub norm1: GroupNormLayer,
+    pub conv1: Conv2dLayer,
+    pub time_emb_proj: Option<LinearLayer>,
+    pub norm2: GroupNormLayer,
+    pub conv2: Conv2dLayer,
+    /// 1×1 conv when in ≠ out channels.
+    pub conv_shortcut: Option<Conv2dLayer>,
+    pub output_scale_factor: f32,
+}
+
+impl ResnetBlock2D {
+    pub fn load(vb: &VarBuilder, cfg: &ResnetConfig, cin: usize, cout: usize) -> Result<Self> {
+        Ok(ResnetBlock2D {
+            norm1: GroupNormLayer::load(&vb.pp("norm1"), cin, cfg.groups, cfg.eps)?,
+            conv1: Conv2dLayer::load(&vb.pp("conv1"), cin, cout, 3)?,
+            time_emb_proj: match cfg.temb_channels {
+                Some(temb) => Some(LinearLayer::load(&vb.pp("time_emb_proj"), temb, cout)?),
+                None => None,
+            },
+            norm2: GroupNormLayer::load(&vb.pp("norm2"), cout, cfg.groups, cfg.eps)?,
+            conv2: Conv2dLayer::load(&vb.pp("conv2"), cout, cout, 3)?,
+            conv_shortcut: if cin != cout {
+                Some(Conv2dLayer::load(&vb.pp("conv_shortcut"), cin, cout, 1)?)
+            } else {
+                None
+            },
+            output_scale_factor: cfg.output_scale_factor as f32,
+        })
+    }
+
+    /// `(shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))) + proj(temb_act))))) / osf`, where
+    /// `temb_act` is `silu(temb)` (computed once per model). The time projection is the conv1
+    /// epilogue's per-sample bias, the shortcut and the scale conv2's.
+    pub fn record<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        temb_act: Option<&Value>,
+        name: &str,
+    ) -> Result<Value> {
+        let h = self.norm1.record(g, x, true, &format!("{name}.norm1"))?;
+        let t = match (&self.time_emb_proj, temb_act) {
+            (Some(proj), Some(temb)) => {
+                Some(proj.record(g, temb, &format!("{name}.time_emb_proj"))?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(crate::Error::invalid(
+                    name,
+                    "the time embedding and time_emb_proj must both be present or both absent",
+                ))
+            }
+        };
+        let h = self.conv1.record(
+            g,
+            &h,
+            &ConvApply {
+                batch_bias: t.as_ref(),
+                ..ConvApply::same(1)
+            },
+            &format!("{name}.conv1"),
+        )?;
+        let h = self.norm2.record(g, &h, true, &format!("{name}.norm2"))?;
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => c.record(g, x, &ConvApply::same(0), &format!("{name}.conv_shortcut"))?,
+            None => x.clone(),
+        };
+        self.conv2.record(
+            g,
+            &h,
+            &ConvApply {
+                residual: Some(&shortcut),
+                output_scale: 1.0 / self.output_scale_factor,
+                ..ConvApply::same(1)
+            },
+            &format!("{name}.conv2"),
+        )
+    }
+}
+
+/// diffusers `Downsample2D` with `use_conv`: a 3×3 stride-2 conv.
+#[derive(Debug)]
+pub struct Downsample2D {
+    pub conv: Conv2dLayer,
+    /// `downsample_padding`: 0 (the original DDPM checkpoints) pads right and bottom by one.
+    pub padding: usize,
+}
+
+impl Downsample2D {
+    pub fn load(vb: &VarBuilder, channels: usize, padding: usize) -> Result<Self> {
+        Ok(Downsample2D {
+            conv: Conv2dLayer::load(&vb.pp("conv"), channels, channels, 3)?,
+            padding,
+        })
+    }
+
+    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        let padding = if self.padding == 0 {
+            Padding {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            }
+        } else {
+            Padding::same(self.padding)
+        };
+        let apply = ConvApply {
+            stride: 2,
+            padding,
+            ..ConvApply::same(0)
+        };
+        self.conv.record(g, x, &apply, &format!("{name}.conv"))
+    }
+}
+
+/// diffusers `Upsample2D` with `use_conv`: nearest ×2, then a 3×3 conv.
+#[derive(Debug)]
+pub struct Upsample2D {
+    pub conv: Conv2dLayer,
+}
+
+impl Upsample2D {
+    pub fn load(vb: &VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Upsample2D {
+            conv: Conv2dLayer::load(&vb.pp("conv"), channels, channels, 3)?,
+        })
+    }
+
+    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        let mut shape = x.shape.clone();
+        shape[2] *= 2;
+        shape[3] *= 2;
+        let xi = x.id();
+        let label = format!("{name}.interpolate");
+        let up = g.op(&label.clone(), &[x], &shape, move |b, out| {
+            upsample_nearest2x(b.ctx, b.get(xi), out, &label)
+        })?;
+        self.conv
+            .record(g, &up, &ConvApply::same(1), &format!("{name}.conv"))
+    }
+}
