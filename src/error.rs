@@ -1,10 +1,28 @@
 //! The library's one error type. Every message names the file, key or value at fault and what was
 //! expected, so a user can act on it without reading the source.
+//!
+//! The variants fall in three groups ([`Error::is_user_error`], [`Error::is_internal`]):
+//!
+//! * **User input**: what the caller passed is wrong and changing it fixes the run. Options
+//!   ([`Error::InvalidOption`], which names the [`SampleOptions`](crate::sampling::SampleOptions)
+//!   field, e.g. `num_images`, never a CLI flag), the requested resolution
+//!   ([`Error::Resolution`]), the model directory's files ([`Error::Io`], [`Error::MissingFile`],
+//!   [`Error::Config`], [`Error::SafeTensors`], [`Error::MissingTensor`], [`Error::ShapeMismatch`],
+//!   [`Error::UnsupportedDtype`], [`Error::UnusedTensors`]) and the GPU selection
+//!   ([`Error::AdapterNotFound`], [`Error::BadGpuOption`]).
+//! * **Environment**: the machine cannot run the request ([`Error::NoAdapter`],
+//!   [`Error::RequestDevice`], [`Error::Gpu`], [`Error::BufferTooLarge`]).
+//! * **Internal misuse**: a library-internal API was called with inconsistent shapes or
+//!   parameters ([`Error::InvalidArgument`]) or a shader failed to build ([`Error::Shader`]): a bug
+//!   in the library or in code driving its internals directly, not something an option can fix.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in the library. `main.rs` wraps these with `anyhow` context.
+/// Everything that can go wrong in the library (see the module docs for which variants are user
+/// input, environment or internal misuse). New variants may be added: match with a `_` arm.
+/// `main.rs` wraps these with `anyhow` context.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// wgpu found no usable adapter at all.
     #[error(
@@ -42,9 +60,20 @@ pub enum Error {
     #[error("GPU error during {context}: {message}")]
     Gpu { context: String, message: String },
 
-    /// An operation was given tensors of incompatible shapes or a parameter it cannot handle.
+    /// Internal misuse: an operation was given tensors of incompatible shapes or a parameter it
+    /// cannot handle (`op` names the operation).
     #[error("{op}: {message}")]
     InvalidArgument { op: String, message: String },
+
+    /// User input: a [`SampleOptions`](crate::sampling::SampleOptions) field holds a value that
+    /// the options themselves, the model or the sampler rule out. `field` is the field's path as
+    /// written in Rust (`num_images`, `class_labels`, `init_image.strength`,
+    /// `overrides.use_karras_sigmas`); front ends map it to their own names (the CLI to flags).
+    #[error("{field}: {message}")]
+    InvalidOption {
+        field: &'static str,
+        message: String,
+    },
 
     /// A buffer would exceed what the adapter can bind in one storage binding.
     #[error(
@@ -130,6 +159,40 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Whether the caller's input is at fault (options, resolution, model files, GPU selection):
+    /// changing what was passed fixes it. See the module docs for the grouping.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidOption { .. }
+                | Error::Resolution { .. }
+                | Error::Io { .. }
+                | Error::MissingFile { .. }
+                | Error::Config { .. }
+                | Error::SafeTensors { .. }
+                | Error::MissingTensor { .. }
+                | Error::ShapeMismatch { .. }
+                | Error::UnsupportedDtype { .. }
+                | Error::UnusedTensors { .. }
+                | Error::AdapterNotFound { .. }
+                | Error::BadGpuOption { .. }
+        )
+    }
+
+    /// Whether the error is internal misuse (inconsistent arguments to an internal operation, a
+    /// shader that does not build): a bug, not something the caller's options can fix.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::InvalidArgument { .. } | Error::Shader { .. })
+    }
+
+    /// A user-input error in the [`SampleOptions`](crate::sampling::SampleOptions) field `field`.
+    pub(crate) fn option(field: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            field,
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn invalid(op: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op: op.into(),

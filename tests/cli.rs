@@ -663,3 +663,141 @@ fn inspect_prints_parameters_and_macs() {
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("/nonexistent"));
 }
+
+/// Option errors come from the library's checks (no copy in the CLI), run before the GPU is
+/// opened: with an adapter that does not exist, a bad argument still reports itself (naming the
+/// flag, not the library's field), writes nothing, and never reaches the adapter search.
+#[test]
+fn bad_options_fail_before_the_gpu_is_opened() {
+    let u = fixture(UNCOND);
+    let cc = fixture(CLASS_COND);
+    let cases: &[(&Path, &[&str], &[&str], &str)] = &[
+        (
+            &u,
+            &["--num-images", "0"],
+            &["--num-images", "got 0"],
+            "num_images",
+        ),
+        (
+            &u,
+            &["--batch-size", "0"],
+            &["--batch-size", "got 0"],
+            "batch_size",
+        ),
+        (&u, &["--steps", "0"], &["--steps", "got 0"], "steps"),
+        (&u, &["--eta=-1"], &["--eta", "got -1"], "eta"),
+        (
+            &u,
+            &["--trajectory", "{dir}/t.png", "--trajectory-every", "0"],
+            &["--trajectory-every", "got 0"],
+            "trajectory_every",
+        ),
+        (
+            &u,
+            &[
+                "--steps",
+                "10",
+                "--strength",
+                "0.01",
+                "--init-image",
+                "{dir}/ok.png",
+            ],
+            &["--strength", "rounds down to 0 steps"],
+            "init_image.strength",
+        ),
+        (
+            &u,
+            &["--clip-sample", "true", "--scheduler", "euler"],
+            &["--clip-sample", "euler"],
+            "overrides.clip_sample",
+        ),
+        (
+            &cc,
+            &["--class-label", "0", "--guidance-scale", "NaN"],
+            &["--guidance-scale", "finite"],
+            "guidance_scale",
+        ),
+        (
+            &cc,
+            &["--class-label", "0", "--guidance-scale", "2"],
+            &["--guidance-scale", "null label"],
+            "guidance_scale",
+        ),
+        (&u, &["--height", "17"], &["resolution 17x16"], "height"),
+    ];
+    let mut failures = Vec::new();
+    for (model, args, needles, field) in cases {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        write_png(&dir.join("ok.png"), 16, 16);
+        let dir_str = dir.to_str().unwrap();
+        let out_png = dir.join("out.png");
+        let mut all: Vec<String> = [
+            "--adapter",
+            "no-such-adapter-anywhere",
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "-q",
+            "-o",
+            out_png.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(args.iter().map(|a| a.replace("{dir}", dir_str)));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = run_in(dir, &refs);
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(1) {
+            problems.push(format!("exit {:?}", out.status));
+        }
+        for needle in *needles {
+            if !err.contains(needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        if err.contains("adapter") {
+            problems.push("the GPU was opened (adapter search reached)".into());
+        }
+        if err.contains(&format!(" {field}:")) {
+            problems.push(format!("stderr names the library field {field:?}"));
+        }
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "ok.png")
+            .collect();
+        if !left.is_empty() {
+            problems.push(format!("left {left:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{args:?}: {}\nstderr: {err}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+
+    // The control: good arguments with that adapter do reach the adapter search.
+    let tmp = TempDir::new().unwrap();
+    let out = run_in(
+        tmp.path(),
+        &[
+            "--adapter",
+            "no-such-adapter-anywhere",
+            "sample",
+            "--model",
+            u.to_str().unwrap(),
+            "-q",
+            "--steps",
+            "1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no adapter matches"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!tmp.path().join("samples.png").exists());
+}

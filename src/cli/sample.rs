@@ -9,8 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
 use wgpu_diffusion::sampling::io::{self, AtomicFile};
-use wgpu_diffusion::sampling::{InitImage, Pipeline, Progress, SampleOptions, ScheduleOverrides};
+use wgpu_diffusion::sampling::{
+    InitImage, Pipeline, PipelineConfig, Progress, SampleOptions, ScheduleOverrides,
+};
 use wgpu_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerKind, TimestepSpacing};
+use wgpu_diffusion::Error;
 
 /// The model `sample` uses without `--model`: the bundled Fashion-MNIST DDPM.
 pub fn bundled_model() -> PathBuf {
@@ -73,7 +76,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub trajectory: Option<PathBuf>,
     /// Steps between trajectory snapshots (default: a tenth of the steps).
-    #[arg(long)]
+    #[arg(long, requires = "trajectory")]
     pub trajectory_every: Option<usize>,
     /// Class by name (classes.json) or number; a comma list cycles over the images;
     /// `all` cycles over every named class.
@@ -118,37 +121,145 @@ pub struct SampleArgs {
     pub quiet: bool,
 }
 
-/// Checks the arguments that need no model, before the GPU is touched.
-fn check_args(a: &SampleArgs) -> Result<()> {
-    if a.steps == 0 {
-        bail!("--steps must be at least 1, got 0");
+/// `SampleOptions` field → the flag that sets it, for the library's [`Error::InvalidOption`]
+/// messages (which name fields, not flags).
+const FIELD_FLAGS: &[(&str, &str)] = &[
+    ("scheduler", "--scheduler"),
+    ("steps", "--steps"),
+    ("eta", "--eta"),
+    ("seed", "--seed"),
+    ("num_images", "--num-images"),
+    ("batch_size", "--batch-size"),
+    ("class_labels", "--class-label"),
+    ("guidance_scale", "--guidance-scale"),
+    ("init_noise", "--init-noise"),
+    ("init_image.image", "--init-image"),
+    ("init_image.strength", "--strength"),
+    ("overrides.prediction_type", "--prediction-type"),
+    ("overrides.timestep_spacing", "--timestep-spacing"),
+    ("overrides.beta_schedule", "--beta-schedule"),
+    ("overrides.clip_sample", "--clip-sample"),
+    ("overrides.use_karras_sigmas", "--karras"),
+    ("trajectory_every", "--trajectory-every"),
+    ("height", "--height"),
+    ("width", "--width"),
+];
+
+/// The flag of `field` as this invocation spelled it (`--class` sets `class_labels` too).
+fn flag_for(field: &str, a: &SampleArgs) -> String {
+    if field == "class_labels" && a.class.is_some() {
+        return "--class".into();
     }
-    if a.num_images == 0 {
-        bail!("--num-images must be at least 1, got 0");
-    }
-    if a.batch_size == Some(0) {
-        bail!("--batch-size must be at least 1, got 0");
-    }
-    if !(a.eta >= 0.0 && a.eta.is_finite()) {
-        bail!("--eta must be a finite number ≥ 0, got {}", a.eta);
-    }
-    if a.trajectory_every == Some(0) {
-        bail!("--trajectory-every must be at least 1");
-    }
-    if a.init_image.is_some() && !(a.strength > 0.0 && a.strength <= 1.0) {
-        bail!("--strength must lie in (0, 1], got {}", a.strength);
-    }
-    if let Some(g) = a.guidance_scale {
-        if !g.is_finite() {
-            bail!("--guidance-scale must be a finite number, got {g}");
+    FIELD_FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or_else(|| field.to_owned(), |(_, flag)| (*flag).to_owned())
+}
+
+/// The library's error, with an option field renamed to its flag.
+fn flag_error(e: Error, a: &SampleArgs) -> anyhow::Error {
+    match e {
+        Error::InvalidOption { field, message } => {
+            anyhow::anyhow!("{}: {message}", flag_for(field, a))
         }
+        other => other.into(),
     }
-    Ok(())
+}
+
+/// The library's options from the arguments: class names resolved and input files read
+/// against the model's config (no GPU).
+fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptions> {
+    let class_labels = match (&a.class, &a.class_label) {
+        (Some(names), _) if names.len() == 1 && names[0].eq_ignore_ascii_case("all") => {
+            let mut labels: Vec<usize> = config
+                .classes
+                .names
+                .values()
+                .copied()
+                .filter(|l| Some(*l) != config.classes.null)
+                .collect();
+            labels.sort_unstable();
+            labels.dedup();
+            if labels.is_empty() {
+                bail!(
+                    "--class all: {} has no classes.json with class names",
+                    config.dir.display()
+                );
+            }
+            Some(labels)
+        }
+        (Some(names), _) => Some(
+            names
+                .iter()
+                .map(|n| config.resolve_class(n).map_err(|e| flag_error(e, a)))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        (None, Some(labels)) => Some(labels.clone()),
+        (None, None) => None,
+    };
+    let (h, w) = config.unet.resolution(a.height, a.width);
+    let c = config.unet.in_channels;
+    let init_noise = match &a.init_noise {
+        Some(path) => {
+            let (shape, values) = io::read_single_tensor(path).context("--init-noise")?;
+            // The file's own shape; the library sees the flat values.
+            let want = [a.num_images, c, h, w];
+            if shape != want {
+                bail!(
+                    "--init-noise {}: tensor shape {shape:?}, expected {want:?} ([--num-images, C, H, W])",
+                    path.display()
+                );
+            }
+            Some(values)
+        }
+        None => None,
+    };
+    let init_image = match &a.init_image {
+        Some(path) => Some(InitImage {
+            image: io::read_image(path, c, h, w).map_err(|e| flag_error(e, a))?,
+            strength: a.strength,
+        }),
+        None => None,
+    };
+    Ok(SampleOptions {
+        scheduler: a.scheduler,
+        steps: a.steps,
+        eta: a.eta,
+        seed: a.seed,
+        num_images: a.num_images,
+        batch_size: a.batch_size,
+        class_labels,
+        guidance_scale: a.guidance_scale,
+        init_noise,
+        init_image,
+        overrides: ScheduleOverrides {
+            prediction_type: a.prediction_type,
+            timestep_spacing: a.timestep_spacing,
+            beta_schedule: a.beta_schedule,
+            clip_sample: a.clip_sample,
+            use_karras_sigmas: a.karras.then_some(true),
+        },
+        trajectory_every: match (&a.trajectory, a.trajectory_every) {
+            (None, _) => None,
+            (Some(_), Some(k)) => Some(k),
+            (Some(_), None) => Some((a.steps / 10).max(1)),
+        },
+        height: a.height,
+        width: a.width,
+    })
 }
 
 pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
-    check_args(a)?;
-    // Open every output first: an unwritable path fails now, with nothing written.
+    // Everything that needs no GPU first: the model's config files, the input files and the
+    // library's checks of the options (the run spec). Bad arguments fail here, with no output
+    // file created and no GPU opened.
+    let dir = a.model.clone().unwrap_or_else(bundled_model);
+    let config =
+        PipelineConfig::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let options = sample_options(a, &config)?;
+    let spec = config.prepare(&options).map_err(|e| flag_error(e, a))?;
+
+    // Open every output next: an unwritable path fails now, with nothing written.
     let grid_path = match (&a.output, &a.out_dir, &a.save_tensor) {
         (None, None, None) => Some(PathBuf::from("samples.png")),
         (o, _, _) => o.clone(),
@@ -175,93 +286,11 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         None => Vec::new(),
     };
 
-    let dir = a.model.clone().unwrap_or_else(bundled_model);
     let t_load = Instant::now();
     let ctx: Arc<GpuContext> = GpuContext::new(gpu)?;
     let pipeline = Pipeline::load_with(&ctx, &dir)
         .with_context(|| format!("loading model {}", dir.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let cfg = &pipeline.model.config;
-
-    let class_labels = match (&a.class, &a.class_label) {
-        (Some(names), _) if names.len() == 1 && names[0].eq_ignore_ascii_case("all") => {
-            let mut labels: Vec<usize> = pipeline
-                .classes
-                .names
-                .values()
-                .copied()
-                .filter(|l| Some(*l) != pipeline.classes.null)
-                .collect();
-            labels.sort_unstable();
-            labels.dedup();
-            if labels.is_empty() {
-                bail!(
-                    "--class all: {} has no classes.json with class names",
-                    dir.display()
-                );
-            }
-            Some(labels)
-        }
-        (Some(names), _) => Some(
-            names
-                .iter()
-                .map(|n| pipeline.resolve_class(n))
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-        ),
-        (None, Some(labels)) => Some(labels.clone()),
-        (None, None) => None,
-    };
-    let (h, w) = cfg.resolution(a.height, a.width);
-    let c = cfg.in_channels;
-    let init_noise = match &a.init_noise {
-        Some(path) => {
-            let (shape, values) = io::read_single_tensor(path).context("--init-noise")?;
-            let want = [a.num_images, c, h, w];
-            if shape != want {
-                bail!(
-                    "--init-noise {}: tensor shape {shape:?}, expected {want:?} ([--num-images, C, H, W])",
-                    path.display()
-                );
-            }
-            Some(values)
-        }
-        None => None,
-    };
-    let init_image = match &a.init_image {
-        Some(path) => Some(InitImage {
-            image: io::read_image(path, c, h, w)?,
-            strength: a.strength,
-        }),
-        None => None,
-    };
-    let options = SampleOptions {
-        scheduler: a.scheduler,
-        steps: a.steps,
-        eta: a.eta,
-        seed: a.seed,
-        num_images: a.num_images,
-        batch_size: a.batch_size,
-        class_labels,
-        guidance_scale: a.guidance_scale,
-        init_noise,
-        init_image,
-        overrides: ScheduleOverrides {
-            prediction_type: a.prediction_type,
-            timestep_spacing: a.timestep_spacing,
-            beta_schedule: a.beta_schedule,
-            clip_sample: a.clip_sample,
-            use_karras_sigmas: a.karras.then_some(true),
-        },
-        trajectory_every: match (&a.trajectory, a.trajectory_every) {
-            (None, _) => None,
-            (Some(_), Some(k)) => Some(k),
-            (Some(_), None) => Some((a.steps / 10).max(1)),
-        },
-        height: a.height,
-        width: a.width,
-    };
-    // Fail on plan errors before the progress bar appears.
-    let plan = pipeline.plan(&options)?;
 
     let bar = if a.quiet {
         indicatif::ProgressBar::hidden()
@@ -276,7 +305,7 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         bar
     };
     let t_run = Instant::now();
-    let samples = pipeline.sample_with_progress(&options, &mut |p: Progress| {
+    let samples = pipeline.run(&spec, &mut |p: Progress| {
         bar.set_length(p.steps_total as u64);
         bar.set_position(p.steps_done as u64);
     })?;
@@ -311,8 +340,8 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         let evals = samples.model_evaluations;
         eprintln!(
             "{n} images {h}x{w} with {} ({} steps, {evals} model evaluations per image) on {}: {:.2} s ({:.2} images/s, {:.1} image-steps/s); load {:.2} s",
-            plan.kind,
-            plan.steps.len() - samples.first_step,
+            spec.plan.kind,
+            spec.steps_per_chunk(),
             ctx.adapter.info.name,
             run_s,
             n as f64 / run_s,
@@ -322,4 +351,64 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         eprintln!("wrote {}", written.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag the field table names is a `sample` flag, and no field is listed twice.
+    #[test]
+    fn field_table_names_real_flags() {
+        let command = SampleArgs::augment_args(clap::Command::new("sample"));
+        let longs: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .map(|long| format!("--{long}"))
+            .collect();
+        for (field, flag) in FIELD_FLAGS {
+            assert!(
+                longs.iter().any(|l| l == flag),
+                "{field} -> {flag}: no such flag"
+            );
+            let count = FIELD_FLAGS.iter().filter(|(f, _)| f == field).count();
+            assert_eq!(count, 1, "{field} is listed {count} times");
+        }
+    }
+
+    /// A library option error comes out under the flag the user typed.
+    #[test]
+    fn option_errors_are_renamed_to_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: SampleArgs,
+        }
+        let error = |field: &'static str, argv: &[&str]| {
+            let a = Wrapper::parse_from(std::iter::once("sample").chain(argv.iter().copied())).args;
+            let e = Error::InvalidOption {
+                field,
+                message: "must be at least 1, got 0".into(),
+            };
+            flag_error(e, &a).to_string()
+        };
+        assert_eq!(
+            error("num_images", &[]),
+            "--num-images: must be at least 1, got 0"
+        );
+        assert!(error("init_image.strength", &[]).starts_with("--strength: "));
+        assert!(error("overrides.use_karras_sigmas", &[]).starts_with("--karras: "));
+        assert!(error("class_labels", &["--class-label", "3"]).starts_with("--class-label: "));
+        assert!(error("class_labels", &["--class", "cat"]).starts_with("--class: "));
+        let other = flag_error(
+            Error::Resolution {
+                height: 17,
+                width: 16,
+                message: "odd".into(),
+            },
+            &Wrapper::parse_from(["sample"]).args,
+        );
+        assert_eq!(other.to_string(), "resolution 17x16: odd");
+    }
 }

@@ -295,8 +295,8 @@ pub fn read_single_tensor(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 /// `c` = 1 (luma) or 3 (RGB); the size must be `h × w`.
 pub fn read_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<f32>> {
     let unreadable = |e: std::io::Error| {
-        Error::invalid(
-            "--init-image",
+        Error::option(
+            "init_image.image",
             format!("cannot read {}: {e}", path.display()),
         )
     };
@@ -305,10 +305,10 @@ pub fn read_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<f32>>
         .with_guessed_format()
         .map_err(unreadable)?
         .decode()
-        .map_err(|e| Error::invalid("--init-image", format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::option("init_image.image", format!("{}: {e}", path.display())))?;
     if (img.height() as usize, img.width() as usize) != (h, w) {
-        return Err(Error::invalid(
-            "--init-image",
+        return Err(Error::option(
+            "init_image.image",
             format!(
                 "{} is {}×{} (width×height); the model samples {w}×{h}",
                 path.display(),
@@ -331,8 +331,8 @@ pub fn read_image(path: &Path, c: usize, h: usize, w: usize) -> Result<Vec<f32>>
             }
             Ok(out)
         }
-        _ => Err(Error::invalid(
-            "--init-image",
+        _ => Err(Error::option(
+            "init_image.image",
             format!("the model has {c} channels; image inputs need 1 or 3"),
         )),
     }

@@ -9,6 +9,12 @@
 //! # Ok::<(), wgpu_diffusion::Error>(())
 //! ```
 //!
+//! A run has two halves: [`Pipeline::prepare`] ([`RunSpec::prepare`], pure CPU: options and
+//! configs → a [`RunSpec`]) and [`Pipeline::run`] (the GPU: record, submit, read back).
+//! [`PipelineConfig`] reads a model directory's config files without a GPU, so a front end can
+//! validate its arguments before opening one. Errors about options name the [`SampleOptions`]
+//! field ([`Error::InvalidOption`]).
+//!
 //! Reproducibility: image `i` of a run starts from Philox noise keyed by `(seed, i)` and draws
 //! its per-step noise keyed by `(seed, i, step)`, so it does not depend on `num_images` or the
 //! batch split, and matches across adapters up to float rounding.
@@ -16,6 +22,8 @@
 pub mod analytic;
 pub mod engine;
 pub mod io;
+pub mod prepare;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,13 +31,13 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
-use crate::model::unet_2d::UNet2DModel;
+use crate::model::unet_2d::config::UNet2DConfig;
+use crate::model::unet_2d::{UNet2DModel, CONFIG_FILE};
 use crate::schedule::{
-    BetaSchedule, NoiseLevels, PlanOptions, PredictionType, SchedulerConfig, SchedulerKind,
-    StepPlan, TimestepSpacing,
+    BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, StepPlan, TimestepSpacing,
 };
 
-use engine::{ChunkJob, InitNoise, InitRule, RunStage};
+pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec};
 
 /// The scheduler config file of a model directory.
 pub const SCHEDULER_FILE: &str = "scheduler_config.json";
@@ -155,7 +163,8 @@ pub struct ClassNames {
 }
 
 impl ClassNames {
-    fn from_file(path: &Path) -> Result<Self> {
+    /// Reads a `classes.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let map: BTreeMap<String, usize> =
             serde_json::from_str(&text).map_err(|e| Error::Config {
@@ -169,6 +178,88 @@ impl ClassNames {
             .map(|(k, v)| (k.to_lowercase(), v))
             .collect();
         Ok(ClassNames { names, null })
+    }
+}
+
+/// The scheduler config of `dir` (DDPM defaults when it has none) and whether the file exists.
+fn read_scheduler_config(dir: &Path) -> Result<(SchedulerConfig, bool)> {
+    let path = dir.join(SCHEDULER_FILE);
+    if path.exists() {
+        return Ok((SchedulerConfig::from_file(&path)?, true));
+    }
+    let defaults = SchedulerConfig {
+        source: path,
+        class_name: Some(SchedulerKind::Ddpm.class_name().to_owned()),
+        ..SchedulerConfig::default()
+    };
+    Ok((defaults, false))
+}
+
+/// The class names of `dir` (none without classes.json); the null label must be a class.
+fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassNames> {
+    let path = dir.join(CLASSES_FILE);
+    if !path.exists() {
+        return Ok(ClassNames::default());
+    }
+    let classes = ClassNames::from_file(&path)?;
+    if let (Some(num), Some(null)) = (num_class_embeds, classes.null) {
+        if null >= num {
+            return Err(Error::Config {
+                path,
+                key: "null".into(),
+                message: format!("label {null} is out of range for num_class_embeds = {num}"),
+            });
+        }
+    }
+    Ok(classes)
+}
+
+/// A model directory's config files (config.json, scheduler_config.json, classes.json) without
+/// its weights or a GPU: enough to validate options and prepare a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub dir: PathBuf,
+    pub unet: UNet2DConfig,
+    pub scheduler_config: SchedulerConfig,
+    /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
+    pub has_scheduler_file: bool,
+    pub classes: ClassNames,
+}
+
+impl PipelineConfig {
+    /// Reads `dir`'s config files (the same ones [`Pipeline::load_with`] reads).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let unet = UNet2DConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let (scheduler_config, has_scheduler_file) = read_scheduler_config(dir)?;
+        let classes = read_classes(dir, unet.num_class_embeds)?;
+        Ok(PipelineConfig {
+            dir: dir.to_path_buf(),
+            unet,
+            scheduler_config,
+            has_scheduler_file,
+            classes,
+        })
+    }
+
+    /// See [`Pipeline::default_scheduler`].
+    pub fn default_scheduler(&self) -> Result<SchedulerKind> {
+        prepare::default_scheduler(&self.scheduler_config)
+    }
+
+    /// See [`Pipeline::resolve_class`].
+    pub fn resolve_class(&self, name: &str) -> Result<usize> {
+        prepare::resolve_class(&self.unet, &self.classes, name)
+    }
+
+    /// See [`Pipeline::plan`].
+    pub fn plan(&self, options: &SampleOptions) -> Result<StepPlan> {
+        prepare::plan(&self.scheduler_config, options)
+    }
+
+    /// Validates `options` and prepares the run [`Pipeline::run`] executes on a pipeline
+    /// loaded from the same directory.
+    pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
+        RunSpec::prepare(&self.unet, &self.scheduler_config, &self.classes, options)
     }
 }
 
@@ -194,32 +285,8 @@ impl Pipeline {
     /// scheduler_config.json and classes.json) onto `ctx`.
     pub fn load_with(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
         let model = UNet2DModel::load(ctx, dir)?;
-        let sched_path = dir.join(SCHEDULER_FILE);
-        let has_scheduler_file = sched_path.exists();
-        let scheduler_config = if has_scheduler_file {
-            SchedulerConfig::from_file(&sched_path)?
-        } else {
-            SchedulerConfig {
-                source: sched_path,
-                class_name: Some(SchedulerKind::Ddpm.class_name().to_owned()),
-                ..SchedulerConfig::default()
-            }
-        };
-        let classes_path = dir.join(CLASSES_FILE);
-        let classes = if classes_path.exists() {
-            ClassNames::from_file(&classes_path)?
-        } else {
-            ClassNames::default()
-        };
-        if let (Some(num), Some(null)) = (model.config.num_class_embeds, classes.null) {
-            if null >= num {
-                return Err(Error::Config {
-                    path: classes_path,
-                    key: "null".into(),
-                    message: format!("label {null} is out of range for num_class_embeds = {num}"),
-                });
-            }
-        }
+        let (scheduler_config, has_scheduler_file) = read_scheduler_config(dir)?;
+        let classes = read_classes(dir, model.config.num_class_embeds)?;
         Ok(Pipeline {
             ctx: Arc::clone(ctx),
             model,
@@ -238,117 +305,26 @@ impl Pipeline {
     /// `DDPMScheduler` config samples with DDIM (η = 0), whose 20-step results are far better
     /// than 20 ancestral DDPM steps; pass `ddpm` explicitly for ancestral sampling.
     pub fn default_scheduler(&self) -> Result<SchedulerKind> {
-        match self.scheduler_config.class_kind()? {
-            SchedulerKind::Ddpm => Ok(SchedulerKind::Ddim),
-            kind => Ok(kind),
-        }
+        prepare::default_scheduler(&self.scheduler_config)
     }
 
     /// The label for a class name (case-insensitive, from classes.json) or a decimal label.
     pub fn resolve_class(&self, name: &str) -> Result<usize> {
-        let label = match name.trim().parse::<usize>() {
-            Ok(label) => label,
-            Err(_) => match self.classes.names.get(&name.trim().to_lowercase()) {
-                Some(&label) => label,
-                None => {
-                    let known: Vec<&str> = self.classes.names.keys().map(String::as_str).collect();
-                    return Err(Error::invalid(
-                        "--class",
-                        if known.is_empty() {
-                            format!(
-                                "{name:?} is not a number and {} has no {CLASSES_FILE}",
-                                self.dir.display()
-                            )
-                        } else {
-                            format!("unknown class {name:?}; known: {}", known.join(", "))
-                        },
-                    ));
-                }
-            },
-        };
-        self.check_label(label)?;
-        Ok(label)
-    }
-
-    fn check_label(&self, label: usize) -> Result<()> {
-        match self.model.config.num_class_embeds {
-            None => Err(Error::invalid(
-                "--class-label",
-                format!(
-                    "the model in {} is not class-conditional (no num_class_embeds)",
-                    self.dir.display()
-                ),
-            )),
-            Some(num) if label >= num => Err(Error::invalid(
-                "--class-label",
-                format!("label {label} is out of range: the model has num_class_embeds = {num} (labels 0..={})", num - 1),
-            )),
-            Some(_) => Ok(()),
-        }
+        prepare::resolve_class(&self.model.config, &self.classes, name)
     }
 
     /// The step plan `options` ask for (before any image-to-image truncation).
     pub fn plan(&self, options: &SampleOptions) -> Result<StepPlan> {
-        let kind = match options.scheduler {
-            Some(kind) => kind,
-            None => self.default_scheduler()?,
-        };
-        let o = &options.overrides;
-        if o.use_karras_sigmas == Some(true)
-            && !matches!(
-                kind,
-                SchedulerKind::Euler
-                    | SchedulerKind::Heun
-                    | SchedulerKind::DpmSolverMultistep
-                    | SchedulerKind::FlowMatchEuler
-            )
-        {
-            return Err(Error::invalid(
-                "--karras",
-                format!("the {kind} sampler has no Karras σ option (euler, heun, dpm++2m and flow-euler do)"),
-            ));
-        }
-        if o.clip_sample.is_some()
-            && !matches!(
-                kind,
-                SchedulerKind::Ddpm | SchedulerKind::Ddim | SchedulerKind::Heun
-            )
-        {
-            return Err(Error::invalid(
-                "--clip-sample",
-                format!("the {kind} sampler does not clip x̂₀ (ddpm, ddim and heun do)"),
-            ));
-        }
-        if options.eta != 0.0 && kind != SchedulerKind::Ddim {
-            return Err(Error::invalid(
-                "--eta",
-                format!("η applies to the ddim sampler only, not {kind}"),
-            ));
-        }
-        let mut config = self.scheduler_config.clone();
-        if o.prediction_type.is_some() {
-            config.prediction_type = o.prediction_type;
-        }
-        if o.timestep_spacing.is_some() {
-            config.timestep_spacing = o.timestep_spacing;
-        }
-        if o.beta_schedule.is_some() {
-            config.beta_schedule = o.beta_schedule;
-        }
-        if o.clip_sample.is_some() {
-            config.clip_sample = o.clip_sample;
-        }
-        if o.use_karras_sigmas.is_some() {
-            config.use_karras_sigmas = o.use_karras_sigmas;
-        }
-        StepPlan::new(
-            &config,
-            kind,
-            options.steps,
-            &PlanOptions {
-                eta: options.eta,
-                ..PlanOptions::default()
-            },
+        prepare::plan(&self.scheduler_config, options)
+    }
+
+    /// Validates `options` against this model and prepares the run (no GPU work).
+    pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
+        RunSpec::prepare(
+            &self.model.config,
+            &self.scheduler_config,
+            &self.classes,
+            options,
         )
     }
 
@@ -357,286 +333,14 @@ impl Pipeline {
         self.sample_with_progress(options, &mut |_| {})
     }
 
-    /// Samples with a progress callback, called as inference steps complete on the GPU.
+    /// Samples with a progress callback, called as inference steps complete on the GPU:
+    /// [`Pipeline::prepare`] then [`Pipeline::run`].
     pub fn sample_with_progress(
         &self,
         options: &SampleOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Samples> {
-        let cfg = &self.model.config;
-        let n = options.num_images;
-        if n == 0 {
-            return Err(Error::invalid("--num-images", "must be at least 1"));
-        }
-        if options.batch_size == Some(0) {
-            return Err(Error::invalid("--batch-size", "must be at least 1"));
-        }
-        if cfg.in_channels != cfg.out_channels {
-            return Err(Error::invalid(
-                "sampler",
-                format!(
-                    "the model maps {} channels to {}; sampling needs out_channels = in_channels",
-                    cfg.in_channels, cfg.out_channels
-                ),
-            ));
-        }
-        let (h, w) = cfg.resolution(options.height, options.width);
-        cfg.check_resolution(h, w)?;
-        let c = cfg.in_channels;
-        let chw = c * h * w;
-
-        // Labels per image, and guidance.
-        let labels: Option<Vec<usize>> = match (&options.class_labels, cfg.num_class_embeds) {
-            (Some(list), _) => {
-                if list.is_empty() {
-                    return Err(Error::invalid("--class-label", "an empty list of labels"));
-                }
-                for &l in list {
-                    self.check_label(l)?;
-                }
-                Some((0..n).map(|i| list[i % list.len()]).collect())
-            }
-            (None, Some(_)) => match self.classes.null {
-                Some(null) => Some(vec![null; n]),
-                None => {
-                    return Err(Error::invalid(
-                        "--class-label",
-                        format!(
-                            "the model is class-conditional and {} names no null label (\"null\" in {CLASSES_FILE}); choose a class",
-                            self.dir.display()
-                        ),
-                    ))
-                }
-            },
-            (None, None) => None,
-        };
-        let guidance = match options.guidance_scale {
-            None => None,
-            Some(g) if !g.is_finite() => {
-                return Err(Error::invalid(
-                    "--guidance-scale",
-                    format!("{g} is not a finite number"),
-                ))
-            }
-            Some(g) => {
-                let null = match (cfg.num_class_embeds, self.classes.null) {
-                    (None, _) => {
-                        return Err(Error::invalid(
-                            "--guidance-scale",
-                            format!(
-                                "classifier-free guidance needs a class-conditional model; {} has no num_class_embeds",
-                                self.dir.display()
-                            ),
-                        ))
-                    }
-                    (Some(_), None) => {
-                        return Err(Error::invalid(
-                            "--guidance-scale",
-                            format!(
-                                "classifier-free guidance needs a null label (\"null\" in {}/{CLASSES_FILE})",
-                                self.dir.display()
-                            ),
-                        ))
-                    }
-                    (Some(_), Some(null)) => null,
-                };
-                let all_null = labels
-                    .as_ref()
-                    .is_some_and(|l| l.iter().all(|&x| x == null));
-                // w = 1 and an all-null batch are plain conditional / unconditional sampling.
-                if g == 1.0 || all_null {
-                    None
-                } else {
-                    Some((g, null))
-                }
-            }
-        };
-
-        let plan = self.plan(options)?;
-        // Image-to-image: start `strength` of the way into the schedule.
-        let (first_step, init, image) = match &options.init_image {
-            None => (
-                0,
-                InitRule {
-                    image_coef: 0.0,
-                    noise_coef: plan.init_noise_sigma,
-                },
-                None,
-            ),
-            Some(init) => {
-                if !(init.strength > 0.0 && init.strength <= 1.0) {
-                    return Err(Error::invalid(
-                        "--strength",
-                        format!("{} must lie in (0, 1]", init.strength),
-                    ));
-                }
-                if init.image.len() != chw {
-                    return Err(Error::invalid(
-                        "--init-image",
-                        format!("{} values, expected {c}×{h}×{w} = {chw}", init.image.len()),
-                    ));
-                }
-                let steps = plan.steps.len();
-                let init_steps = ((steps as f64 * init.strength) as usize).min(steps);
-                if init_steps == 0 {
-                    return Err(Error::invalid(
-                        "--strength",
-                        format!(
-                            "{} × {steps} steps rounds down to 0 steps; raise --strength or --steps",
-                            init.strength
-                        ),
-                    ));
-                }
-                let first = steps - init_steps;
-                (
-                    first,
-                    noising_rule(&plan, first)?,
-                    Some(init.image.as_slice()),
-                )
-            }
-        };
-        let mut stages: Vec<RunStage> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .skip(first_step)
-            .flat_map(|(step, rec)| {
-                rec.stages
-                    .iter()
-                    .map(move |&stage| RunStage { step, stage })
-            })
-            .collect();
-        if first_step > 0 && plan.kind == SchedulerKind::DpmSolverMultistep {
-            // A multistep solver's first executed step has no previous x̂₀: first order, which
-            // is the second-order update with the history term folded into x̂₀.
-            if let Some(first) = stages.first_mut() {
-                first.stage.coef_x0 += first.stage.coef_history;
-                first.stage.coef_history = 0.0;
-            }
-        }
-
-        if let Some(noise) = &options.init_noise {
-            if noise.len() != n * chw {
-                return Err(Error::invalid(
-                    "--init-noise",
-                    format!(
-                        "{} values, expected [{n}, {c}, {h}, {w}] = {}",
-                        noise.len(),
-                        n * chw
-                    ),
-                ));
-            }
-        }
-        let trajectory_steps: Vec<usize> = match options.trajectory_every {
-            None => Vec::new(),
-            Some(0) => return Err(Error::invalid("--trajectory-every", "must be at least 1")),
-            Some(k) => {
-                let last = plan.steps.len() - 1;
-                (first_step..=last)
-                    .filter(|s| (s - first_step) % k == 0 || *s == last)
-                    .collect()
-            }
-        };
-
-        let chunk = options.batch_size.unwrap_or(n).min(n);
-        let chunks = n.div_ceil(chunk);
-        let steps_per_chunk = plan.steps.len() - first_step;
-        let steps_total = steps_per_chunk * chunks;
-        let mut data = Vec::with_capacity(n * chw);
-        let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
-            vec![(Vec::new(), Vec::new()); trajectory_steps.len()];
-        let mut graphs: Vec<(usize, crate::model::unet_2d::UNetGraph)> = Vec::new();
-        for k in 0..chunks {
-            let start = k * chunk;
-            let images = chunk.min(n - start);
-            let rows = if guidance.is_some() {
-                2 * images
-            } else {
-                images
-            };
-            let graph = match graphs.iter().position(|(b, _)| *b == rows) {
-                Some(i) => &graphs[i].1,
-                None => {
-                    graphs.push((rows, self.model.graph(rows, h, w)?));
-                    &graphs[graphs.len() - 1].1
-                }
-            };
-            if let Some(all) = &labels {
-                let mut model_labels = all[start..start + images].to_vec();
-                if let Some((_, null)) = guidance {
-                    model_labels.extend(std::iter::repeat_n(null, images));
-                }
-                graph.write_class_labels(Some(&model_labels))?;
-            }
-            let init_noise = match &options.init_noise {
-                Some(all) => InitNoise::Given(&all[start * chw..(start + images) * chw]),
-                None => InitNoise::Seeded,
-            };
-            let job = ChunkJob {
-                stages: &stages,
-                init,
-                init_noise,
-                init_image: image,
-                seed: options.seed,
-                first_image: start,
-                images,
-                guidance: guidance.map(|(g, _)| g),
-                trajectory_steps: &trajectory_steps,
-            };
-            let base = k * steps_per_chunk;
-            let result = engine::run_chunk(&self.ctx, graph, &job, &mut |done| {
-                progress(Progress {
-                    steps_done: base + done,
-                    steps_total,
-                })
-            })?;
-            data.extend_from_slice(&result.sample);
-            for (slot, (x, x0)) in trajectory.iter_mut().zip(result.trajectory) {
-                slot.0.extend_from_slice(&x);
-                slot.1.extend_from_slice(&x0);
-            }
-        }
-        let model_evaluations = stages.len();
-        Ok(Samples {
-            data,
-            shape: [n, c, h, w],
-            trajectory_steps,
-            trajectory,
-            plan,
-            first_step,
-            model_evaluations,
-        })
+        let spec = self.prepare(options)?;
+        self.run(&spec, progress)
     }
-}
-
-/// `x = a·image + b·z` at the noise level of plan step `step` (each sampler's `add_noise`).
-fn noising_rule(plan: &StepPlan, step: usize) -> Result<InitRule> {
-    let Some(rec) = plan.steps.get(step) else {
-        return Err(Error::invalid("--strength", "no such step"));
-    };
-    let (image_coef, noise_coef) = match rec.levels {
-        NoiseLevels::Discrete { alpha_cumprod, .. } => {
-            (alpha_cumprod.sqrt(), (1.0 - alpha_cumprod).sqrt())
-        }
-        NoiseLevels::Sigma { sigma, .. } => {
-            if plan.kind == SchedulerKind::DpmSolverMultistep {
-                // DPM-Solver works on the variance-preserving sample: α·x₀ + σ_vp·z.
-                let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-                (alpha, sigma * alpha)
-            } else {
-                (1.0, sigma)
-            }
-        }
-        NoiseLevels::Continuous { time, std, .. } => {
-            let s = &plan.settings;
-            let log_mean =
-                -0.25 * time * time * (s.beta_max - s.beta_min) - 0.5 * time * s.beta_min;
-            (log_mean.exp(), std)
-        }
-        NoiseLevels::Flow { sigma, .. } => (1.0 - sigma, sigma),
-    };
-    Ok(InitRule {
-        image_coef,
-        noise_coef,
-    })
 }
