@@ -1,5 +1,5 @@
 //! The pure half of a sampling run: [`RunSpec::prepare`] turns a model's configs (U-Net, scheduler,
-//! class names) and [`SampleOptions`] into everything the GPU run ([`super::run`]) needs — the
+//! class names) and [`SampleOptions`] into everything the GPU run ([`Pipeline::run`](super::Pipeline::run)) needs — the
 //! resolution, each image's label, classifier-free guidance, the image-to-image start, the stage
 //! list, the starting noise, the trajectory steps and the GPU batches. No GPU is touched, so the
 //! CLI validates its arguments here before opening one, and the unit tests below run without one.
