@@ -452,3 +452,72 @@ fn trajectory_and_image_to_image() {
         .expect_err("strength 0.01 of 10 steps");
     assert!(err.to_string().contains("--strength"), "{err}");
 }
+
+/// Without `batch_size` the run picks the largest batch whose weights, planned activations and
+/// sampler buffers fit the memory budget; the images are those of any explicit batch size.
+#[test]
+fn automatic_batch_fits_the_budget_and_keeps_the_images() {
+    let ctx = common::ctx();
+    let pipeline = fixture_pipeline(&ctx);
+    let base = SampleOptions {
+        scheduler: Some(SchedulerKind::Ddpm),
+        steps: 4,
+        seed: 99,
+        num_images: 5,
+        trajectory_every: Some(2),
+        ..SampleOptions::default()
+    };
+    let spec = pipeline.prepare(&base).expect("spec");
+    let [_, _, h, w] = spec.shape;
+    // Exactly what two images need: the automatic batch must be 2 (3 would not fit).
+    let two = pipeline.model.parameters as u64 * 4
+        + pipeline
+            .model
+            .plan_memory(2, h, w)
+            .expect("plan")
+            .planned_bytes
+        + spec.sampler_bytes(2);
+    let budgeted = SampleOptions {
+        memory_budget: Some(two),
+        ..base.clone()
+    };
+    let spec2 = pipeline.prepare(&budgeted).expect("spec");
+    assert_eq!(pipeline.batch_for(&spec2).expect("batch"), 2);
+    let unlimited = SampleOptions {
+        memory_budget: Some(u64::MAX),
+        ..base.clone()
+    };
+    assert_eq!(
+        pipeline
+            .batch_for(&pipeline.prepare(&unlimited).expect("spec"))
+            .expect("batch"),
+        5
+    );
+    let auto = pipeline.sample(&budgeted).expect("auto batch 2");
+    for explicit in [1, 5] {
+        let fixed = pipeline
+            .sample(&SampleOptions {
+                batch_size: Some(explicit),
+                ..base.clone()
+            })
+            .expect("explicit batch");
+        assert_eq!(auto.data, fixed.data, "batch {explicit} vs automatic");
+        assert_eq!(
+            auto.trajectory, fixed.trajectory,
+            "trajectory, batch {explicit}"
+        );
+    }
+    // Not even one image fits: an error naming the field and the numbers.
+    let tiny = SampleOptions {
+        memory_budget: Some(1024),
+        ..base
+    };
+    let err = pipeline
+        .sample(&tiny)
+        .expect_err("1 KiB budget")
+        .to_string();
+    assert!(
+        err.contains("memory_budget") && err.contains("1024 bytes"),
+        "{err}"
+    );
+}

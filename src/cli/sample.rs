@@ -60,9 +60,14 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 16)]
     pub num_images: usize,
-    /// Images per GPU batch (a memory cap; the images do not change).
+    /// Images per GPU batch (a memory cap; the images do not change). Default: the largest
+    /// batch that fits the adapter's limits and --memory-budget.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Memory the automatic batch may plan for, in MiB (weights, activations, sampler buffers;
+    /// default: half the available RAM on a CPU adapter, 4 GiB on a discrete GPU, 1 GiB else).
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
     /// Write a grid of all images to this PNG (default samples.png when no other output is given).
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
@@ -130,6 +135,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("seed", "--seed"),
     ("num_images", "--num-images"),
     ("batch_size", "--batch-size"),
+    ("memory_budget", "--memory-budget"),
     ("class_labels", "--class-label"),
     ("guidance_scale", "--guidance-scale"),
     ("init_noise", "--init-noise"),
@@ -228,6 +234,7 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         seed: a.seed,
         num_images: a.num_images,
         batch_size: a.batch_size,
+        memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
         class_labels,
         guidance_scale: a.guidance_scale,
         init_noise,

@@ -7,6 +7,52 @@
 //! slot of the value's size), and only with no free slot at all is a new slot opened. The plan is
 //! pure data, so it can size a batch before anything is allocated on the GPU.
 
+use crate::gpu::AdapterSummary;
+
+/// Memory a run may plan for (activations, sampler state) when the caller sets no budget. wgpu
+/// does not report an adapter's memory, so: half the machine's available memory for a CPU
+/// adapter (llvmpipe / lavapipe allocate from it), 4 GiB for a discrete GPU, 1 GiB otherwise
+/// (integrated and virtual adapters share memory with the system).
+pub fn default_memory_budget(adapter: &AdapterSummary) -> u64 {
+    const GIB: u64 = 1 << 30;
+    match adapter.info.device_type {
+        wgpu::DeviceType::Cpu => available_memory().map_or(2 * GIB, |bytes| bytes / 2),
+        wgpu::DeviceType::DiscreteGpu => 4 * GIB,
+        _ => GIB,
+    }
+}
+
+/// `MemAvailable` of `/proc/meminfo`, where there is one.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The largest `n` in `1..=max` for which `fits(n)` holds, assuming it holds for every smaller
+/// `n` once it holds for one (memory grows with the batch); 0 when even `fits(1)` fails. Bisects,
+/// so a planner is asked O(log max) times.
+pub fn largest_fitting<E>(
+    max: usize,
+    mut fits: impl FnMut(usize) -> std::result::Result<bool, E>,
+) -> std::result::Result<usize, E> {
+    if max == 0 || !fits(1)? {
+        return Ok(0);
+    }
+    // Invariant: `lo` fits; everything above `hi` does not (or is past `max`).
+    let (mut lo, mut hi) = (1, max);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(lo)
+}
+
 /// One buffer's size and lifetime: written by dispatch `first`, last read by dispatch `last`
 /// (`last >= first`; a value read by nothing has `last == first`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +149,25 @@ mod tests {
         let sum: u64 = intervals.iter().map(|v| v.bytes).sum();
         assert!(p.total_bytes() <= sum);
         p
+    }
+
+    #[test]
+    fn largest_fitting_finds_the_boundary() {
+        for max in 0..40 {
+            for limit in 0..45 {
+                let mut asked = 0;
+                let got = largest_fitting(max, |n| {
+                    asked += 1;
+                    Ok::<bool, ()>(n <= limit)
+                });
+                assert_eq!(got, Ok(limit.min(max)), "max {max} limit {limit}");
+                assert!(asked <= 8, "{asked} questions for max {max}");
+            }
+        }
+        assert_eq!(
+            largest_fitting(10, |_| Err::<bool, &str>("boom")),
+            Err("boom")
+        );
     }
 
     #[test]

@@ -73,8 +73,12 @@ pub struct SampleOptions {
     pub eta: f64,
     pub seed: u64,
     pub num_images: usize,
-    /// Images per GPU batch (memory cap); results do not depend on it. `None`: all at once.
+    /// Images per GPU batch (memory cap); results do not depend on it. `None`: the largest
+    /// batch whose buffers fit the adapter's binding and buffer limits and `memory_budget`.
     pub batch_size: Option<usize>,
+    /// Bytes the automatic batch may plan for (weights, activations, sampler state). `None`:
+    /// [`crate::gpu::planner::default_memory_budget`] of the adapter.
+    pub memory_budget: Option<u64>,
     /// Class labels, cycled over the images (`None`: the null label of a class-conditional
     /// model; unconditional models take none).
     pub class_labels: Option<Vec<usize>>,
@@ -100,6 +104,7 @@ impl Default for SampleOptions {
             seed: 0,
             num_images: 1,
             batch_size: None,
+            memory_budget: None,
             class_labels: None,
             guidance_scale: None,
             init_noise: None,

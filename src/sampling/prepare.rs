@@ -140,8 +140,11 @@ pub struct RunSpec<'a> {
     pub seed: u64,
     /// Inference-step indices after which x and x̂₀ are kept.
     pub trajectory_steps: Vec<usize>,
-    /// The GPU batches, in image order.
-    pub chunks: Vec<Chunk>,
+    /// Images per GPU batch as asked (`SampleOptions::batch_size`); `None`: the run picks the
+    /// largest batch that fits the adapter ([`crate::sampling::Pipeline::batch_for`]).
+    pub batch_size: Option<usize>,
+    /// Bytes the run may plan for when it picks the batch (`None`: the adapter's default).
+    pub memory_budget: Option<u64>,
 }
 
 impl<'a> RunSpec<'a> {
@@ -206,7 +209,8 @@ impl<'a> RunSpec<'a> {
             init_noise,
             seed: options.seed,
             trajectory_steps,
-            chunks: split_chunks(n, chunk_size(options)),
+            batch_size: options.batch_size,
+            memory_budget: options.memory_budget,
         })
     }
 
@@ -264,24 +268,33 @@ impl<'a> RunSpec<'a> {
         self.plan.steps.len() - self.first_step
     }
 
-    /// Inference steps over all chunks (the progress total).
-    pub fn steps_total(&self) -> usize {
-        self.steps_per_chunk() * self.chunks.len()
+    /// The GPU batches of `batch` images each, in image order (the last one smaller).
+    pub fn chunks(&self, batch: usize) -> Vec<Chunk> {
+        split_chunks(self.shape[0], batch.min(self.shape[0]))
+    }
+
+    /// Inference steps over all chunks of `batch` images (the progress total).
+    pub fn steps_total(&self, batch: usize) -> usize {
+        self.steps_per_chunk() * self.chunks(batch).len()
+    }
+
+    /// Bytes of the sampler's own buffers for `images` images: x, x̂₀, the history and the
+    /// noise, plus the trajectory snapshots (read back at the end).
+    pub fn sampler_bytes(&self, images: usize) -> u64 {
+        let image = self.image_len() as u64 * 4 * images as u64;
+        4 * image + self.trajectory_bytes(images)
+    }
+
+    /// Bytes of the trajectory buffer for `images` images (one buffer: bounded by the
+    /// adapter's largest buffer).
+    pub fn trajectory_bytes(&self, images: usize) -> u64 {
+        2 * self.trajectory_steps.len() as u64 * self.image_len() as u64 * 4 * images as u64
     }
 
     /// Model evaluations per image (a guided evaluation counts once).
     pub fn model_evaluations(&self) -> usize {
         self.stages.len()
     }
-}
-
-/// Images per GPU batch: `batch_size`, or every image at once. The one place the batch is
-/// chosen (a memory planner will pick the default from the adapter's limits).
-pub fn chunk_size(options: &SampleOptions) -> usize {
-    options
-        .batch_size
-        .unwrap_or(options.num_images)
-        .min(options.num_images)
 }
 
 /// `num_images` in batches of `chunk` (the last one smaller).
@@ -773,11 +786,12 @@ mod tests {
                 null_label: 10
             })
         );
-        assert_eq!(spec.chunks.len(), 2);
-        assert_eq!(spec.model_rows(&spec.chunks[0]), 4);
-        assert_eq!(spec.model_labels(&spec.chunks[0]), Some(vec![0, 1, 10, 10]));
-        assert_eq!(spec.model_rows(&spec.chunks[1]), 2);
-        assert_eq!(spec.model_labels(&spec.chunks[1]), Some(vec![0, 10]));
+        let chunks = spec.chunks(2);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(spec.model_rows(&chunks[0]), 4);
+        assert_eq!(spec.model_labels(&chunks[0]), Some(vec![0, 1, 10, 10]));
+        assert_eq!(spec.model_rows(&chunks[1]), 2);
+        assert_eq!(spec.model_labels(&chunks[1]), Some(vec![0, 10]));
         // Guidance counts one model evaluation per stage.
         assert_eq!(spec.model_evaluations(), 10);
     }
@@ -791,8 +805,8 @@ mod tests {
         };
         let spec = conditional(&unit).unwrap();
         assert_eq!(spec.guidance, None);
-        assert_eq!(spec.model_rows(&spec.chunks[0]), 2);
-        assert_eq!(spec.model_labels(&spec.chunks[0]), Some(vec![0, 1]));
+        assert_eq!(spec.model_rows(&spec.chunks(2)[0]), 2);
+        assert_eq!(spec.model_labels(&spec.chunks(2)[0]), Some(vec![0, 1]));
 
         for labels in [None, Some(vec![10])] {
             let all_null = SampleOptions {
@@ -802,7 +816,7 @@ mod tests {
             };
             let spec = conditional(&all_null).unwrap();
             assert_eq!(spec.guidance, None, "{:?}", all_null.class_labels);
-            assert_eq!(spec.model_labels(&spec.chunks[0]), Some(vec![10, 10]));
+            assert_eq!(spec.model_labels(&spec.chunks(2)[0]), Some(vec![10, 10]));
         }
     }
 
@@ -955,7 +969,7 @@ mod tests {
             ..options(n)
         };
         let spec = unconditional(&given).unwrap();
-        let Ok(NoiseSource::Given(second)) = spec.chunk_noise(&spec.chunks[1]) else {
+        let Ok(NoiseSource::Given(second)) = spec.chunk_noise(&spec.chunks(2)[1]) else {
             panic!("given noise");
         };
         assert_eq!(second.len(), len);
@@ -976,7 +990,7 @@ mod tests {
         let seeded = unconditional(&seeded_options).unwrap();
         assert_eq!(seeded.init_noise, NoiseSource::Seeded);
         assert_eq!(
-            seeded.chunk_noise(&seeded.chunks[0]).ok(),
+            seeded.chunk_noise(&seeded.chunks(n)[0]).ok(),
             Some(NoiseSource::Seeded)
         );
     }
@@ -989,8 +1003,11 @@ mod tests {
                 ..options(num_images)
             };
             unconditional(&options).map(|spec| {
-                assert_eq!(spec.steps_total(), 10 * spec.chunks.len());
-                spec.chunks
+                assert_eq!(spec.batch_size, batch_size);
+                // No batch size: the run picks one; these are the chunks of the largest.
+                let batch = spec.batch_size.unwrap_or(num_images);
+                assert_eq!(spec.steps_total(batch), 10 * spec.chunks(batch).len());
+                spec.chunks(batch)
                     .iter()
                     .map(|c| (c.first_image, c.images))
                     .collect::<Vec<_>>()

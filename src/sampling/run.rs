@@ -3,6 +3,7 @@
 //! recording, submitting and reading back — and gathers the samples and trajectory.
 
 use crate::error::{Error, Result};
+use crate::gpu::planner::{default_memory_budget, largest_fitting};
 use crate::model::unet_2d::UNetGraph;
 
 use super::engine::{self, ChunkJob, InitNoise};
@@ -14,14 +15,19 @@ impl Pipeline {
     pub fn run(&self, spec: &RunSpec<'_>, progress: &mut dyn FnMut(Progress)) -> Result<Samples> {
         self.check_spec(spec)?;
         let [n, _, h, w] = spec.shape;
+        let batch = match spec.batch_size {
+            Some(b) => b,
+            None => self.batch_for(spec)?,
+        };
+        let chunks = spec.chunks(batch);
         let steps_per_chunk = spec.steps_per_chunk();
-        let steps_total = spec.steps_total();
+        let steps_total = spec.steps_total(batch);
         let mut data = Vec::with_capacity(n * spec.image_len());
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
         // One graph per model batch size (the last chunk may be smaller).
         let mut graphs: Vec<(usize, UNetGraph)> = Vec::new();
-        for (k, chunk) in spec.chunks.iter().enumerate() {
+        for (k, chunk) in chunks.iter().enumerate() {
             let rows = spec.model_rows(chunk);
             let graph = match graphs.iter().position(|(b, _)| *b == rows) {
                 Some(i) => &graphs[i].1,
@@ -72,6 +78,47 @@ impl Pipeline {
         })
     }
 
+    /// The batch a run of `spec` uses when none is given: the largest (up to every image)
+    /// whose U-Net graph plans within the adapter's binding limit, whose trajectory buffer fits
+    /// its largest buffer, and whose weights + planned activations + sampler buffers fit the
+    /// memory budget. The images do not depend on it (noise is keyed by image index).
+    pub fn batch_for(&self, spec: &RunSpec<'_>) -> Result<usize> {
+        let [n, _, h, w] = spec.shape;
+        let budget = spec
+            .memory_budget
+            .unwrap_or_else(|| default_memory_budget(&self.ctx.adapter));
+        let weights = self.model.parameters as u64 * 4;
+        let max_buffer = self.ctx.adapter.limits.max_buffer_size;
+        let rows_per_image = if spec.guidance.is_some() { 2 } else { 1 };
+        let mut smallest = 0;
+        let fits = |images: usize| -> Result<bool> {
+            let memory = match self.model.plan_memory(images * rows_per_image, h, w) {
+                Ok(memory) => memory,
+                // Over the binding limit: a smaller batch may still fit.
+                Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let total = weights + memory.planned_bytes + spec.sampler_bytes(images);
+            if images == 1 {
+                smallest = total;
+            }
+            Ok(spec.trajectory_bytes(images) <= max_buffer && total <= budget)
+        };
+        match largest_fitting(n, fits)? {
+            0 => {
+                Err(Error::option(
+                    "memory_budget",
+                    format!(
+                    "one {h}x{w} image needs {smallest} bytes (weights, planned activations and \
+                     sampler buffers{}), over the budget of {budget} bytes",
+                    if spec.trajectory_steps.is_empty() { "" } else { ", trajectory" }
+                ),
+                ))
+            }
+            batch => Ok(batch),
+        }
+    }
+
     /// A spec prepared for another model (channels, conditioning) is misuse, caught before any
     /// GPU work.
     fn check_spec(&self, spec: &RunSpec<'_>) -> Result<()> {
@@ -96,16 +143,6 @@ impl Pipeline {
                     if spec.labels.is_some() { "has" } else { "has no" },
                     self.dir.display(),
                     if cfg.num_class_embeds.is_some() { "" } else { "not " }
-                ),
-            ));
-        }
-        let covered: usize = spec.chunks.iter().map(|c| c.images).sum();
-        if covered != spec.shape[0] {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "the run spec's chunks hold {covered} images, expected {}",
-                    spec.shape[0]
                 ),
             ));
         }

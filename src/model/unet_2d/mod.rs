@@ -171,47 +171,6 @@ impl UNet2DModel {
         let recorded = Recorded::record(self, batch, height, width)?;
         Ok(recorded.graph.plan())
     }
-
-    /// The largest batch in `1..=max` whose graph can be planned (no value over the binding
-    /// limit) and whose plan `fits` (given the plan and the batch). Activation memory grows with
-    /// the batch, so the search bisects; nothing is allocated. Fails with the batch-1 error when
-    /// even one image does not plan, or names the budget when it does not fit.
-    pub fn largest_batch(
-        &self,
-        max: usize,
-        height: usize,
-        width: usize,
-        fits: &dyn Fn(&MemoryReport, usize) -> bool,
-    ) -> Result<usize> {
-        let ok = |batch: usize| -> Result<bool> {
-            match self.plan_memory(batch, height, width) {
-                Ok(m) => Ok(fits(&m, batch)),
-                Err(Error::BufferTooLarge { .. }) if batch > 1 => Ok(false),
-                Err(e) => Err(e),
-            }
-        };
-        if !ok(1)? {
-            let m = self.plan_memory(1, height, width)?;
-            return Err(Error::invalid(
-                "batch size",
-                format!(
-                    "one image of {height}x{width} needs {} bytes of activations, over the memory budget",
-                    m.planned_bytes
-                ),
-            ));
-        }
-        // Invariant: `lo` fits, `hi + 1` does not (or is past `max`).
-        let (mut lo, mut hi) = (1, max.max(1));
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if ok(mid)? {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        Ok(lo)
-    }
 }
 
 /// The values of one recorded forward pass.
