@@ -36,7 +36,7 @@ enum Command {
     /// Generate images: the whole sampling loop runs on the GPU, one readback per batch.
     Sample(Box<cli::sample::SampleArgs>),
     /// Benchmark adapters: forward latency, per-kernel GPU time, correctness vs diffusers.
-    Bench(Box<wgpu_diffusion::bench::BenchArgs>),
+    Bench(Box<cli::bench::BenchArgs>),
     /// List every adapter wgpu can see, with the limits and features that matter here.
     Adapters {
         /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
@@ -237,9 +237,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Sample(args) => cli::sample::run(args, &gpu_options(&cli)),
-        Command::Bench(args) => wgpu_diffusion::bench::run(args, &gpu_options(&cli))
-            .map(|_| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Bench(args) => {
+            cli::bench::run(args, &gpu_options(&cli)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Adapters { check } => adapters(&cli, *check),
         Command::Inspect {
             model,
