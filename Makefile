@@ -38,6 +38,8 @@ test: adapter
 # seeded from ours so it resolves the same versions. Never run from inside a test: a nested
 # cargo on the same target directory waits for the outer one's lock.
 external:
+	@if $(CARGO) tree --no-default-features -e normal --prefix none | grep -E '^(clap|indicatif|anyhow) '; then \
+		echo "error: the library without the cli feature depends on the crates above" >&2; exit 1; fi
 	cp Cargo.lock $(EXTERNAL)/Cargo.lock
 	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --manifest-path $(EXTERNAL)/Cargo.toml --bins
 	@mkdir -p $(dir $(EXTERNAL_PNG))
@@ -52,6 +54,7 @@ sample: adapter
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
 # Regenerates tests/fixtures (needs the pinned torch + diffusers of scripts/requirements.txt;
 # never needed by `make test`).

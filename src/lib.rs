@@ -45,7 +45,7 @@
 //! # What is public API
 //!
 //! The crate root's re-exports and the documented modules ([`sampling`], [`schedule`],
-//! [`model`], [`gpu`], [`bench`], [`error`]) follow semver. The modules hidden from the docs
+//! [`model`], [`gpu`], [`bench`](mod@bench), [`error`]) follow semver. The modules hidden from the docs
 //! (`ops`, `reference`) are public only so that the integration tests, benches and the
 //! binary can reach the kernels and their CPU references; they are exempt from semver and may
 //! change in any release.

@@ -1,6 +1,7 @@
-//! The `wgpu-diffusion` command line: `sample` generates images, `adapters` lists what wgpu can
-//! see, `inspect` summarises a model (parameters, MACs, memory vs the adapter's limits). anyhow
-//! lives here only.
+//! The `wgpu-diffusion` command line (the default `cli` feature): `sample` generates images,
+//! `bench` measures adapters, `adapters` lists what wgpu can see, `inspect` summarises a model
+//! (parameters, MACs, memory vs the adapter's limits). clap, indicatif and anyhow live in the
+//! binary only (here and `src/cli/`); the library never sees them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
