@@ -9,7 +9,14 @@ export XDG_RUNTIME_DIR ?= /tmp
 # `make sample` options (override on the command line: make sample SAMPLE_ARGS="--seed 3").
 SAMPLE_ARGS ?= --num-images 16 --class all --seed 0
 
-.PHONY: all test sample adapter build lint fixtures
+# The external crate (examples/external): depends on the library with default-features = false.
+EXTERNAL := examples/external
+EXTERNAL_PNG := target/external/sample.png
+# Its run: 4 images of 28x28 (the bundled model), 10 DDIM steps, laid out in one row.
+EXTERNAL_IMAGES := 4
+EXTERNAL_STEPS := 10
+
+.PHONY: all test sample adapter build lint fixtures external
 
 all: test
 
@@ -22,6 +29,22 @@ adapter:
 test: adapter
 	$(BIN) adapters
 	$(CARGO) test --no-fail-fast
+	@$(MAKE) --no-print-directory external
+
+# A crate outside this workspace builds against the library without the `cli` feature and
+# samples: examples/sample.rs, built as that crate's `external-sample`, writes a PNG that
+# `external-check-png` checks (size, not constant). It runs after `cargo test` and shares its
+# target/ (CARGO_TARGET_DIR), so the dependencies compiled there are reused; its Cargo.lock is
+# seeded from ours so it resolves the same versions. Never run from inside a test: a nested
+# cargo on the same target directory waits for the outer one's lock.
+external:
+	@if $(CARGO) tree --no-default-features -e normal --prefix none | grep -E '^(clap|indicatif|anyhow) '; then \
+		echo "error: the library without the cli feature depends on the crates above" >&2; exit 1; fi
+	cp Cargo.lock $(EXTERNAL)/Cargo.lock
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --manifest-path $(EXTERNAL)/Cargo.toml --bins
+	@mkdir -p $(dir $(EXTERNAL_PNG))
+	target/debug/external-sample weights/fashion-ddpm $(EXTERNAL_PNG) $(EXTERNAL_IMAGES) $(EXTERNAL_STEPS)
+	target/debug/external-check-png $(EXTERNAL_PNG) $$(( 28 * $(EXTERNAL_IMAGES) )) 28
 
 # The main job: 16 images of the bundled class-conditional Fashion-MNIST model (one per class,
 # cycling), DDIM 20 steps, entirely on the GPU; writes samples.png.
@@ -31,6 +54,7 @@ sample: adapter
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
 
 # Regenerates tests/fixtures (needs the pinned torch + diffusers of scripts/requirements.txt;
 # never needed by `make test`).

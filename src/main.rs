@@ -1,6 +1,7 @@
-//! The `wgpu-diffusion` command line: `sample` generates images, `adapters` lists what wgpu can
-//! see, `inspect` summarises a model (parameters, MACs, memory vs the adapter's limits). anyhow
-//! lives here only.
+//! The `wgpu-diffusion` command line (the default `cli` feature): `sample` generates images,
+//! `bench` measures adapters, `adapters` lists what wgpu can see, `inspect` summarises a model
+//! (parameters, MACs, memory vs the adapter's limits). clap, indicatif and anyhow live in the
+//! binary only (here and `src/cli/`); the library never sees them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use wgpu_diffusion::gpu::planner::default_memory_budget;
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
-use wgpu_diffusion::model::unet_2d::UNet2DModel;
+use wgpu_diffusion::sampling::{Pipeline, SampleOptions};
 use wgpu_diffusion::Error;
 
 mod cli;
@@ -36,7 +38,7 @@ enum Command {
     /// Generate images: the whole sampling loop runs on the GPU, one readback per batch.
     Sample(Box<cli::sample::SampleArgs>),
     /// Benchmark adapters: forward latency, per-kernel GPU time, correctness vs diffusers.
-    Bench(Box<wgpu_diffusion::bench::BenchArgs>),
+    Bench(Box<cli::bench::BenchArgs>),
     /// List every adapter wgpu can see, with the limits and features that matter here.
     Adapters {
         /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
@@ -126,8 +128,9 @@ fn inspect(
     width: Option<usize>,
 ) -> Result<ExitCode> {
     let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
-    let model =
-        UNet2DModel::load(&ctx, dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let pipeline = Pipeline::load_with(&ctx, dir)
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let model = &pipeline.model;
     let cfg = &model.config;
     let (h, w) = cfg.resolution(height, width);
     println!("model        {}", dir.display());
@@ -237,17 +240,53 @@ fn inspect(
         mib(limit),
         100.0 * *bytes as f64 / limit as f64
     );
+    print_auto_batch(&pipeline, h, w)?;
     println!("pipelines    {} compiled", ctx.pipeline_count());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The batch `sample` picks without --batch-size at this resolution (up to 4096 images), plain
+/// and with classifier-free guidance (two model rows per image) where the model has a null label.
+fn print_auto_batch(pipeline: &Pipeline, height: usize, width: usize) -> Result<()> {
+    const MAX_IMAGES: usize = 4096;
+    let cfg = &pipeline.model.config;
+    let budget = default_memory_budget(&pipeline.context().adapter);
+    let options = SampleOptions {
+        num_images: MAX_IMAGES,
+        steps: 1,
+        height: Some(height),
+        width: Some(width),
+        class_labels: cfg.num_class_embeds.map(|_| vec![0]),
+        ..SampleOptions::default()
+    };
+    let plain = pipeline.batch_for(&pipeline.prepare(&options)?)?;
+    let guided = match (cfg.num_class_embeds, pipeline.classes.null) {
+        (Some(_), Some(_)) => {
+            let guided = SampleOptions {
+                guidance_scale: Some(2.0),
+                ..options.clone()
+            };
+            format!(
+                ", {} with guidance",
+                pipeline.batch_for(&pipeline.prepare(&guided)?)?
+            )
+        }
+        _ => String::new(),
+    };
+    println!(
+        "auto batch   {plain} images per GPU batch{guided} (sample without --batch-size: binding and buffer limits, memory budget {}; capped at {MAX_IMAGES})",
+        mib(budget)
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Sample(args) => cli::sample::run(args, &gpu_options(&cli)),
-        Command::Bench(args) => wgpu_diffusion::bench::run(args, &gpu_options(&cli))
-            .map(|_| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Bench(args) => {
+            cli::bench::run(args, &gpu_options(&cli)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Adapters { check } => adapters(&cli, *check),
         Command::Inspect {
             model,

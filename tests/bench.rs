@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use wgpu_diffusion::bench::{self, correctness, preset, BenchArgs, Preset};
+use wgpu_diffusion::bench::{self, correctness, preset, BenchOptions, Preset};
 use wgpu_diffusion::model::unet_2d::UNet2DModel;
 use wgpu_diffusion::model::weights::Init;
 use wgpu_diffusion::GpuOptions;
@@ -15,14 +15,14 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/google_flags")
 }
 
-fn tiny_args() -> BenchArgs {
-    BenchArgs {
+fn tiny_args() -> BenchOptions {
+    BenchOptions {
         model: Some(fixture_dir()),
         batch: vec![1],
         runs: 1,
         warmup: 0,
         profile: true,
-        ..BenchArgs::default()
+        ..BenchOptions::default()
     }
 }
 
@@ -31,10 +31,7 @@ fn json_report_has_the_documented_fields() {
     let _ = common::ctx();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.json");
-    let args = BenchArgs {
-        json: Some(path.clone()),
-        ..tiny_args()
-    };
+    let args = tiny_args();
     let report = bench::measure(&args, &GpuOptions::from_env()).expect("bench");
     bench::write_json(&report, &path).expect("write json");
     // Atomic write: no temp file left beside it.
@@ -132,7 +129,7 @@ fn json_report_has_the_documented_fields() {
 fn families_add_up_and_macs_match_the_graph() {
     let ctx = common::ctx();
     for wall_clock in [false, true] {
-        let args = BenchArgs {
+        let args = BenchOptions {
             wall_clock,
             ..tiny_args()
         };
@@ -212,19 +209,19 @@ fn presets_have_the_published_parameter_counts() {
 #[test]
 fn bad_arguments_and_missing_bundled_weights_are_clear_errors() {
     let opts = GpuOptions::from_env();
-    let zero_runs = BenchArgs {
+    let zero_runs = BenchOptions {
         runs: 0,
         ..tiny_args()
     };
     let e = bench::measure(&zero_runs, &opts).expect_err("runs 0");
     assert!(e.to_string().contains("--runs"), "{e}");
-    let zero_batch = BenchArgs {
+    let zero_batch = BenchOptions {
         batch: vec![1, 0],
         ..tiny_args()
     };
     let e = bench::measure(&zero_batch, &opts).expect_err("batch 0");
     assert!(e.to_string().contains("--batch"), "{e}");
-    let missing = BenchArgs {
+    let missing = BenchOptions {
         model: Some(PathBuf::from("/nonexistent/model")),
         ..tiny_args()
     };

@@ -3,6 +3,10 @@
 //! with GFLOP/s, GB/s and share per kernel family, memory we allocated, pipeline build time, and a
 //! correctness check that keeps an adapter computing garbage out of the ranking.
 //!
+//! This module measures and returns a [`BenchReport`]; the binary (`src/cli/bench.rs`) parses the
+//! flags into [`BenchOptions`] and renders the report as a table. Flags below are the CLI's names
+//! of the [`BenchOptions`] fields.
+//!
 //! # Timing rules
 //!
 //! - A forward pass is timed from recording + submitting its one command buffer until
@@ -21,7 +25,7 @@
 //!   buffers it binds (inputs, weights, output) once — the traffic of a kernel with perfect
 //!   on-chip reuse, so a lower bound on what a tiled kernel really moves.
 //!
-//! # JSON report (`--json FILE`, written atomically: temp file + rename)
+//! # JSON report ([`write_json`], `--json FILE`; written atomically: temp file + rename)
 //!
 //! ```text
 //! {
@@ -86,7 +90,6 @@ pub mod correctness;
 pub mod preset;
 pub mod profile;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -111,51 +114,39 @@ const PROFILE_PASSES: usize = 3;
 /// work done).
 const BENCH_TIMESTEP: f32 = 500.0;
 
-/// `wgpu-diffusion bench` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
-    /// google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic random weights.
-    #[arg(long, value_enum, default_value_t = Preset::Cifar10_32)]
+/// What to benchmark and how (the library side of `wgpu-diffusion bench`, whose flags carry the
+/// same names: `runs` is `--runs`). `Default` is the CLI's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    /// Workload when `model` is `None`: `Bundled` (weights/fashion-ddpm), or the exact
+    /// architecture of google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic
+    /// random weights.
     pub preset: Preset,
     /// A diffusers UNet2DModel directory to benchmark instead of a preset.
-    #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    /// Batch sizes (each at least 1).
     pub batch: Vec<usize>,
-    /// Timed forward passes per batch (the median is reported).
-    #[arg(long, default_value_t = 10)]
+    /// Timed forward passes per batch (the median is reported; at least 1).
     pub runs: usize,
     /// Untimed forward passes before timing.
-    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Sampling steps for the sampler-step latency (model directories only; default 20).
-    #[arg(long)]
     pub steps: Option<usize>,
     /// Sampler for the sampler-step latency (`ddim`, `euler`, …; default: the model's).
-    #[arg(long)]
     pub scheduler: Option<String>,
     /// Benchmark every adapter wgpu can see (through the selected backends), not just one.
-    #[arg(long)]
     pub all_adapters: bool,
-    /// Also write the report as JSON to FILE (schema: see the bench module docs / README).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Per-kernel GPU time table (timestamp queries where the adapter has them).
-    #[arg(long)]
+    /// Per-kernel GPU time (timestamp queries where the adapter has them).
     pub profile: bool,
-    /// With --profile, time dispatches by the CPU clock even where timestamps exist.
-    #[arg(long)]
+    /// With `profile`, time dispatches by the CPU clock even where timestamps exist.
     pub wall_clock: bool,
     /// Seed of the random preset weights and of the input.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
-impl Default for BenchArgs {
+impl Default for BenchOptions {
     fn default() -> Self {
-        BenchArgs {
+        BenchOptions {
             preset: Preset::Cifar10_32,
             model: None,
             batch: vec![1, 8],
@@ -164,7 +155,6 @@ impl Default for BenchArgs {
             steps: None,
             scheduler: None,
             all_adapters: false,
-            json: None,
             profile: false,
             wall_clock: false,
             seed: 0,
@@ -297,45 +287,32 @@ pub struct RankEntry {
     pub images_per_s: f64,
 }
 
-/// The CLI entry: measures, prints the table on stdout, writes `--json` if asked. An adapter
-/// failing its correctness check is reported, not an error; a workload that cannot be built is.
-pub fn run(args: &BenchArgs, opts: &GpuOptions) -> Result<BenchReport> {
-    let report = measure_with_progress(args, opts, true)?;
-    print!("{}", render_table(&report));
-    if let Some(path) = &args.json {
-        write_json(&report, path)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(report)
+/// Measures without reporting progress. An adapter failing its correctness check is reported,
+/// not an error; a workload that cannot be built is.
+pub fn measure(args: &BenchOptions, opts: &GpuOptions) -> Result<BenchReport> {
+    measure_with_progress(args, opts, &|_| {})
 }
 
-/// Measures without printing (for tests and other front ends).
-pub fn measure(args: &BenchArgs, opts: &GpuOptions) -> Result<BenchReport> {
-    measure_with_progress(args, opts, false)
-}
-
-fn measure_with_progress(
-    args: &BenchArgs,
+/// Measures, passing a one-line note to `progress` as each stage ends (the CLI prints them on
+/// stderr).
+pub fn measure_with_progress(
+    args: &BenchOptions,
     opts: &GpuOptions,
-    progress: bool,
+    progress: &dyn Fn(&str),
 ) -> Result<BenchReport> {
     if args.runs == 0 {
-        return Err(Error::invalid("bench", "--runs must be at least 1"));
+        return Err(Error::invalid("bench", "runs (--runs) must be at least 1"));
     }
     if args.batch.is_empty() || args.batch.contains(&0) {
         return Err(Error::invalid(
             "bench",
             format!(
-                "--batch must list sizes of at least 1, got {:?}",
+                "batch (--batch) must list sizes of at least 1, got {:?}",
                 args.batch
             ),
         ));
     }
-    let note = |msg: String| {
-        if progress {
-            eprintln!("{msg}");
-        }
-    };
+    let note = |msg: String| progress(&msg);
     let start = Instant::now();
     let workload = match &args.model {
         Some(dir) => Workload::dir(dir)?,
@@ -405,7 +382,7 @@ fn measure_with_progress(
 type ContextResult = std::result::Result<Arc<GpuContext>, Box<(gpu::AdapterSummary, Error)>>;
 
 /// The device of each adapter to benchmark: the one `opts` selects, or every adapter.
-fn contexts(args: &BenchArgs, opts: &GpuOptions) -> Result<Vec<ContextResult>> {
+fn contexts(args: &BenchOptions, opts: &GpuOptions) -> Result<Vec<ContextResult>> {
     if !args.all_adapters {
         return Ok(vec![Ok(GpuContext::new(opts)?)]);
     }
@@ -469,7 +446,7 @@ fn adapter_error(summary: &gpu::AdapterSummary, error: String) -> AdapterReport 
 fn bench_adapter(
     ctx: &Arc<GpuContext>,
     workload: &Workload,
-    args: &BenchArgs,
+    args: &BenchOptions,
     (height, width): (usize, usize),
     note: &dyn Fn(String),
 ) -> (AdapterReport, Option<usize>) {
@@ -543,7 +520,7 @@ fn bench_batch(
     ctx: &Arc<GpuContext>,
     model: &UNet2DModel,
     workload: &Workload,
-    args: &BenchArgs,
+    args: &BenchOptions,
     batch: usize,
     height: usize,
     width: usize,
@@ -623,7 +600,7 @@ pub struct SamplerStep {
 pub fn sampler_step_latency(
     ctx: &Arc<GpuContext>,
     workload: &Workload,
-    args: &BenchArgs,
+    args: &BenchOptions,
     batch: usize,
 ) -> Option<SamplerStep> {
     if args.steps.is_none() && args.scheduler.is_none() {
@@ -655,7 +632,7 @@ pub fn sampler_step_latency(
 fn time_sampling(
     ctx: &Arc<GpuContext>,
     dir: &Path,
-    args: &BenchArgs,
+    args: &BenchOptions,
     batch: usize,
     steps: usize,
 ) -> Result<Stats> {
@@ -730,212 +707,6 @@ fn rank(adapters: &[AdapterReport]) -> Vec<RankEntry> {
         .collect();
     entries.sort_by(|a, b| b.images_per_s.total_cmp(&a.images_per_s));
     entries
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// The human-readable report.
-pub fn render_table(report: &BenchReport) -> String {
-    let mut s = String::new();
-    let w = &report.workload;
-    let _ = writeln!(
-        s,
-        "workload {} — {:.2} M parameters{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
-         batch (submit → GPU done, median)",
-        w.name,
-        w.parameters as f64 / 1e6,
-        if w.random_weights {
-            format!(", random weights seed {}", w.seed)
-        } else {
-            String::new()
-        },
-        w.in_channels,
-        w.height,
-        w.width,
-        w.warmup,
-        w.runs
-    );
-    for a in &report.adapters {
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "adapter  {} — {}, {}, driver {} {}",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info
-        );
-        if let Some(e) = &a.error {
-            let _ = writeln!(s, "  ERROR: {e}");
-        }
-        match &a.correctness {
-            Some(c) => {
-                let _ = writeln!(
-                    s,
-                    "  correctness ({} vs diffusers): {} — max rel err {:.2e} (tolerance {:.0e}){}",
-                    c.fixture,
-                    c.status,
-                    c.max_rel_err,
-                    c.tolerance,
-                    if c.ok { "" } else { " — NOT RANKED" }
-                );
-                if !c.ok {
-                    let _ = writeln!(s, "    {}", c.detail);
-                }
-            }
-            None => {
-                let _ = writeln!(s, "  correctness: not checked");
-            }
-        }
-        if a.results.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            "  load {:.2} s (weights {:.1} MiB)",
-            a.load_s,
-            mib(a.weights_bytes)
-        );
-        let _ = writeln!(
-            s,
-            "  {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>10} {:>9}",
-            "batch",
-            "median ms",
-            "min ms",
-            "max ms",
-            "images/s",
-            "GFLOP/s",
-            "build s",
-            "pipelines",
-            "dispatches",
-            "peak MiB"
-        );
-        for r in &a.results {
-            if let Some(e) = &r.error {
-                let _ = writeln!(s, "  {:>5} error: {e}", r.batch);
-                continue;
-            }
-            let Some(t) = &r.forward_ms else { continue };
-            let _ = writeln!(
-                s,
-                "  {:>5} {:>11.2} {:>10.2} {:>10.2} {:>9.2} {:>8.2} {:>8.2} {:>9} {:>10} {:>9.1}{}",
-                r.batch,
-                t.median,
-                t.min,
-                t.max,
-                r.images_per_s.unwrap_or(0.0),
-                r.gflops_per_s.unwrap_or(0.0),
-                r.graph_build_s,
-                format!("{}/{}", r.pipelines_compiled, r.pipelines_total),
-                r.dispatches,
-                mib(r.peak_allocated_bytes),
-                if r.output_finite == Some(false) {
-                    "  (output not finite!)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  MACs per image {:.3} G",
-            a.results
-                .iter()
-                .find(|r| r.error.is_none())
-                .map(|r| r.macs_per_image as f64 / 1e9)
-                .unwrap_or(0.0)
-        );
-        for r in &a.results {
-            let Some(step) = &r.sampler_step else {
-                continue;
-            };
-            let what = format!(
-                "  sampler step, batch {} ({}, {} steps): ",
-                r.batch,
-                step.scheduler.as_deref().unwrap_or("model default"),
-                step.steps
-            );
-            let _ = match &step.per_step_ms {
-                Some(t) => writeln!(
-                    s,
-                    "{what}median {:.2} ms (min {:.2}, max {:.2}) — {}",
-                    t.median, t.min, t.max, step.note
-                ),
-                None => writeln!(s, "{what}{}", step.note),
-            };
-        }
-        for r in &a.results {
-            if let Some(k) = &r.kernels {
-                render_kernels(&mut s, r.batch, k);
-            }
-        }
-    }
-    if report.adapters.len() > 1 || !report.ranking.is_empty() {
-        let _ = writeln!(s);
-        match report.ranking.first() {
-            Some(first) => {
-                let _ = writeln!(s, "ranking (batch {}, correct adapters only):", first.batch);
-                for (i, e) in report.ranking.iter().enumerate() {
-                    let _ = writeln!(
-                        s,
-                        "  {}. {} ({}) {:.2} images/s",
-                        i + 1,
-                        e.adapter,
-                        e.backend,
-                        e.images_per_s
-                    );
-                }
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "ranking: no adapter passed the correctness check and ran"
-                );
-            }
-        }
-    }
-    s
-}
-
-fn render_kernels(s: &mut String, batch: usize, k: &KernelProfile) {
-    let _ = writeln!(
-        s,
-        "  per-kernel time, batch {batch} ({}, median of {} pass(es), one compute pass per \
-         dispatch): total {:.2} ms",
-        k.timing.name(),
-        k.passes,
-        k.total_ms
-    );
-    let _ = writeln!(
-        s,
-        "    {:<20} {:>10} {:>10} {:>7} {:>9} {:>8}",
-        "family", "dispatches", "ms", "share", "GFLOP/s", "GB/s*"
-    );
-    for f in &k.families {
-        let _ = writeln!(
-            s,
-            "    {:<20} {:>10} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
-            f.family,
-            f.dispatches,
-            f.ms,
-            100.0 * f.share,
-            f.gflops_per_s,
-            f.gb_per_s
-        );
-    }
-    let _ = writeln!(
-        s,
-        "    * bytes = sizes of the bound buffers, each counted once (a lower bound on traffic)"
-    );
-    let _ = writeln!(s, "    slowest dispatches:");
-    for d in &k.top {
-        let _ = writeln!(
-            s,
-            "      {:>9.3} ms {:>8.2} GFLOP/s  {}",
-            d.ms,
-            profile::rate(d.flops, d.ms),
-            d.label
-        );
-    }
 }
 
 /// Writes the report as pretty JSON to `path` atomically (a temp file beside it, then rename).

@@ -11,18 +11,15 @@ use crate::model::unet_2d::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::weights::WeightSource;
 
 /// A named workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Preset {
     /// The model shipped in `weights/fashion-ddpm` (trained weights, read from disk).
-    #[value(name = "bundled")]
     #[serde(rename = "bundled")]
     Bundled,
     /// google/ddpm-cifar10-32: 35.7 M parameters, 32×32×3, attention at 16×16.
-    #[value(name = "cifar10-32")]
     #[serde(rename = "cifar10-32")]
     Cifar10_32,
     /// google/ddpm-celebahq-256: 113.7 M parameters, 256×256×3, attention at 16×16.
-    #[value(name = "celebahq-256")]
     #[serde(rename = "celebahq-256")]
     CelebaHq256,
 }

@@ -108,7 +108,9 @@ type PipelineKey = (Kernel, &'static str, Vec<(&'static str, u64)>);
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
-    /// The chosen adapter's name, backend, limits and features.
+    /// The adapter's name and backend, with the limits and features of `device` (all of the
+    /// adapter's when the context opened the device itself; what the application requested
+    /// with [`GpuContext::from_device`]).
     pub adapter: AdapterSummary,
     modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -148,6 +150,16 @@ fn rank(device_type: wgpu::DeviceType, power: wgpu::PowerPreference) -> u8 {
         (_, Other) => 3,
         (_, Cpu) => 4,
     }
+}
+
+/// `name: device has X, needs Y` for each limit of `limits` below
+/// [`GpuContext::required_limits`] (empty when all are met).
+fn missing_limits(limits: &wgpu::Limits) -> Vec<String> {
+    let mut missing = Vec::new();
+    GpuContext::required_limits().check_limits_with_fail_fn(limits, false, |name, needed, have| {
+        missing.push(format!("{name}: device has {have}, needs {needed}"))
+    });
+    missing
 }
 
 impl GpuContext {
@@ -205,6 +217,113 @@ impl GpuContext {
                 message: e.to_string(),
             }
         })?;
+        Ok(Self::with_device(adapter.get_info(), device, queue))
+    }
+
+    /// Wraps a device the application already owns (a renderer, a game engine, another compute
+    /// library), so sampling shares its device and queue instead of opening a second one.
+    /// `device` and `queue` are cheap handles: the application keeps its clones and may go on
+    /// using them.
+    ///
+    /// `adapter` is the adapter `device` was requested from; it tells the context its name and
+    /// backend and whether it runs compute shaders at all. The context plans with `device`'s own
+    /// limits and features (what was requested, not what the adapter could offer), and checks
+    /// them against [`GpuContext::required_limits`]: a device requested with lower limits (for
+    /// example `wgpu::Limits::downlevel_defaults()`) is an error naming each limit that is too
+    /// low. Requesting `adapter.limits()` gives the largest buffers and batches.
+    ///
+    /// The context installs its own uncaptured-error handler on `device` (replacing any the
+    /// application set), so that wgpu validation errors during sampling come back as `Err`.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use wgpu_diffusion::{wgpu, GpuContext, Pipeline, SampleOptions};
+    ///
+    /// // The application's own device, made with plain wgpu.
+    /// let instance = wgpu::Instance::default();
+    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+    /// let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+    ///     required_limits: adapter.limits(),
+    ///     ..Default::default()
+    /// }))?;
+    ///
+    /// let ctx = GpuContext::from_device(&adapter, device.clone(), queue.clone())?;
+    /// let pipeline = Pipeline::load_with(&ctx, "weights/fashion-ddpm".as_ref())?;
+    /// let samples = pipeline.sample(&SampleOptions { num_images: 2, ..Default::default() })?;
+    /// # let _ = samples;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Arc<GpuContext>> {
+        let info = adapter.get_info();
+        let describe = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let downlevel = adapter.get_downlevel_capabilities();
+        if !downlevel
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        {
+            return Err(Error::invalid(
+                "GpuContext::from_device",
+                format!(
+                    "adapter {describe} does not run compute shaders (its downlevel flags lack \
+                     COMPUTE_SHADERS); wgpu-diffusion needs a Vulkan, Metal, DX12 or GL 4.3+ \
+                     adapter"
+                ),
+            ));
+        }
+        let too_low = missing_limits(&device.limits());
+        if !too_low.is_empty() {
+            return Err(Error::invalid(
+                "GpuContext::from_device",
+                format!(
+                    "the device on adapter {describe} was requested with limits too low for \
+                     wgpu-diffusion's kernels: {}; request the device with `adapter.limits()` or \
+                     at least `GpuContext::required_limits()`",
+                    too_low.join(", ")
+                ),
+            ));
+        }
+        Ok(Self::with_device(info, device, queue))
+    }
+
+    /// The least a device must allow for every kernel to build and run (WebGPU's default limits
+    /// for these fields, which any Vulkan, Metal or DX12 adapter and Mesa's GL drivers meet):
+    ///
+    /// - 8 storage buffers per shader stage (`conv2d` binds input, residual, per-image bias,
+    ///   weights and their vec4 view, bias, the im2col table and the output);
+    /// - 16 KiB of workgroup storage and 256 invocations per workgroup, 256 × 16 × 1 in
+    ///   x × y × z (the 16 × 16-invocation GEMM tiles of `conv2d` and `matmul` hold two 8 KiB
+    ///   slices; the element-wise kernels run 256 × 1 × 1);
+    /// - 65 535 workgroups per dimension (larger grids are split into 2-D).
+    ///
+    /// Every other field is `wgpu::Limits::downlevel_webgl2_defaults()`'s. Buffer sizes are not
+    /// part of it: each allocation checks the device's binding and buffer limits itself and says
+    /// which tensor did not fit.
+    pub fn required_limits() -> wgpu::Limits {
+        wgpu::Limits {
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroup_storage_size: 16384,
+            max_compute_invocations_per_workgroup: 256,
+            max_compute_workgroup_size_x: 256,
+            max_compute_workgroup_size_y: 16,
+            max_compute_workgroup_size_z: 1,
+            max_compute_workgroups_per_dimension: 65535,
+            ..wgpu::Limits::downlevel_webgl2_defaults()
+        }
+    }
+
+    /// The context around an open device: installs the uncaptured-error sink and takes the
+    /// limits and features from the device itself.
+    fn with_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Arc<Self> {
+        let summary = AdapterSummary {
+            info,
+            limits: device.limits(),
+            features: device.features(),
+        };
         let uncaptured = Arc::new(Mutex::new(None::<String>));
         let sink = Arc::clone(&uncaptured);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -212,14 +331,14 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
-        Ok(Arc::new(GpuContext {
+        Arc::new(GpuContext {
             device,
             queue,
             adapter: summary,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
-        }))
+        })
     }
 
     /// The largest storage-buffer binding this device accepts, in bytes.

@@ -1,0 +1,359 @@
+//! `wgpu-diffusion bench`: the flags (parsed into the library's [`BenchOptions`]), progress on
+//! stderr, the human-readable table on stdout, and `--json`. The measuring lives in
+//! `wgpu_diffusion::bench`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use wgpu_diffusion::bench::{self, profile, BenchOptions, BenchReport, KernelProfile, Preset};
+use wgpu_diffusion::GpuOptions;
+
+/// `--preset`: the CLI names of [`Preset`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The model shipped in `weights/fashion-ddpm` (trained weights, read from disk).
+    #[value(name = "bundled")]
+    Bundled,
+    /// google/ddpm-cifar10-32: 35.7 M parameters, 32×32×3, attention at 16×16.
+    #[value(name = "cifar10-32")]
+    Cifar10_32,
+    /// google/ddpm-celebahq-256: 113.7 M parameters, 256×256×3, attention at 16×16.
+    #[value(name = "celebahq-256")]
+    CelebaHq256,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Preset {
+        match p {
+            PresetArg::Bundled => Preset::Bundled,
+            PresetArg::Cifar10_32 => Preset::Cifar10_32,
+            PresetArg::CelebaHq256 => Preset::CelebaHq256,
+        }
+    }
+}
+
+/// `wgpu-diffusion bench` flags: [`BenchOptions`] plus `--json`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
+    /// google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic random weights.
+    #[arg(long, value_enum, default_value_t = PresetArg::Cifar10_32)]
+    pub preset: PresetArg,
+    /// A diffusers UNet2DModel directory to benchmark instead of a preset.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batch: Vec<usize>,
+    /// Timed forward passes per batch (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Untimed forward passes before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Sampling steps for the sampler-step latency (model directories only; default 20).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Sampler for the sampler-step latency (`ddim`, `euler`, …; default: the model's).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Benchmark every adapter wgpu can see (through the selected backends), not just one.
+    #[arg(long)]
+    pub all_adapters: bool,
+    /// Also write the report as JSON to FILE (schema: see the bench module docs / README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Per-kernel GPU time table (timestamp queries where the adapter has them).
+    #[arg(long)]
+    pub profile: bool,
+    /// With --profile, time dispatches by the CPU clock even where timestamps exist.
+    #[arg(long)]
+    pub wall_clock: bool,
+    /// Seed of the random preset weights and of the input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl BenchArgs {
+    /// The library options these flags spell (every flag but `--json`).
+    pub fn options(&self) -> BenchOptions {
+        BenchOptions {
+            preset: self.preset.into(),
+            model: self.model.clone(),
+            batch: self.batch.clone(),
+            runs: self.runs,
+            warmup: self.warmup,
+            steps: self.steps,
+            scheduler: self.scheduler.clone(),
+            all_adapters: self.all_adapters,
+            profile: self.profile,
+            wall_clock: self.wall_clock,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Measures (progress on stderr), prints the table on stdout, writes `--json` if asked.
+pub fn run(args: &BenchArgs, gpu: &GpuOptions) -> Result<()> {
+    let report = bench::measure_with_progress(&args.options(), gpu, &|note| eprintln!("{note}"))?;
+    print!("{}", render_table(&report));
+    if let Some(path) = &args.json {
+        bench::write_json(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The human-readable report.
+pub fn render_table(report: &BenchReport) -> String {
+    let mut s = String::new();
+    let w = &report.workload;
+    let _ = writeln!(
+        s,
+        "workload {} — {:.2} M parameters{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
+         batch (submit → GPU done, median)",
+        w.name,
+        w.parameters as f64 / 1e6,
+        if w.random_weights {
+            format!(", random weights seed {}", w.seed)
+        } else {
+            String::new()
+        },
+        w.in_channels,
+        w.height,
+        w.width,
+        w.warmup,
+        w.runs
+    );
+    for a in &report.adapters {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "adapter  {} — {}, {}, driver {} {}",
+            a.name, a.backend, a.device_type, a.driver, a.driver_info
+        );
+        if let Some(e) = &a.error {
+            let _ = writeln!(s, "  ERROR: {e}");
+        }
+        match &a.correctness {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "  correctness ({} vs diffusers): {} — max rel err {:.2e} (tolerance {:.0e}){}",
+                    c.fixture,
+                    c.status,
+                    c.max_rel_err,
+                    c.tolerance,
+                    if c.ok { "" } else { " — NOT RANKED" }
+                );
+                if !c.ok {
+                    let _ = writeln!(s, "    {}", c.detail);
+                }
+            }
+            None => {
+                let _ = writeln!(s, "  correctness: not checked");
+            }
+        }
+        if a.results.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  load {:.2} s (weights {:.1} MiB)",
+            a.load_s,
+            mib(a.weights_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "  {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8} {:>9} {:>10} {:>9}",
+            "batch",
+            "median ms",
+            "min ms",
+            "max ms",
+            "images/s",
+            "GFLOP/s",
+            "build s",
+            "pipelines",
+            "dispatches",
+            "peak MiB"
+        );
+        for r in &a.results {
+            if let Some(e) = &r.error {
+                let _ = writeln!(s, "  {:>5} error: {e}", r.batch);
+                continue;
+            }
+            let Some(t) = &r.forward_ms else { continue };
+            let _ = writeln!(
+                s,
+                "  {:>5} {:>11.2} {:>10.2} {:>10.2} {:>9.2} {:>8.2} {:>8.2} {:>9} {:>10} {:>9.1}{}",
+                r.batch,
+                t.median,
+                t.min,
+                t.max,
+                r.images_per_s.unwrap_or(0.0),
+                r.gflops_per_s.unwrap_or(0.0),
+                r.graph_build_s,
+                format!("{}/{}", r.pipelines_compiled, r.pipelines_total),
+                r.dispatches,
+                mib(r.peak_allocated_bytes),
+                if r.output_finite == Some(false) {
+                    "  (output not finite!)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  MACs per image {:.3} G",
+            a.results
+                .iter()
+                .find(|r| r.error.is_none())
+                .map(|r| r.macs_per_image as f64 / 1e9)
+                .unwrap_or(0.0)
+        );
+        for r in &a.results {
+            let Some(step) = &r.sampler_step else {
+                continue;
+            };
+            let what = format!(
+                "  sampler step, batch {} ({}, {} steps): ",
+                r.batch,
+                step.scheduler.as_deref().unwrap_or("model default"),
+                step.steps
+            );
+            let _ = match &step.per_step_ms {
+                Some(t) => writeln!(
+                    s,
+                    "{what}median {:.2} ms (min {:.2}, max {:.2}) — {}",
+                    t.median, t.min, t.max, step.note
+                ),
+                None => writeln!(s, "{what}{}", step.note),
+            };
+        }
+        for r in &a.results {
+            if let Some(k) = &r.kernels {
+                render_kernels(&mut s, r.batch, k);
+            }
+        }
+    }
+    if report.adapters.len() > 1 || !report.ranking.is_empty() {
+        let _ = writeln!(s);
+        match report.ranking.first() {
+            Some(first) => {
+                let _ = writeln!(s, "ranking (batch {}, correct adapters only):", first.batch);
+                for (i, e) in report.ranking.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "  {}. {} ({}) {:.2} images/s",
+                        i + 1,
+                        e.adapter,
+                        e.backend,
+                        e.images_per_s
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "ranking: no adapter passed the correctness check and ran"
+                );
+            }
+        }
+    }
+    s
+}
+
+fn render_kernels(s: &mut String, batch: usize, k: &KernelProfile) {
+    let _ = writeln!(
+        s,
+        "  per-kernel time, batch {batch} ({}, median of {} pass(es), one compute pass per \
+         dispatch): total {:.2} ms",
+        k.timing.name(),
+        k.passes,
+        k.total_ms
+    );
+    let _ = writeln!(
+        s,
+        "    {:<20} {:>10} {:>10} {:>7} {:>9} {:>8}",
+        "family", "dispatches", "ms", "share", "GFLOP/s", "GB/s*"
+    );
+    for f in &k.families {
+        let _ = writeln!(
+            s,
+            "    {:<20} {:>10} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
+            f.family,
+            f.dispatches,
+            f.ms,
+            100.0 * f.share,
+            f.gflops_per_s,
+            f.gb_per_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    * bytes = sizes of the bound buffers, each counted once (a lower bound on traffic)"
+    );
+    let _ = writeln!(s, "    slowest dispatches:");
+    for d in &k.top {
+        let _ = writeln!(
+            s,
+            "      {:>9.3} ms {:>8.2} GFLOP/s  {}",
+            d.ms,
+            profile::rate(d.flops, d.ms),
+            d.label
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the library's defaults, so `bench` with no flags measures what
+    /// `BenchOptions::default()` describes.
+    #[test]
+    fn flag_defaults_match_the_library_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["bench"]).expect("parse");
+        assert_eq!(cli.bench.options(), BenchOptions::default());
+        assert!(cli.bench.json.is_none());
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "bench",
+            "--preset",
+            "celebahq-256",
+            "--batch",
+            "2,4",
+            "--runs",
+            "3",
+        ])
+        .expect("parse");
+        let options = cli.bench.options();
+        assert_eq!(options.preset, Preset::CelebaHq256);
+        assert_eq!(options.batch, vec![2, 4]);
+        assert_eq!(options.runs, 3);
+    }
+
+    /// Every preset's CLI name is the name the JSON report records.
+    #[test]
+    fn preset_flag_names_are_the_report_names() {
+        for arg in PresetArg::value_variants() {
+            let name = arg
+                .to_possible_value()
+                .expect("named")
+                .get_name()
+                .to_owned();
+            assert_eq!(name, Preset::from(*arg).name());
+        }
+    }
+}
