@@ -17,6 +17,8 @@
 // `init`: x = b·src + d·z (b = 0 ignores src), H = 0, x̂₀ = x, then model_in / timesteps as above.
 //
 // Numerics: f32 with fma where the plan's f64 coefficients were rounded once to f32.
+//
+// Launcher: src/ops/sampler_step.rs (the registry line is in src/gpu/kernel.rs).
 
 struct Params {
     // Elements of the n sampled images (n·C·H·W).

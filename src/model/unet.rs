@@ -11,12 +11,12 @@ use crate::gpu::{Dispatch, GpuContext, Tensor};
 use crate::model::config::{DownBlock, UNet2DConfig, UpBlock};
 use crate::model::weights::Weights;
 use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
-use crate::ops::elementwise;
-use crate::ops::group_norm::group_norm;
+use crate::ops::elementwise::{self, Affine, ConcatChannels, EmbeddingAdd, Silu};
+use crate::ops::group_norm::{group_norm, GroupNorm};
 use crate::ops::matmul::{linear, matmul, BiasAxis, Matmul};
-use crate::ops::softmax::softmax_rows;
-use crate::ops::timestep_embedding::timestep_embedding;
-use crate::ops::upsample::upsample_nearest2x;
+use crate::ops::softmax::{softmax_rows, SoftmaxRows};
+use crate::ops::timestep_embedding::{timestep_embedding, TimestepEmbedding};
+use crate::ops::upsample::{upsample_nearest2x, UpsampleNearest2x};
 
 /// File names inside a diffusers model directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -470,6 +470,24 @@ pub struct UNetGraph {
 }
 
 /// Records ops for one graph, allocating activations as it goes.
+/// What a convolution adds to its output before scaling: `(conv + bias + batch_bias +
+/// residual) · output_scale`.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    batch_bias: Option<&'a Tensor>,
+    residual: Option<&'a Tensor>,
+    output_scale: f32,
+}
+
+impl Epilogue<'_> {
+    /// Bias only.
+    const PLAIN: Epilogue<'static> = Epilogue {
+        batch_bias: None,
+        residual: None,
+        output_scale: 1.0,
+    };
+}
+
 struct Builder<'a> {
     ctx: &'a GpuContext,
     dispatches: Vec<Dispatch>,
@@ -498,11 +516,14 @@ impl Builder<'_> {
         x: &Tensor,
         stride: usize,
         padding: Padding,
-        batch_bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
-        output_scale: f32,
+        epilogue: Epilogue,
         label: &str,
     ) -> Result<Tensor> {
+        let Epilogue {
+            batch_bias,
+            residual,
+            output_scale,
+        } = epilogue;
         let (h, w) = (x.shape[2], x.shape[3]);
         let (ho, wo) = conv2d_output_hw(h, w, layer.kernel, layer.kernel, stride, padding)?;
         let out = self.alloc(&[self.n, layer.out_channels, ho, wo], label)?;
@@ -530,17 +551,16 @@ impl Builder<'_> {
         label: &str,
     ) -> Result<Tensor> {
         let out = self.alloc(&x.shape, label)?;
-        let d = group_norm(
-            self.ctx,
-            x,
-            &layer.weight,
-            &layer.bias,
-            &out,
-            layer.groups,
-            layer.eps,
+        let args = GroupNorm {
+            input: x,
+            gamma: &layer.weight,
+            beta: &layer.bias,
+            out: &out,
+            groups: layer.groups,
+            eps: layer.eps,
             silu,
-            label,
-        )?;
+        };
+        let d = group_norm(self.ctx, &args, label)?;
         self.push(d);
         Ok(out)
     }
@@ -567,9 +587,10 @@ impl Builder<'_> {
             &h,
             1,
             same,
-            Some(&t),
-            None,
-            1.0,
+            Epilogue {
+                batch_bias: Some(&t),
+                ..Epilogue::PLAIN
+            },
             &format!("{name}.conv1"),
         )?;
         let h = self.norm(&r.norm2, &h, true, &format!("{name}.norm2"))?;
@@ -579,9 +600,7 @@ impl Builder<'_> {
                 x,
                 1,
                 Padding::same(0),
-                None,
-                None,
-                1.0,
+                Epilogue::PLAIN,
                 &format!("{name}.conv_shortcut"),
             )?,
             None => x.clone(),
@@ -592,9 +611,11 @@ impl Builder<'_> {
             &h,
             1,
             same,
-            None,
-            Some(&shortcut),
-            scale,
+            Epilogue {
+                residual: Some(&shortcut),
+                output_scale: scale,
+                ..Epilogue::PLAIN
+            },
             &format!("{name}.conv2"),
         )
     }
@@ -664,7 +685,12 @@ impl Builder<'_> {
         };
         let dsp = matmul(self.ctx, &mm, &label)?;
         self.push(dsp);
-        let dsp = softmax_rows(self.ctx, &scores, bh * t, t, &format!("{name}.softmax"))?;
+        let args = SoftmaxRows {
+            data: &scores,
+            rows: bh * t,
+            cols: t,
+        };
+        let dsp = softmax_rows(self.ctx, &args, &format!("{name}.softmax"))?;
         self.push(dsp);
         let label = format!("{name}.attn_values");
         let attn = self.alloc(&[self.n, c, t], &label)?;
@@ -722,15 +748,14 @@ impl UNetGraph {
         // Time embedding: sinusoid → linear_1 → SiLU → linear_2 (+ class embedding).
         let c0 = cfg.block_out_channels[0];
         let proj = b.alloc(&[n, c0], "time_proj")?;
-        let d = timestep_embedding(
-            ctx,
-            &timesteps,
-            &proj,
-            c0,
-            cfg.flip_sin_to_cos,
-            cfg.freq_shift,
-            "time_proj",
-        )?;
+        let args = TimestepEmbedding {
+            timesteps: &timesteps,
+            out: &proj,
+            dim: c0,
+            flip_sin_to_cos: cfg.flip_sin_to_cos,
+            freq_shift: cfg.freq_shift,
+        };
+        let d = timestep_embedding(ctx, &args, "time_proj")?;
         b.push(d);
         let l1 = b.linear(
             &model.time_embedding_linear_1,
@@ -738,7 +763,11 @@ impl UNetGraph {
             "time_embedding.linear_1",
         )?;
         let l1_act = b.alloc(&l1.shape, "time_embedding.act")?;
-        b.push(elementwise::silu(ctx, &l1, &l1_act, "time_embedding.act")?);
+        let args = Silu {
+            x: &l1,
+            out: &l1_act,
+        };
+        b.push(elementwise::silu(ctx, &args, "time_embedding.act")?);
         let mut temb = b.linear(
             &model.time_embedding_linear_2,
             &l1_act,
@@ -747,31 +776,33 @@ impl UNetGraph {
         acts.insert("time_embedding".to_string(), temb.clone());
         if let (Some(table), Some(labels)) = (&model.class_embedding, &class_labels) {
             let with_class = b.alloc(&temb.shape, "class_embedding")?;
-            b.push(elementwise::embedding_add(
-                ctx,
+            let args = EmbeddingAdd {
                 table,
                 labels,
-                &temb,
-                &with_class,
-                "class_embedding",
-            )?);
+                base: &temb,
+                out: &with_class,
+            };
+            b.push(elementwise::embedding_add(ctx, &args, "class_embedding")?);
             temb = with_class;
         }
         // Every resnet projects SiLU(temb); compute it once.
         let temb_act = b.alloc(&temb.shape, "temb_act")?;
-        b.push(elementwise::silu(ctx, &temb, &temb_act, "temb_act")?);
+        let args = Silu {
+            x: &temb,
+            out: &temb_act,
+        };
+        b.push(elementwise::silu(ctx, &args, "temb_act")?);
 
         let mut x = sample.clone();
         if cfg.center_input_sample {
             let centered = b.alloc(&sample.shape, "center_input_sample")?;
-            b.push(elementwise::affine(
-                ctx,
-                &sample,
-                &centered,
-                2.0,
-                -1.0,
-                "center_input_sample",
-            )?);
+            let args = Affine {
+                x: &sample,
+                out: &centered,
+                mul: 2.0,
+                add: -1.0,
+            };
+            b.push(elementwise::affine(ctx, &args, "center_input_sample")?);
             x = centered;
         }
         x = b.conv(
@@ -779,9 +810,7 @@ impl UNetGraph {
             &x,
             1,
             Padding::same(1),
-            None,
-            None,
-            1.0,
+            Epilogue::PLAIN,
             "conv_in",
         )?;
         acts.insert("conv_in".to_string(), x.clone());
@@ -809,7 +838,7 @@ impl UNetGraph {
                     Padding::same(p)
                 };
                 let name = format!("down_blocks.{i}.downsamplers.0");
-                x = b.conv(conv, &x, 2, padding, None, None, 1.0, &name)?;
+                x = b.conv(conv, &x, 2, padding, Epilogue::PLAIN, &name)?;
                 skips.push(x.clone());
             }
             acts.insert(format!("down_blocks.{i}"), x.clone());
@@ -833,11 +862,14 @@ impl UNetGraph {
                 let mut shape = x.shape.clone();
                 shape[1] += skip.shape[1];
                 let cat = b.alloc(&shape, &format!("{name}.concat"))?;
+                let args = ConcatChannels {
+                    a: &x,
+                    b: &skip,
+                    out: &cat,
+                };
                 b.push(elementwise::concat_channels(
                     ctx,
-                    &x,
-                    &skip,
-                    &cat,
+                    &args,
                     &format!("{name}.concat"),
                 )?);
                 x = b.resnet(r, &cat, &temb_act, &name)?;
@@ -851,10 +883,13 @@ impl UNetGraph {
                 shape[2] *= 2;
                 shape[3] *= 2;
                 let up = b.alloc(&shape, &format!("{name}.interpolate"))?;
+                let args = UpsampleNearest2x {
+                    input: &x,
+                    out: &up,
+                };
                 b.push(upsample_nearest2x(
                     ctx,
-                    &x,
-                    &up,
+                    &args,
                     &format!("{name}.interpolate"),
                 )?);
                 x = b.conv(
@@ -862,9 +897,7 @@ impl UNetGraph {
                     &up,
                     1,
                     Padding::same(1),
-                    None,
-                    None,
-                    1.0,
+                    Epilogue::PLAIN,
                     &format!("{name}.conv"),
                 )?;
             }
@@ -878,9 +911,7 @@ impl UNetGraph {
             &h,
             1,
             Padding::same(1),
-            None,
-            None,
-            1.0,
+            Epilogue::PLAIN,
             "conv_out",
         )?;
         Ok(UNetGraph {
