@@ -49,6 +49,8 @@
 // Other adapters differ only by rounding (FMA contraction), which cannot break the exact steps.
 //
 // Launcher: src/ops/rng.rs (the registry line is in src/gpu/kernel.rs).
+// In sampling loops `normal` runs with an explicit bind-group layout: its params are read at a
+// dynamic offset into one uniform buffer holding every draw's block.
 
 // Invocations per workgroup.
 override WORKGROUP_SIZE: u32 = 256u;
