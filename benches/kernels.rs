@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext, GpuOptions, Tensor};
 use wgpu_diffusion::ops::conv2d::{conv2d, Conv2d, Padding};
-use wgpu_diffusion::ops::group_norm::group_norm;
+use wgpu_diffusion::ops::group_norm::{group_norm, GroupNorm};
 use wgpu_diffusion::ops::matmul::{matmul, Matmul};
 
 fn ctx() -> Arc<GpuContext> {
@@ -105,18 +105,16 @@ fn group_norm_256(c: &mut Criterion) {
     let gamma = tensor(&ctx, &[ch], 7, "gamma");
     let beta = tensor(&ctx, &[ch], 8, "beta");
     let out = Tensor::zeros(&ctx, &[n, ch, hw, hw], "out").expect("out");
-    let d = group_norm(
-        &ctx,
-        &input,
-        &gamma,
-        &beta,
-        &out,
-        32,
-        1e-6,
-        true,
-        "bench group_norm",
-    )
-    .expect("group_norm");
+    let args = GroupNorm {
+        input: &input,
+        gamma: &gamma,
+        beta: &beta,
+        out: &out,
+        groups: 32,
+        eps: 1e-6,
+        silu: true,
+    };
+    let d = group_norm(&ctx, &args, "bench group_norm").expect("group_norm");
     bench_dispatch(c, "group_norm+silu 256ch 32x32 b8 32 groups", &ctx, &d);
 }
 

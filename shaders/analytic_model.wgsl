@@ -13,6 +13,8 @@
 //   mode 2 (velocity, flow matching): σ = t / T, d = (1−σ)²s² + σ²,
 //     v̂ = (σ − (1−σ)s²)/d · (x − (1−σ)μ) − μ     (E[ε − x₀ | x] for x = (1−σ)x₀ + σε).
 // Numerics: f32; the CPU twin is `wgpu_diffusion::sampling::analytic::GaussianModel::eval`.
+//
+// Launcher: src/ops/analytic_model.rs (the registry line is in src/gpu/kernel.rs).
 
 struct Params {
     count: u32,

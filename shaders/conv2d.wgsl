@@ -36,6 +36,8 @@
 //
 // Numerics: f32 products accumulated in f32 with fma in k order; the epilogue adds bias, batch
 // bias and residual to the sum and then multiplies by output_scale.
+//
+// Launcher: src/ops/conv2d.rs (the registry line is in src/gpu/kernel.rs).
 
 struct Params {
     batch: u32,

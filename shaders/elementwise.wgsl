@@ -21,6 +21,8 @@
 // very negative x. embedding_add never reads outside `table`: the caller validates labels on the
 // CPU, and the kernel still rounds the label, clamps it to [0, rows − 1] in f32, converts, and
 // clamps again as an integer (a NaN label therefore reads some valid row instead of faulting).
+//
+// Launcher: src/ops/elementwise.rs (the registry line is in src/gpu/kernel.rs).
 
 // Invocations per workgroup.
 override WORKGROUP_SIZE: u32 = 256u;

@@ -21,6 +21,8 @@
 // combined by a tree, so rounding grows with log2(WORKGROUP_SIZE), not with the group size.
 // rstd = 1 / sqrt(var + eps). SiLU is y / (1 + exp(−y)), which is −0 (not NaN) when exp
 // overflows for very negative y.
+//
+// Launcher: src/ops/group_norm.rs (the registry line is in src/gpu/kernel.rs).
 
 // Invocations per workgroup; must be a power of two (the tree halves it each step).
 override WORKGROUP_SIZE: u32 = 256u;

@@ -28,6 +28,8 @@
 //
 // Numerics: f32 products accumulated in f32 with fma, in k order; alpha scales the accumulated
 // sum, then bias and residual are added, then the sum is multiplied by output_scale.
+//
+// Launcher: src/ops/matmul.rs (the registry line is in src/gpu/kernel.rs).
 
 struct Params {
     batch: u32,

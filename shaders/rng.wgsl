@@ -47,6 +47,10 @@
 // u2 at the largest radius within 9.2e-7, random pairs within 5.6e-7 — so |z_gpu − z_f64| < 1e-6
 // for every output (|z| < 5.8; half an f32 ulp there is already 2.4e-7), against a 2e-6 budget.
 // Other adapters differ only by rounding (FMA contraction), which cannot break the exact steps.
+//
+// Launcher: src/ops/rng.rs (the registry line is in src/gpu/kernel.rs).
+// In sampling loops `normal` runs with an explicit bind-group layout: its params are read at a
+// dynamic offset into one uniform buffer holding every draw's block.
 
 // Invocations per workgroup.
 override WORKGROUP_SIZE: u32 = 256u;

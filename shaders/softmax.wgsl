@@ -15,6 +15,8 @@
 // to 1 within rounding. The per-thread partial sums are combined by a tree. In pass 3 each
 // invocation overwrites only the elements it read itself in passes 1 and 2, and the barriers of
 // the reductions order every earlier read before any write, so working in place is race-free.
+//
+// Launcher: src/ops/softmax.rs (the registry line is in src/gpu/kernel.rs).
 
 // Invocations per workgroup; must be a power of two (the tree halves it each step).
 override WORKGROUP_SIZE: u32 = 256u;

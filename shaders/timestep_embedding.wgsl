@@ -25,6 +25,8 @@
 //   * sin and cos of r ∈ [−π/4, π/4] (slightly beyond when q rounds the other way) by the Cephes
 //     single-precision minimax polynomials (~1 ulp), picked and negated by q mod 4.
 // The result is within ~2e-7 of sin/cos of the f32 arg evaluated in f64.
+//
+// Launcher: src/ops/timestep_embedding.rs (the registry line is in src/gpu/kernel.rs).
 
 // Invocations per workgroup.
 override WORKGROUP_SIZE: u32 = 256u;

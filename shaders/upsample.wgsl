@@ -9,6 +9,8 @@
 // (wid.x + wid.y * nwg.x) * WORKGROUP_SIZE + lid, and invocations past the end return.
 //
 // Numerics: a pure copy, bit-exact.
+//
+// Launcher: src/ops/upsample.rs (the registry line is in src/gpu/kernel.rs).
 
 // Invocations per workgroup.
 override WORKGROUP_SIZE: u32 = 256u;

@@ -46,7 +46,7 @@
 //!
 //! The crate root's re-exports and the documented modules ([`sampling`], [`schedule`],
 //! [`model`], [`gpu`], [`bench`](mod@bench), [`error`]) follow semver. The modules hidden from the docs
-//! (`ops`, `reference`) are public only so that the integration tests, benches and the
+//! (`ops`, `reference`, `sampling::engine`, `sampling::analytic`) are public only so that the integration tests, benches and the
 //! binary can reach the kernels and their CPU references; they are exempt from semver and may
 //! change in any release.
 

@@ -149,18 +149,18 @@ fn conv_case(ctx: &GpuContext, case: ConvCase, seed: u64) -> Comparison {
         "{c:?}: FLOP count"
     );
     let got = run(ctx, &d, &out);
-    let want = reference::conv2d(
-        &x,
-        [c.batch, c.cin, c.h, c.w],
-        &w,
-        [c.cout, c.cin, c.kh, c.kw],
-        c.bias.then_some(&bias[..]),
-        c.batch_bias.then_some(&batch_bias[..]),
-        c.residual.then_some(&residual[..]),
-        c.stride,
-        [c.pad.top, c.pad.bottom, c.pad.left, c.pad.right],
-        f64::from(c.scale),
-    );
+    let want = reference::conv2d(&reference::Conv2dRef {
+        input: &x,
+        in_shape: [c.batch, c.cin, c.h, c.w],
+        weight: &w,
+        w_shape: [c.cout, c.cin, c.kh, c.kw],
+        bias: c.bias.then_some(&bias[..]),
+        batch_bias: c.batch_bias.then_some(&batch_bias[..]),
+        residual: c.residual.then_some(&residual[..]),
+        stride: c.stride,
+        pad: [c.pad.top, c.pad.bottom, c.pad.left, c.pad.right],
+        output_scale: f64::from(c.scale),
+    });
     check(&format!("{c:?}"), &got, &want, k)
 }
 
@@ -473,19 +473,19 @@ fn mm_case(ctx: &GpuContext, c: MmCase, seed: u64) -> Comparison {
     )
     .expect("matmul dispatch");
     let got = run(ctx, &d, &out);
-    let want = reference::matmul_strided(
-        &a,
-        &b,
-        c.bias.map(|axis| (&bias[..], axis)),
-        c.residual.then_some(&residual[..]),
-        [c.batch, c.m, c.n, c.k],
-        c.a_strides,
-        c.b_strides,
-        c.c_strides,
-        f64::from(c.alpha),
-        f64::from(c.scale),
-        c_len,
-    );
+    let want = reference::matmul_strided(&reference::MatmulRef {
+        a: &a,
+        b: &b,
+        bias: c.bias.map(|axis| (&bias[..], axis)),
+        residual: c.residual.then_some(&residual[..]),
+        dims: [c.batch, c.m, c.n, c.k],
+        a_strides: c.a_strides,
+        b_strides: c.b_strides,
+        c_strides: c.c_strides,
+        alpha: f64::from(c.alpha),
+        output_scale: f64::from(c.scale),
+        out_len: c_len,
+    });
     check(&format!("{c:?}"), &got, &want, c.k)
 }
 
@@ -755,18 +755,18 @@ fn conv_3x3_64ch_32px_b8_throughput() {
         ctx.adapter.info.name
     );
     let got = out.read(&ctx).expect("read");
-    let want = reference::conv2d(
-        &x,
-        [b, c, hw, hw],
-        &w,
-        [c, c, 3, 3],
-        Some(&bias),
-        Some(&temb),
-        None,
-        1,
-        [1; 4],
-        1.0,
-    );
+    let want = reference::conv2d(&reference::Conv2dRef {
+        input: &x,
+        in_shape: [b, c, hw, hw],
+        weight: &w,
+        w_shape: [c, c, 3, 3],
+        bias: Some(&bias),
+        batch_bias: Some(&temb),
+        residual: None,
+        stride: 1,
+        pad: [1; 4],
+        output_scale: 1.0,
+    });
     let cmp = check("conv 64ch", &got, &want, c * 9);
     assert!(cmp.ok(), "{cmp}");
 }

@@ -26,7 +26,6 @@ fn run(ctx: &GpuContext, dispatch: &Dispatch, out: &Tensor) -> Vec<f32> {
 // ---- group norm -------------------------------------------------------------------------------
 
 /// Runs group norm on `x` of `shape` with random gamma / beta and checks it against the reference.
-#[allow(clippy::too_many_arguments)]
 fn check_group_norm(
     ctx: &GpuContext,
     rng: &mut Rng,
@@ -34,8 +33,7 @@ fn check_group_norm(
     x: &[f32],
     groups: usize,
     silu: bool,
-    atol: f64,
-    rtol: f64,
+    (atol, rtol): (f64, f64),
 ) -> f64 {
     let c = shape[1];
     let gamma = rng.vec(c, 0.5, 1.5);
@@ -45,7 +43,20 @@ fn check_group_norm(
     let g = upload(ctx, &[c], &gamma);
     let b = upload(ctx, &[c], &beta);
     let out = zeros(ctx, shape);
-    let d = group_norm::group_norm(ctx, &input, &g, &b, &out, groups, eps, silu, "test").unwrap();
+    let d = group_norm::group_norm(
+        ctx,
+        &group_norm::GroupNorm {
+            input: &input,
+            gamma: &g,
+            beta: &b,
+            out: &out,
+            groups,
+            eps,
+            silu,
+        },
+        "test",
+    )
+    .unwrap();
     let got = run(ctx, &d, &out);
     let want = misc::group_norm(x, shape, &gamma, &beta, groups, f64::from(eps), silu).unwrap();
     let cmp = compare(
@@ -75,7 +86,13 @@ fn group_norm_matches_reference_on_varied_shapes() {
         let x = rng.vec(n * c * h * w, -2.0, 2.0);
         for silu in [false, true] {
             worst = worst.max(check_group_norm(
-                &ctx, &mut rng, &shape, &x, groups, silu, 1e-5, 1e-5,
+                &ctx,
+                &mut rng,
+                &shape,
+                &x,
+                groups,
+                silu,
+                (1e-5, 1e-5),
             ));
         }
     }
@@ -90,7 +107,13 @@ fn group_norm_matches_reference_on_varied_shapes() {
         let x = rng.vec(n * c * h * w, -3.0, 3.0);
         let silu = rng.range(0, 1) == 1;
         worst = worst.max(check_group_norm(
-            &ctx, &mut rng, &shape, &x, groups, silu, 1e-5, 1e-5,
+            &ctx,
+            &mut rng,
+            &shape,
+            &x,
+            groups,
+            silu,
+            (1e-5, 1e-5),
         ));
     }
     println!("group_norm varied shapes: max abs err {worst:.3e}");
@@ -102,7 +125,7 @@ fn group_norm_accepts_rank_2_and_3_inputs() {
     let mut rng = Rng::new(7);
     for shape in [vec![2, 6], vec![2, 6, 11]] {
         let x = rng.vec(shape.iter().product(), -1.0, 1.0);
-        check_group_norm(&ctx, &mut rng, &shape, &x, 3, false, 1e-5, 1e-5);
+        check_group_norm(&ctx, &mut rng, &shape, &x, 3, false, (1e-5, 1e-5));
     }
 }
 
@@ -124,8 +147,7 @@ fn group_norm_large_groups_use_the_strided_loops() {
             &x,
             groups,
             seed == 1,
-            2e-5,
-            2e-5,
+            (2e-5, 2e-5),
         ));
     }
     println!("group_norm large groups: max abs err {worst:.3e}");
@@ -150,7 +172,13 @@ fn group_norm_is_stable_on_a_large_common_offset() {
             .map(|v| offset + v)
             .collect();
         worst = worst.max(check_group_norm(
-            &ctx, &mut rng, &shape, &x, 2, false, 1e-4, 1e-4,
+            &ctx,
+            &mut rng,
+            &shape,
+            &x,
+            2,
+            false,
+            (1e-4, 1e-4),
         ));
     }
     println!("group_norm large offset: max abs err {worst:.3e}");
@@ -162,8 +190,8 @@ fn group_norm_single_element_groups_give_beta() {
     let mut rng = Rng::new(9);
     let shape = [3, 4, 1, 1];
     let x = rng.vec(12, -5.0, 5.0);
-    check_group_norm(&ctx, &mut rng, &shape, &x, 4, false, 1e-6, 0.0);
-    check_group_norm(&ctx, &mut rng, &shape, &x, 4, true, 1e-6, 0.0);
+    check_group_norm(&ctx, &mut rng, &shape, &x, 4, false, (1e-6, 0.0));
+    check_group_norm(&ctx, &mut rng, &shape, &x, 4, true, (1e-6, 0.0));
 }
 
 #[test]
@@ -175,7 +203,26 @@ fn group_norm_rejects_bad_shapes() {
     let out = zeros(&ctx, &[2, 6, 4, 4]);
     let bad_out = zeros(&ctx, &[2, 6, 4, 5]);
     let flat = zeros(&ctx, &[6]);
-    let gn = group_norm::group_norm;
+    let gn = |ctx: &GpuContext,
+              input: &Tensor,
+              gamma: &Tensor,
+              beta: &Tensor,
+              out: &Tensor,
+              groups: usize,
+              eps: f32,
+              silu: bool,
+              label: &str| {
+        let args = group_norm::GroupNorm {
+            input,
+            gamma,
+            beta,
+            out,
+            groups,
+            eps,
+            silu,
+        };
+        group_norm::group_norm(ctx, &args, label)
+    };
     assert!(gn(&ctx, &x, &g6, &g6, &out, 4, 1e-6, false, "t").is_err());
     assert!(gn(&ctx, &x, &g6, &g6, &out, 0, 1e-6, false, "t").is_err());
     assert!(gn(&ctx, &x, &g5, &g6, &out, 3, 1e-6, false, "t").is_err());
@@ -192,7 +239,16 @@ fn group_norm_rejects_bad_shapes() {
 /// Runs the in-place softmax on `x` and checks it against the reference; returns the result.
 fn check_softmax(ctx: &GpuContext, x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let data = upload(ctx, &[rows, cols], x);
-    let d = softmax::softmax_rows(ctx, &data, rows, cols, "test").unwrap();
+    let d = softmax::softmax_rows(
+        ctx,
+        &softmax::SoftmaxRows {
+            data: &data,
+            rows,
+            cols,
+        },
+        "test",
+    )
+    .unwrap();
     let got = run(ctx, &d, &data);
     let want = misc::softmax_rows(x, rows, cols).unwrap();
     let cmp = compare(&format!("softmax {rows}x{cols}"), &got, &want, 1e-6, 1e-5);
@@ -257,11 +313,14 @@ fn softmax_long_rows() {
 #[test]
 fn softmax_rejects_a_mismatched_size() {
     let ctx = ctx();
+    let sm = |ctx: &GpuContext, data: &Tensor, rows: usize, cols: usize, label: &str| {
+        softmax::softmax_rows(ctx, &softmax::SoftmaxRows { data, rows, cols }, label)
+    };
     let data = zeros(&ctx, &[4, 6]);
-    assert!(softmax::softmax_rows(&ctx, &data, 4, 5, "t").is_err());
-    assert!(softmax::softmax_rows(&ctx, &data, 5, 6, "t").is_err());
-    assert!(softmax::softmax_rows(&ctx, &data, usize::MAX, 2, "t").is_err());
-    assert!(softmax::softmax_rows(&ctx, &data, 2, 12, "t").is_ok());
+    assert!(sm(&ctx, &data, 4, 5, "t").is_err());
+    assert!(sm(&ctx, &data, 5, 6, "t").is_err());
+    assert!(sm(&ctx, &data, usize::MAX, 2, "t").is_err());
+    assert!(sm(&ctx, &data, 2, 12, "t").is_ok());
 }
 
 // ---- pointwise --------------------------------------------------------------------------------
@@ -280,7 +339,11 @@ fn silu_matches_reference() {
         }
         let x = upload(&ctx, &[len], &xs);
         let out = zeros(&ctx, &[len]);
-        let got = run(&ctx, &elementwise::silu(&ctx, &x, &out, "t").unwrap(), &out);
+        let got = run(
+            &ctx,
+            &elementwise::silu(&ctx, &elementwise::Silu { x: &x, out: &out }, "t").unwrap(),
+            &out,
+        );
         let cmp = compare(&format!("silu {len}"), &got, &misc::silu(&xs), 1e-6, 1e-5);
         assert!(cmp.ok(), "{cmp}");
     }
@@ -305,7 +368,17 @@ fn add_scales_the_sum() {
             upload(&ctx, &shape, &bv),
             zeros(&ctx, &shape),
         );
-        let d = elementwise::add(&ctx, &a, &b, &out, scale, "t").unwrap();
+        let d = elementwise::add(
+            &ctx,
+            &elementwise::Add {
+                a: &a,
+                b: &b,
+                out: &out,
+                scale,
+            },
+            "t",
+        )
+        .unwrap();
         let got = run(&ctx, &d, &out);
         let want = misc::add(&av, &bv, scale).unwrap();
         let cmp = compare(&format!("add {shape:?}"), &got, &want, 1e-6, 1e-6);
@@ -320,7 +393,17 @@ fn affine_centers_the_input() {
     let shape = [3, 3, 5, 5];
     let xs = rng.vec(225, 0.0, 1.0);
     let (x, out) = (upload(&ctx, &shape, &xs), zeros(&ctx, &shape));
-    let d = elementwise::affine(&ctx, &x, &out, 2.0, -1.0, "t").unwrap();
+    let d = elementwise::affine(
+        &ctx,
+        &elementwise::Affine {
+            x: &x,
+            out: &out,
+            mul: 2.0,
+            add: -1.0,
+        },
+        "t",
+    )
+    .unwrap();
     let got = run(&ctx, &d, &out);
     let cmp = compare(
         "affine 2x-1",
@@ -344,7 +427,17 @@ fn affine_on_a_2d_grid() {
     }
     let xs: Vec<f32> = (0..len).map(|i| (i % 1021) as f32).collect();
     let (x, out) = (upload(&ctx, &[len], &xs), zeros(&ctx, &[len]));
-    let d = elementwise::affine(&ctx, &x, &out, 0.5, 3.0, "t").unwrap();
+    let d = elementwise::affine(
+        &ctx,
+        &elementwise::Affine {
+            x: &x,
+            out: &out,
+            mul: 0.5,
+            add: 3.0,
+        },
+        "t",
+    )
+    .unwrap();
     assert!(
         d.workgroups[1] > 1,
         "expected a 2-D grid, got {:?}",
@@ -380,7 +473,16 @@ fn concat_channels_matches_torch_cat() {
         let a = upload(&ctx, &[n, ca, h, w], &av);
         let b = upload(&ctx, &[n, cb, h, w], &bv);
         let out = zeros(&ctx, &[n, ca + cb, h, w]);
-        let d = elementwise::concat_channels(&ctx, &a, &b, &out, "t").unwrap();
+        let d = elementwise::concat_channels(
+            &ctx,
+            &elementwise::ConcatChannels {
+                a: &a,
+                b: &b,
+                out: &out,
+            },
+            "t",
+        )
+        .unwrap();
         let got = run(&ctx, &d, &out);
         let want = misc::concat_channels(&av, &bv, n, ca, cb, h * w).unwrap();
         let cmp = compare(
@@ -407,7 +509,17 @@ fn embedding_add_matches_reference() {
         let labels = upload(&ctx, &[n], &labels_v);
         let base = upload(&ctx, &[n, dim], &base_v);
         let out = zeros(&ctx, &[n, dim]);
-        let d = elementwise::embedding_add(&ctx, &table, &labels, &base, &out, "t").unwrap();
+        let d = elementwise::embedding_add(
+            &ctx,
+            &elementwise::EmbeddingAdd {
+                table: &table,
+                labels: &labels,
+                base: &base,
+                out: &out,
+            },
+            "t",
+        )
+        .unwrap();
         let got = run(&ctx, &d, &out);
         let want = misc::embedding_add(&table_v, dim, &labels_v, &base_v).unwrap();
         let cmp = compare(
@@ -440,7 +552,17 @@ fn embedding_add_clamps_bad_labels() {
     let labels = upload(&ctx, &[n], &labels_v);
     let base = upload(&ctx, &[n, dim], &base_v);
     let out = zeros(&ctx, &[n, dim]);
-    let d = elementwise::embedding_add(&ctx, &table, &labels, &base, &out, "t").unwrap();
+    let d = elementwise::embedding_add(
+        &ctx,
+        &elementwise::EmbeddingAdd {
+            table: &table,
+            labels: &labels,
+            base: &base,
+            out: &out,
+        },
+        "t",
+    )
+    .unwrap();
     let got = run(&ctx, &d, &out);
     let row_of = |s: usize| -> Option<usize> {
         (0..rows).find(|&r| (0..dim).all(|j| got[s * dim + j] == 0.5 + table_v[r * dim + j]))
@@ -461,35 +583,57 @@ fn embedding_add_clamps_bad_labels() {
 #[test]
 fn pointwise_ops_reject_bad_shapes() {
     let ctx = ctx();
+    let silu = |ctx: &GpuContext, x: &Tensor, out: &Tensor, label: &str| {
+        elementwise::silu(ctx, &elementwise::Silu { x, out }, label)
+    };
+    let add = |ctx: &GpuContext, a: &Tensor, b: &Tensor, out: &Tensor, scale: f32, label: &str| {
+        elementwise::add(ctx, &elementwise::Add { a, b, out, scale }, label)
+    };
+    let affine = |ctx: &GpuContext, x: &Tensor, out: &Tensor, mul: f32, add: f32, label: &str| {
+        elementwise::affine(ctx, &elementwise::Affine { x, out, mul, add }, label)
+    };
+    let concat_channels = |ctx: &GpuContext, a: &Tensor, b: &Tensor, out: &Tensor, label: &str| {
+        elementwise::concat_channels(ctx, &elementwise::ConcatChannels { a, b, out }, label)
+    };
     let a = zeros(&ctx, &[2, 3, 4, 4]);
     let b = zeros(&ctx, &[2, 3, 4, 4]);
     let c = zeros(&ctx, &[2, 3, 4, 5]);
     let wide = zeros(&ctx, &[2, 6, 4, 4]);
     let flat = zeros(&ctx, &[96]);
-    assert!(elementwise::silu(&ctx, &a, &c, "t").is_err());
-    assert!(elementwise::silu(&ctx, &a, &flat, "t").is_err());
-    assert!(
-        elementwise::silu(&ctx, &a, &a, "t").is_err(),
-        "in place must be refused"
-    );
-    assert!(elementwise::add(&ctx, &a, &c, &b, 1.0, "t").is_err());
-    assert!(elementwise::add(&ctx, &a, &b, &c, 1.0, "t").is_err());
-    assert!(elementwise::add(&ctx, &a, &b, &a, 1.0, "t").is_err());
-    assert!(elementwise::add(&ctx, &a, &b, &wide, 1.0, "t").is_err());
-    assert!(elementwise::add(&ctx, &a, &a, &b, 1.0, "t").is_ok());
-    assert!(elementwise::affine(&ctx, &a, &c, 2.0, -1.0, "t").is_err());
-    assert!(elementwise::affine(&ctx, &a, &b, f32::NAN, -1.0, "t").is_err());
-    assert!(elementwise::concat_channels(&ctx, &a, &b, &a, "t").is_err());
-    assert!(elementwise::concat_channels(&ctx, &a, &c, &wide, "t").is_err());
-    assert!(elementwise::concat_channels(&ctx, &a, &flat, &wide, "t").is_err());
-    assert!(elementwise::concat_channels(&ctx, &a, &b, &wide, "t").is_ok());
+    assert!(silu(&ctx, &a, &c, "t").is_err());
+    assert!(silu(&ctx, &a, &flat, "t").is_err());
+    assert!(silu(&ctx, &a, &a, "t").is_err(), "in place must be refused");
+    assert!(add(&ctx, &a, &c, &b, 1.0, "t").is_err());
+    assert!(add(&ctx, &a, &b, &c, 1.0, "t").is_err());
+    assert!(add(&ctx, &a, &b, &a, 1.0, "t").is_err());
+    assert!(add(&ctx, &a, &b, &wide, 1.0, "t").is_err());
+    assert!(add(&ctx, &a, &a, &b, 1.0, "t").is_ok());
+    assert!(affine(&ctx, &a, &c, 2.0, -1.0, "t").is_err());
+    assert!(affine(&ctx, &a, &b, f32::NAN, -1.0, "t").is_err());
+    assert!(concat_channels(&ctx, &a, &b, &a, "t").is_err());
+    assert!(concat_channels(&ctx, &a, &c, &wide, "t").is_err());
+    assert!(concat_channels(&ctx, &a, &flat, &wide, "t").is_err());
+    assert!(concat_channels(&ctx, &a, &b, &wide, "t").is_ok());
 
     let table = zeros(&ctx, &[10, 8]);
     let labels = zeros(&ctx, &[3]);
     let base = zeros(&ctx, &[3, 8]);
     let out = zeros(&ctx, &[3, 8]);
     let empty_table = zeros(&ctx, &[0, 8]);
-    let ea = elementwise::embedding_add;
+    let ea = |ctx: &GpuContext,
+              table: &Tensor,
+              labels: &Tensor,
+              base: &Tensor,
+              out: &Tensor,
+              label: &str| {
+        let args = elementwise::EmbeddingAdd {
+            table,
+            labels,
+            base,
+            out,
+        };
+        elementwise::embedding_add(ctx, &args, label)
+    };
     assert!(ea(&ctx, &table, &labels, &base, &out, "t").is_ok());
     assert!(ea(&ctx, &flat, &labels, &base, &out, "t").is_err());
     assert!(ea(&ctx, &empty_table, &labels, &base, &out, "t").is_err());
@@ -515,7 +659,15 @@ fn upsample_nearest2x_matches_reference() {
         let xs = rng.vec(n * c * h * w, -1.0, 1.0);
         let x = upload(&ctx, &[n, c, h, w], &xs);
         let out = zeros(&ctx, &[n, c, 2 * h, 2 * w]);
-        let d = upsample::upsample_nearest2x(&ctx, &x, &out, "t").unwrap();
+        let d = upsample::upsample_nearest2x(
+            &ctx,
+            &upsample::UpsampleNearest2x {
+                input: &x,
+                out: &out,
+            },
+            "t",
+        )
+        .unwrap();
         let got = run(&ctx, &d, &out);
         let want = misc::upsample_nearest2x(&xs, n, c, h, w).unwrap();
         let cmp = compare(&format!("upsample {n}x{c}x{h}x{w}"), &got, &want, 0.0, 0.0);
@@ -527,7 +679,9 @@ fn upsample_nearest2x_matches_reference() {
 fn upsample_rejects_bad_shapes() {
     let ctx = ctx();
     let x = zeros(&ctx, &[1, 2, 3, 5]);
-    let up = upsample::upsample_nearest2x;
+    let up = |ctx: &GpuContext, input: &Tensor, out: &Tensor, label: &str| {
+        upsample::upsample_nearest2x(ctx, &upsample::UpsampleNearest2x { input, out }, label)
+    };
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 10]), "t").is_ok());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 11]), "t").is_err());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 10, 6]), "t").is_err());
@@ -553,7 +707,18 @@ fn timestep_error(
 ) -> (f64, String) {
     let t = upload(ctx, &[ts.len()], ts);
     let out = zeros(ctx, &[ts.len(), dim]);
-    let d = timestep_embedding::timestep_embedding(ctx, &t, &out, dim, flip, shift, "t").unwrap();
+    let d = timestep_embedding::timestep_embedding(
+        ctx,
+        &timestep_embedding::TimestepEmbedding {
+            timesteps: &t,
+            out: &out,
+            dim,
+            flip_sin_to_cos: flip,
+            freq_shift: shift,
+        },
+        "t",
+    )
+    .unwrap();
     let got = run(ctx, &d, &out);
     let want = misc::timestep_embedding(ts, dim, flip, shift).unwrap();
     let cmp = compare(
@@ -636,7 +801,22 @@ fn timestep_frequencies_follow_torch_rounding() {
 fn timestep_embedding_rejects_bad_shapes() {
     let ctx = ctx();
     let t = zeros(&ctx, &[3]);
-    let te = timestep_embedding::timestep_embedding;
+    let te = |ctx: &GpuContext,
+              timesteps: &Tensor,
+              out: &Tensor,
+              dim: usize,
+              flip_sin_to_cos: bool,
+              freq_shift: f64,
+              label: &str| {
+        let args = timestep_embedding::TimestepEmbedding {
+            timesteps,
+            out,
+            dim,
+            flip_sin_to_cos,
+            freq_shift,
+        };
+        timestep_embedding::timestep_embedding(ctx, &args, label)
+    };
     assert!(te(&ctx, &t, &zeros(&ctx, &[3, 16]), 16, true, 0.0, "t").is_ok());
     assert!(te(&ctx, &t, &zeros(&ctx, &[3, 16]), 15, true, 0.0, "t").is_err());
     assert!(te(&ctx, &t, &zeros(&ctx, &[2, 16]), 16, true, 0.0, "t").is_err());

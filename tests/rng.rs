@@ -7,7 +7,10 @@ mod common;
 
 use common::{ctx, Rng};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext};
-use wgpu_diffusion::ops::rng::{box_muller_u32, normal_noise, normal_noise_steps, philox_u32};
+use wgpu_diffusion::ops::rng::{
+    box_muller_u32, normal_noise, normal_noise_steps, philox_u32, NoiseKey, NormalNoise,
+    NormalNoiseSteps, RawWords,
+};
 use wgpu_diffusion::reference::compare;
 use wgpu_diffusion::reference::rng::{box_muller, normal, normal_image, philox4x32_10};
 use wgpu_diffusion::Tensor;
@@ -49,8 +52,18 @@ fn gpu_noise(
     stream: u32,
 ) -> Vec<f32> {
     let out = Tensor::zeros(ctx, shape, "noise").unwrap_or_else(|e| panic!("{e}"));
-    let d = normal_noise(ctx, &out, seed, first_image, step, stream, "noise")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let d = normal_noise(
+        ctx,
+        &NormalNoise {
+            out: &out,
+            seed,
+            first_image,
+            step,
+            stream,
+        },
+        "noise",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     run(ctx, &d, &out)
 }
 
@@ -75,7 +88,15 @@ fn gpu_philox(ctx: &GpuContext, calls: &[([u32; 4], [u32; 2])]) -> Vec<[u32; 4]>
     let input = Tensor::from_slice(ctx, &[calls.len(), 6], &bits_to_f32(&words), "philox in")
         .unwrap_or_else(|e| panic!("{e}"));
     let out = Tensor::zeros(ctx, &[calls.len(), 4], "philox out").unwrap_or_else(|e| panic!("{e}"));
-    let d = philox_u32(ctx, &input, &out, "philox").unwrap_or_else(|e| panic!("{e}"));
+    let d = philox_u32(
+        ctx,
+        &RawWords {
+            input: &input,
+            out: &out,
+        },
+        "philox",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     run(ctx, &d, &out)
         .chunks(4)
         .map(|w| {
@@ -138,7 +159,15 @@ fn box_muller_max_error(ctx: &GpuContext, pairs: &[(u32, u32)]) -> (f64, (u32, u
             .unwrap_or_else(|e| panic!("{e}"));
         let out =
             Tensor::zeros(ctx, &[chunk.len(), 2], "normals").unwrap_or_else(|e| panic!("{e}"));
-        let d = box_muller_u32(ctx, &input, &out, "box_muller").unwrap_or_else(|e| panic!("{e}"));
+        let d = box_muller_u32(
+            ctx,
+            &RawWords {
+                input: &input,
+                out: &out,
+            },
+            "box_muller",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let got = run(ctx, &d, &out);
         for (&(a, b), z) in chunk.iter().zip(got.chunks(2)) {
             let want = box_muller(a, b);
@@ -274,8 +303,17 @@ fn planned_steps_match_single_dispatches() {
     let steps = [0u32, 1, 5, 999];
     let (seed, first, stream) = (1u64 << 40 | 3, 2, 1);
     let out = Tensor::zeros(&ctx, &[2, 1, 9, 9], "noise").unwrap_or_else(|e| panic!("{e}"));
-    let plan = normal_noise_steps(&ctx, &out, seed, first, &steps, stream, "noise")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<NoiseKey> = steps
+        .iter()
+        .map(|&step| NoiseKey { step, stream })
+        .collect();
+    let args = NormalNoiseSteps {
+        out: &out,
+        seed,
+        first_image: first,
+        keys: &keys,
+    };
+    let plan = normal_noise_steps(&ctx, &args, "noise").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.len(), steps.len());
     // Replay in reverse and twice, as a sampler loop would, to show nothing carries over.
     for _ in 0..2 {
@@ -399,15 +437,71 @@ fn steps_streams_seeds_and_images_are_uncorrelated() {
 fn rejects_bad_arguments() {
     let ctx = ctx();
     let scalar = Tensor::zeros(&ctx, &[], "scalar").unwrap_or_else(|e| panic!("{e}"));
-    assert!(normal_noise(&ctx, &scalar, 0, 0, 0, 0, "noise").is_err());
+    assert!(normal_noise(
+        &ctx,
+        &NormalNoise {
+            out: &scalar,
+            seed: 0,
+            first_image: 0,
+            step: 0,
+            stream: 0
+        },
+        "noise"
+    )
+    .is_err());
     let out = Tensor::zeros(&ctx, &[4, 8], "noise").unwrap_or_else(|e| panic!("{e}"));
-    let err = normal_noise(&ctx, &out, 0, u32::MAX - 2, 0, 0, "noise");
+    let err = normal_noise(
+        &ctx,
+        &NormalNoise {
+            out: &out,
+            seed: 0,
+            first_image: u32::MAX - 2,
+            step: 0,
+            stream: 0,
+        },
+        "noise",
+    );
     assert!(err.is_err(), "image index overflow accepted");
-    assert!(normal_noise(&ctx, &out, 0, u32::MAX - 3, 0, 0, "noise").is_ok());
+    assert!(normal_noise(
+        &ctx,
+        &NormalNoise {
+            out: &out,
+            seed: 0,
+            first_image: u32::MAX - 3,
+            step: 0,
+            stream: 0
+        },
+        "noise"
+    )
+    .is_ok());
     let input = Tensor::zeros(&ctx, &[5, 6], "in").unwrap_or_else(|e| panic!("{e}"));
     let bad = Tensor::zeros(&ctx, &[4, 4], "out").unwrap_or_else(|e| panic!("{e}"));
-    assert!(philox_u32(&ctx, &input, &bad, "philox").is_err());
+    assert!(philox_u32(
+        &ctx,
+        &RawWords {
+            input: &input,
+            out: &bad
+        },
+        "philox"
+    )
+    .is_err());
     let odd = Tensor::zeros(&ctx, &[7], "in").unwrap_or_else(|e| panic!("{e}"));
-    assert!(box_muller_u32(&ctx, &odd, &bad, "box_muller").is_err());
-    assert!(philox_u32(&ctx, &input, &input, "philox").is_err());
+    assert!(box_muller_u32(
+        &ctx,
+        &RawWords {
+            input: &odd,
+            out: &bad
+        },
+        "box_muller"
+    )
+    .is_err());
+    assert!(philox_u32(
+        &ctx,
+        &RawWords {
+            input: &input,
+            out: &input
+        },
+        "philox"
+    )
+    .is_err());
 }

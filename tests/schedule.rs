@@ -252,14 +252,19 @@ fn compare_rel(
     tol: f64,
 ) {
     compare_with(
-        failures, worst, case, quantity, expected, found, tol, rel_err,
+        failures,
+        worst,
+        case,
+        quantity,
+        expected,
+        found,
+        (tol, rel_err),
     );
 }
 
 /// Element-wise comparison with the error measure `error(expected, found)`. Lengths must agree.
 /// Records the largest error in `worst` and the first out-of-tolerance index (plus the count) in
 /// `failures`.
-#[allow(clippy::too_many_arguments)]
 fn compare_with(
     failures: &mut Failures,
     worst: &mut Worst,
@@ -267,8 +272,7 @@ fn compare_with(
     quantity: &str,
     expected: &[f64],
     found: &[f64],
-    tol: f64,
-    error: impl Fn(f64, f64) -> f64,
+    (tol, error): (f64, impl Fn(f64, f64) -> f64),
 ) {
     if expected.len() != found.len() {
         failures.push(format!(
@@ -298,7 +302,6 @@ fn compare_with(
 }
 
 /// max|found − expected| / max|expected|, checked against `tol`.
-#[allow(clippy::too_many_arguments)]
 fn compare_scaled(
     failures: &mut Failures,
     worst: &mut Worst,
@@ -379,8 +382,9 @@ fn tables_match_diffusers() {
                     &format!("{betas_key} (absolute, in units of 2^-24)"),
                     &numbers(case, &betas_key),
                     &schedule.betas,
-                    TABLE_F32_RESCALED_BETAS_ULPS,
-                    |e, f| (f - e).abs() * 2f64.powi(24),
+                    (TABLE_F32_RESCALED_BETAS_ULPS, |e, f| {
+                        (f - e).abs() * 2f64.powi(24)
+                    }),
                 );
             } else {
                 compare_rel(

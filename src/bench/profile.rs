@@ -211,13 +211,13 @@ impl TimestampRecorder {
                 ty: wgpu::QueryType::Timestamp,
                 count: queries,
             });
-            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            let resolve = ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bench timestamps resolve"),
                 size,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bench timestamps readback"),
                 size,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,

@@ -1,12 +1,20 @@
 //! Adapter selection (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`), device
-//! creation with the adapter's own limits, and the pipeline cache. Shader modules and pipelines
-//! are built inside error scopes so a broken shader is an `Err`, not a panic (as cubecl does).
+//! creation with the adapter's own limits, the pipeline cache, and the counted creation of
+//! buffers and bind groups (every one in the crate goes through [`GpuContext::create_buffer`],
+//! [`GpuContext::create_buffer_init`] or [`GpuContext::create_bind_group`], so a test can prove
+//! that a sampling run allocates nothing per step). Shader modules and pipelines are built inside
+//! error scopes so a broken shader is an `Err`, not a panic (as cubecl does).
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use wgpu::util::DeviceExt;
+
 use crate::error::{Error, Result};
-use crate::gpu::kernel::Kernel;
+use crate::gpu::dispatch::{Access, BindLayout};
+use crate::gpu::kernel::{EntryPoint, Kernel};
 
 /// How to pick the adapter. `Default` reads nothing; [`GpuOptions::from_env`] reads the standard
 /// wgpu variables; CLI flags override fields after that.
@@ -101,7 +109,27 @@ impl AdapterSummary {
     }
 }
 
-type PipelineKey = (Kernel, &'static str, Vec<(&'static str, u64)>);
+type PipelineKey = (EntryPoint, BindLayout, Vec<(&'static str, u64)>);
+
+/// An explicit bind-group layout and the pipeline layout built on it.
+type ExplicitLayout = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
+/// How many buffers and bind groups a context has created so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocations {
+    pub buffers: u64,
+    pub bind_groups: u64,
+}
+
+impl Allocations {
+    /// What was created between `earlier` and `self`.
+    pub fn since(self, earlier: Allocations) -> Allocations {
+        Allocations {
+            buffers: self.buffers - earlier.buffers,
+            bind_groups: self.bind_groups - earlier.bind_groups,
+        }
+    }
+}
 
 /// A device, its queue and the compiled pipelines. Built once and shared (`Arc`) by everything
 /// that records work on it.
@@ -114,6 +142,9 @@ pub struct GpuContext {
     pub adapter: AdapterSummary,
     modules: Mutex<HashMap<Kernel, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    layouts: Mutex<HashMap<BindLayout, ExplicitLayout>>,
+    buffers_created: AtomicU64,
+    bind_groups_created: AtomicU64,
     /// The first error wgpu reported outside an error scope (validation at dispatch, device lost).
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -337,6 +368,9 @@ impl GpuContext {
             adapter: summary,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+            buffers_created: AtomicU64::new(0),
+            bind_groups_created: AtomicU64::new(0),
             uncaptured,
         })
     }
@@ -375,7 +409,7 @@ impl GpuContext {
             });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
-                kernel: format!("shaders/{}.wgsl", kernel.name()),
+                kernel: kernel.shader_path().into(),
                 entry_point: "(module)".into(),
                 message: err.to_string(),
             });
@@ -384,17 +418,116 @@ impl GpuContext {
         Ok(module)
     }
 
-    /// The compute pipeline for `kernel`'s `entry_point` with the given override constants,
-    /// compiled once and cached. The label is `kernel/entry_point`, so captures read like code.
+    /// A buffer (counted in [`GpuContext::allocations`]).
+    #[allow(clippy::disallowed_methods)]
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// A buffer holding `desc.contents` (counted in [`GpuContext::allocations`]).
+    #[allow(clippy::disallowed_methods)]
+    pub fn create_buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor) -> wgpu::Buffer {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer_init(desc)
+    }
+
+    /// A bind group (counted in [`GpuContext::allocations`]).
+    #[allow(clippy::disallowed_methods)]
+    pub fn create_bind_group(&self, desc: &wgpu::BindGroupDescriptor) -> wgpu::BindGroup {
+        self.bind_groups_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_bind_group(desc)
+    }
+
+    /// Buffers and bind groups created on this context so far.
+    pub fn allocations(&self) -> Allocations {
+        Allocations {
+            buffers: self.buffers_created.load(Ordering::Relaxed),
+            bind_groups: self.bind_groups_created.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The bind-group layout of `layout` (an explicit one; `None` for [`BindLayout::Auto`]),
+    /// created once per context so every pipeline and bind group built on it is compatible.
+    pub fn bind_group_layout(&self, layout: BindLayout) -> Result<Option<wgpu::BindGroupLayout>> {
+        Ok(self.explicit_layout(layout)?.map(|(bgl, _)| bgl))
+    }
+
+    fn explicit_layout(&self, layout: BindLayout) -> Result<Option<ExplicitLayout>> {
+        let BindLayout::DynamicUniform {
+            storage,
+            uniform_size,
+        } = layout
+        else {
+            return Ok(None);
+        };
+        let mut layouts = self
+            .layouts
+            .lock()
+            .map_err(|_| Error::gpu("layout cache", "poisoned"))?;
+        if let Some(found) = layouts.get(&layout) {
+            return Ok(Some(found.clone()));
+        }
+        let mut entries: Vec<wgpu::BindGroupLayoutEntry> = storage
+            .iter()
+            .enumerate()
+            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *access == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: storage.len() as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: NonZeroU64::new(uniform_size),
+            },
+            count: None,
+        });
+        let label = format!("{} storage + dynamic uniform", storage.len());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bgl = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::gpu(format!("bind group layout {label}"), err));
+        }
+        let made = (bgl, pipeline_layout);
+        layouts.insert(layout, made.clone());
+        Ok(Some(made))
+    }
+
+    /// The compute pipeline for `entry` with the given bind-group layout and override constants,
+    /// compiled once and cached. The label is `kernel/entry`, so captures read like code.
     pub fn pipeline(
         &self,
-        kernel: Kernel,
-        entry_point: &'static str,
+        entry: EntryPoint,
+        layout: BindLayout,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
         let key: PipelineKey = (
-            kernel,
-            entry_point,
+            entry,
+            layout,
             constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         );
         {
@@ -406,16 +539,18 @@ impl GpuContext {
                 return Ok(p.clone());
             }
         }
+        let kernel = entry.kernel;
         let module = self.module(kernel)?;
-        let label = format!("{}/{}", kernel.name(), entry_point);
+        let explicit = self.explicit_layout(layout)?;
+        let label = entry.to_string();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
-                layout: None,
+                layout: explicit.as_ref().map(|(_, pl)| pl),
                 module: &module,
-                entry_point: Some(entry_point),
+                entry_point: Some(entry.name),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants,
                     zero_initialize_workgroup_memory: false,
@@ -424,8 +559,8 @@ impl GpuContext {
             });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
-                kernel: format!("shaders/{}.wgsl", kernel.name()),
-                entry_point: entry_point.into(),
+                kernel: kernel.shader_path().into(),
+                entry_point: entry.name.into(),
                 message: err.to_string(),
             });
         }

@@ -1,78 +1,141 @@
-//! The kernel registry: every WGSL source compiled into the binary with `include_str!`, behind an
-//! enum whose variant, file name and pipeline label agree (`group_norm.wgsl` ↔
-//! `Kernel::GroupNorm` ↔ `"group_norm"`), as candle-metal-kernels does.
+//! The kernel registry: one [`kernels!`] line per `shaders/X.wgsl` generates the [`Kernel`]
+//! variant, its name (file stem and pipeline label), its `include_str!` source, its entry-point
+//! constants ([`entry`]) and the links to its launcher `src/ops/X.rs` (whose `UNIFORMS` and
+//! `FLAGS` the layout test compares with the shader), as candle-metal-kernels does with its
+//! one-line kernel declarations. File, variant and label agree by construction:
+//! `group_norm.wgsl` ↔ `Kernel::GroupNorm` ↔ `"group_norm"` ↔ `src/ops/group_norm.rs`.
 
-/// One `.wgsl` file of the `shaders/` folder.
+use crate::gpu::uniform::UniformLayout;
+
+/// One compute entry point of one kernel: what a pipeline is compiled from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    /// Implicit-GEMM 2-D convolution with fused bias / per-sample bias / residual epilogue.
-    Conv2d,
-    /// Strided batched matrix multiply (linear layers, attention scores and values).
-    Matmul,
-    /// Group normalisation with optional fused SiLU.
-    GroupNorm,
-    /// Row softmax (attention probabilities).
-    Softmax,
-    /// Pointwise ops: SiLU, add, scale, concat, copy, embedding lookup.
-    Elementwise,
-    /// Nearest-neighbour ×2 upsampling.
-    Upsample,
-    /// Sinusoidal timestep embedding of float timesteps.
-    TimestepEmbedding,
-    /// Counter-based Philox 4x32-10 normal noise keyed by (seed, image, step, element).
-    Rng,
-    /// The per-step update rule of every sampler.
-    SamplerStep,
-    /// The exact denoiser of a Gaussian data set (a known-answer model for sampler tests).
-    AnalyticModel,
+pub struct EntryPoint {
+    pub kernel: Kernel,
+    /// The `@compute fn` name in the shader.
+    pub name: &'static str,
 }
 
-impl Kernel {
-    /// Every kernel, for validation tests and warm-up.
-    pub const ALL: [Kernel; 10] = [
-        Kernel::Conv2d,
-        Kernel::Matmul,
-        Kernel::GroupNorm,
-        Kernel::Softmax,
-        Kernel::Elementwise,
-        Kernel::Upsample,
-        Kernel::TimestepEmbedding,
-        Kernel::Rng,
-        Kernel::SamplerStep,
-        Kernel::AnalyticModel,
-    ];
-
-    /// The file stem and pipeline label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Conv2d => "conv2d",
-            Kernel::Matmul => "matmul",
-            Kernel::GroupNorm => "group_norm",
-            Kernel::Softmax => "softmax",
-            Kernel::Elementwise => "elementwise",
-            Kernel::Upsample => "upsample",
-            Kernel::TimestepEmbedding => "timestep_embedding",
-            Kernel::Rng => "rng",
-            Kernel::SamplerStep => "sampler_step",
-            Kernel::AnalyticModel => "analytic_model",
-        }
+impl std::fmt::Display for EntryPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kernel.name(), self.name)
     }
+}
 
-    /// The WGSL source.
-    pub fn source(self) -> &'static str {
-        match self {
-            Kernel::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
-            Kernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            Kernel::GroupNorm => include_str!("../../shaders/group_norm.wgsl"),
-            Kernel::Softmax => include_str!("../../shaders/softmax.wgsl"),
-            Kernel::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
-            Kernel::Upsample => include_str!("../../shaders/upsample.wgsl"),
-            Kernel::TimestepEmbedding => include_str!("../../shaders/timestep_embedding.wgsl"),
-            Kernel::Rng => include_str!("../../shaders/rng.wgsl"),
-            Kernel::SamplerStep => include_str!("../../shaders/sampler_step.wgsl"),
-            Kernel::AnalyticModel => include_str!("../../shaders/analytic_model.wgsl"),
+/// `Variant(file_stem) { CONST = "entry", ... }` per kernel, in registry order.
+macro_rules! kernels {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident($module:ident) { $( $entry:ident = $entry_name:literal ),+ $(,)? }
+    ),+ $(,)?) => {
+        /// One `.wgsl` file of the `shaders/` folder.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kernel {
+            $( $(#[doc = $doc])* $variant, )+
         }
-    }
+
+        impl Kernel {
+            /// Every kernel, in registry order (validation tests, warm-up).
+            pub const ALL: [Kernel; [$(stringify!($variant)),+].len()] = [
+                $( Kernel::$variant, )+
+            ];
+
+            /// The file stem and pipeline label.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Kernel::$variant => stringify!($module), )+
+                }
+            }
+
+            /// The WGSL source, compiled into the binary.
+            pub fn source(self) -> &'static str {
+                match self {
+                    $( Kernel::$variant =>
+                        include_str!(concat!("../../shaders/", stringify!($module), ".wgsl")), )+
+                }
+            }
+
+            /// The shader's path relative to the crate root.
+            pub fn shader_path(self) -> &'static str {
+                match self {
+                    $( Kernel::$variant => concat!("shaders/", stringify!($module), ".wgsl"), )+
+                }
+            }
+
+            /// The launcher's path relative to the crate root (`src/ops/X.rs`).
+            pub fn launcher_path(self) -> &'static str {
+                match self {
+                    $( Kernel::$variant => concat!("src/ops/", stringify!($module), ".rs"), )+
+                }
+            }
+
+            /// Every entry point the launcher uses.
+            pub fn entry_points(self) -> &'static [EntryPoint] {
+                match self {
+                    $( Kernel::$variant => &[ $( entry::$module::$entry, )+ ], )+
+                }
+            }
+
+            /// The parameter blocks the launcher declares (`UNIFORMS` of `src/ops/X.rs`).
+            pub fn uniforms(self) -> &'static [UniformLayout] {
+                match self {
+                    $( Kernel::$variant => crate::ops::$module::UNIFORMS, )+
+                }
+            }
+
+            /// The flag bits the launcher declares (`FLAGS` of `src/ops/X.rs`), by name.
+            pub fn flags(self) -> &'static [(&'static str, u32)] {
+                match self {
+                    $( Kernel::$variant => crate::ops::$module::FLAGS, )+
+                }
+            }
+        }
+
+        /// Entry-point constants, one module per kernel: `entry::group_norm::MAIN`.
+        pub mod entry {
+            $(
+                #[doc = concat!("Entry points of `shaders/", stringify!($module), ".wgsl`.")]
+                pub mod $module {
+                    use crate::gpu::kernel::{EntryPoint, Kernel};
+                    $(
+                        #[doc = concat!("`fn ", $entry_name, "`.")]
+                        pub const $entry: EntryPoint = EntryPoint {
+                            kernel: Kernel::$variant,
+                            name: $entry_name,
+                        };
+                    )+
+                }
+            )+
+        }
+    };
+}
+
+kernels! {
+    /// Implicit-GEMM 2-D convolution with fused bias / per-sample bias / residual epilogue.
+    Conv2d(conv2d) { MAIN = "main" },
+    /// Strided batched matrix multiply (linear layers, attention scores and values).
+    Matmul(matmul) { MAIN = "main" },
+    /// Group normalisation with optional fused SiLU.
+    GroupNorm(group_norm) { MAIN = "main" },
+    /// Row softmax (attention probabilities).
+    Softmax(softmax) { MAIN = "main" },
+    /// Pointwise ops: SiLU, add, affine, concat, embedding lookup.
+    Elementwise(elementwise) {
+        SILU = "silu",
+        ADD = "add",
+        AFFINE = "affine",
+        CONCAT_CHANNELS = "concat_channels",
+        EMBEDDING_ADD = "embedding_add",
+    },
+    /// Nearest-neighbour ×2 upsampling.
+    Upsample(upsample) { MAIN = "main" },
+    /// Sinusoidal timestep embedding of float timesteps.
+    TimestepEmbedding(timestep_embedding) { MAIN = "main" },
+    /// Counter-based Philox 4x32-10 normal noise keyed by (seed, image, step, element).
+    Rng(rng) { NORMAL = "normal", PHILOX_U32 = "philox_u32", BOX_MULLER_U32 = "box_muller_u32" },
+    /// The per-step update rule of every sampler.
+    SamplerStep(sampler_step) { STEP = "step", INIT = "init" },
+    /// The exact denoiser of a Gaussian data set (a known-answer model for sampler tests).
+    AnalyticModel(analytic_model) { GAUSSIAN = "gaussian" },
 }
 
 impl std::fmt::Display for Kernel {

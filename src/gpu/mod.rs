@@ -1,14 +1,21 @@
 //! wgpu plumbing: adapter choice, the device context, the kernel registry and pipeline cache,
-//! GPU tensors, and recorded dispatches. Follows the shape of wgpu's `repeated_compute` example:
-//! one long-lived context, work recorded separately from device creation.
+//! GPU tensors, recorded dispatches and the parameter-block declarations. Follows the shape of
+//! wgpu's `repeated_compute` example: one long-lived context, work recorded separately from
+//! device creation.
 
 mod context;
 mod dispatch;
 mod kernel;
 pub mod planner;
 mod tensor;
+mod uniform;
 
-pub use context::{enumerate, AdapterSummary, GpuContext, GpuOptions};
-pub use dispatch::{grid, Dispatch, ParamsBuffer};
-pub use kernel::Kernel;
+pub use context::{enumerate, AdapterSummary, Allocations, GpuContext, GpuOptions};
+pub use dispatch::{
+    grid, Access, BindLayout, Dispatch, DispatchArgs, ParamsBuffer, SharedBindings,
+    SharedBindingsArgs, SharedDispatchArgs, UniformTable,
+};
+pub use kernel::{entry, EntryPoint, Kernel};
 pub use tensor::Tensor;
+pub(crate) use uniform::{shader_flags, uniform_struct};
+pub use uniform::{Scalar, UniformField, UniformLayout, WgslScalar};

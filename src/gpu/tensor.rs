@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 
@@ -39,7 +37,7 @@ impl Tensor {
     /// A zero-filled tensor.
     pub fn zeros(ctx: &GpuContext, shape: &[usize], label: &str) -> Result<Tensor> {
         let size = byte_size(ctx, shape, label)?;
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: USAGE,
@@ -74,13 +72,11 @@ impl Tensor {
         } else {
             bytemuck::cast_slice(data)
         };
-        let buffer = ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: USAGE,
-            });
+        let buffer = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: USAGE,
+        });
         Ok(Tensor {
             buffer: Arc::new(buffer),
             shape: shape.to_vec(),
@@ -120,7 +116,7 @@ impl Tensor {
             return Ok(Vec::new());
         }
         let size = numel as u64 * 4;
-        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,

@@ -2,10 +2,11 @@
 //! a fused bias / per-sample bias / residual / scale epilogue (`shaders/conv2d.wgsl`): the conv
 //! layers of diffusers' ResNet blocks, Downsample2D and Upsample2D.
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
+    UniformLayout,
+};
 use crate::ops::matmul::to_u32;
 
 /// Zero padding on each side of the input, in pixels.
@@ -51,32 +52,38 @@ pub struct Conv2d<'a> {
     pub output_scale: f32,
 }
 
-/// The kernel's parameter block (`Params` in `conv2d.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    k: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    npix: u32,
-    flags: u32,
-    output_scale: f32,
-    n_tiles: u32,
-    tiles: u32,
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `conv2d.wgsl`).
+    pub struct Params = "Params" {
+        batch: u32,
+        cin: u32,
+        h: u32,
+        w: u32,
+        cout: u32,
+        ho: u32,
+        wo: u32,
+        /// Cin · kh · kw.
+        k: u32,
+        stride: u32,
+        pad_top: u32,
+        pad_left: u32,
+        /// batch · Ho · Wo.
+        npix: u32,
+        flags: u32,
+        output_scale: f32,
+        n_tiles: u32,
+        tiles: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
 
-const FLAG_BIAS: u32 = 1;
-const FLAG_BATCH_BIAS: u32 = 2;
-const FLAG_RESIDUAL: u32 = 4;
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+
+shader_flags! {
+    FLAG_BIAS = 1,
+    FLAG_BATCH_BIAS = 2,
+    FLAG_RESIDUAL = 4,
+}
 
 /// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
 const BK: usize = 16;
@@ -138,7 +145,7 @@ fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u3
 /// A 16-byte buffer to bind where a vec4 view is declared but never read and the real operand is
 /// smaller than one vec4 (pipelines use automatic layouts, so every binding must be filled).
 pub(crate) fn vec4_spare(ctx: &GpuContext) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("unused vec4 view"),
         size: 16,
         usage: wgpu::BufferUsages::STORAGE,
@@ -269,13 +276,11 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         tiles: u("tiles", n_tiles * m_tiles)?,
     };
     let table = gather_table(cin, kh, kw, h, w);
-    let ktab = ctx
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(&format!("{op}: im2col table")),
-            contents: bytemuck::cast_slice(&table),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+    let ktab = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(&format!("{op}: im2col table")),
+        contents: bytemuck::cast_slice(&table),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
     let workgroups = grid(ctx, (n_tiles * m_tiles) as u64)?;
     // Absent optional operands bind the weight (never read: their flag is clear).
     let dummy = conv.weight;
@@ -290,27 +295,28 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     let flops = 2 * (npix * cout * k) as u64;
     Ok(Dispatch::new(
         ctx,
-        Kernel::Conv2d,
-        "main",
-        &[
-            ("WG_M", f64::from(wg_m)),
-            ("WG_N", f64::from(wg_n)),
-            ("BK", BK as f64),
-            ("W_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
-        ],
-        label,
-        &[
-            &conv.input.buffer,
-            &conv.residual.unwrap_or(dummy).buffer,
-            &conv.batch_bias.unwrap_or(dummy).buffer,
-            &conv.weight.buffer,
-            weight4,
-            &conv.bias.unwrap_or(dummy).buffer,
-            &ktab,
-            &conv.out.buffer,
-        ],
-        &params,
-        workgroups,
+        &DispatchArgs {
+            entry: entry::conv2d::MAIN,
+            constants: &[
+                ("WG_M", f64::from(wg_m)),
+                ("WG_N", f64::from(wg_n)),
+                ("BK", BK as f64),
+                ("W_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
+            ],
+            label,
+            storage: &[
+                &conv.input.buffer,
+                &conv.residual.unwrap_or(dummy).buffer,
+                &conv.batch_bias.unwrap_or(dummy).buffer,
+                &conv.weight.buffer,
+                weight4,
+                &conv.bias.unwrap_or(dummy).buffer,
+                &ktab,
+                &conv.out.buffer,
+            ],
+            params: &params,
+            workgroups,
+        },
     )?
     .with_flops(flops))
 }

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, EntryPoint, GpuContext,
+    Tensor, UniformLayout,
+};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); one element each.
 const WORKGROUP_SIZE: u32 = 256;
@@ -51,88 +54,133 @@ pub(crate) fn element_grid(ctx: &GpuContext, count: u32, workgroup_size: u32) ->
     grid(ctx, u64::from(count).div_ceil(u64::from(workgroup_size)))
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct SiluParams {
-    count: u32,
-    _pad: [u32; 3],
+uniform_struct! {
+    /// `SiluParams` of `elementwise.wgsl`.
+    pub struct SiluParams = "SiluParams" {
+        count: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<SiluParams>().is_multiple_of(16));
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AddParams {
-    count: u32,
-    scale: f32,
-    _pad: [u32; 2],
+uniform_struct! {
+    /// `AddParams` of `elementwise.wgsl`.
+    pub struct AddParams = "AddParams" {
+        count: u32,
+        scale: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<AddParams>().is_multiple_of(16));
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AffineParams {
-    count: u32,
-    mul: f32,
-    addend: f32,
-    _pad: u32,
+uniform_struct! {
+    /// `AffineParams` of `elementwise.wgsl`.
+    pub struct AffineParams = "AffineParams" {
+        count: u32,
+        mul: f32,
+        addend: f32,
+        _pad0: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<AffineParams>().is_multiple_of(16));
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConcatParams {
-    batch: u32,
-    a_len: u32,
-    b_len: u32,
-    _pad: u32,
+uniform_struct! {
+    /// `ConcatParams` of `elementwise.wgsl`.
+    pub struct ConcatParams = "ConcatParams" {
+        batch: u32,
+        a_len: u32,
+        b_len: u32,
+        _pad0: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<ConcatParams>().is_multiple_of(16));
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct EmbeddingParams {
-    count: u32,
-    dim: u32,
-    rows: u32,
-    _pad: u32,
+uniform_struct! {
+    /// `EmbeddingParams` of `elementwise.wgsl`.
+    pub struct EmbeddingParams = "EmbeddingParams" {
+        count: u32,
+        dim: u32,
+        rows: u32,
+        _pad0: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<EmbeddingParams>().is_multiple_of(16));
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[
+    SiluParams::LAYOUT,
+    AddParams::LAYOUT,
+    AffineParams::LAYOUT,
+    ConcatParams::LAYOUT,
+    EmbeddingParams::LAYOUT,
+];
+shader_flags! {}
 
 const CONSTANTS: &[(&str, f64)] = &[("WORKGROUP_SIZE", WORKGROUP_SIZE as f64)];
 
+/// One pointwise launch of `entry` over `count` elements.
+fn launch<P: bytemuck::Pod>(
+    ctx: &GpuContext,
+    entry: EntryPoint,
+    label: &str,
+    storage: &[&wgpu::Buffer],
+    params: &P,
+    count: u32,
+) -> Result<Dispatch> {
+    Dispatch::new(
+        ctx,
+        &DispatchArgs {
+            entry,
+            constants: CONSTANTS,
+            label,
+            storage,
+            params,
+            workgroups: element_grid(ctx, count, WORKGROUP_SIZE)?,
+        },
+    )
+}
+
 /// `out = x · sigmoid(x)` (`F.silu`). `x` and `out` have the same shape and distinct buffers.
-pub fn silu(ctx: &GpuContext, x: &Tensor, out: &Tensor, label: &str) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct Silu<'a> {
+    pub x: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
+/// Builds the launch for `args`.
+pub fn silu(ctx: &GpuContext, args: &Silu, label: &str) -> Result<Dispatch> {
     const OP: &str = "silu";
+    let Silu { x, out } = *args;
     expect_shape(OP, "out", out, &x.shape)?;
     expect_distinct(OP, out, &[("x", x)])?;
     let count = to_u32(OP, "elements", x.numel())?;
     let params = SiluParams {
         count,
-        _pad: [0; 3],
+        ..SiluParams::default()
     };
-    Dispatch::new(
+    let storage = [&*x.buffer, &*out.buffer];
+    launch(
         ctx,
-        Kernel::Elementwise,
-        "silu",
-        CONSTANTS,
+        entry::elementwise::SILU,
         label,
-        &[&x.buffer, &out.buffer],
+        &storage,
         &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        count,
     )
     .map(|d| d.with_flops(u64::from(count) * 4))
 }
 
 /// `out = (a + b) · scale`. All three tensors have the same shape; `out` has its own buffer.
-pub fn add(
-    ctx: &GpuContext,
-    a: &Tensor,
-    b: &Tensor,
-    out: &Tensor,
-    scale: f32,
-    label: &str,
-) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct Add<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub out: &'a Tensor,
+    pub scale: f32,
+}
+
+/// Builds the launch for `args`.
+pub fn add(ctx: &GpuContext, args: &Add, label: &str) -> Result<Dispatch> {
     const OP: &str = "add";
+    let Add { a, b, out, scale } = *args;
     expect_shape(OP, "b", b, &a.shape)?;
     expect_shape(OP, "out", out, &a.shape)?;
     expect_distinct(OP, out, &[("a", a), ("b", b)])?;
@@ -143,32 +191,34 @@ pub fn add(
     let params = AddParams {
         count,
         scale,
-        _pad: [0; 2],
+        ..AddParams::default()
     };
-    Dispatch::new(
+    let storage = [&*a.buffer, &*b.buffer, &*out.buffer];
+    launch(
         ctx,
-        Kernel::Elementwise,
-        "add",
-        CONSTANTS,
+        entry::elementwise::ADD,
         label,
-        &[&a.buffer, &b.buffer, &out.buffer],
+        &storage,
         &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        count,
     )
     .map(|d| d.with_flops(u64::from(count) * 2))
 }
 
 /// `out = x · mul + add` (`center_input_sample` is `mul = 2, add = −1`). Same shapes, distinct
 /// buffers.
-pub fn affine(
-    ctx: &GpuContext,
-    x: &Tensor,
-    out: &Tensor,
-    mul: f32,
-    add: f32,
-    label: &str,
-) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct Affine<'a> {
+    pub x: &'a Tensor,
+    pub out: &'a Tensor,
+    pub mul: f32,
+    pub add: f32,
+}
+
+/// Builds the launch for `args`.
+pub fn affine(ctx: &GpuContext, args: &Affine, label: &str) -> Result<Dispatch> {
     const OP: &str = "affine";
+    let Affine { x, out, mul, add } = *args;
     expect_shape(OP, "out", out, &x.shape)?;
     expect_distinct(OP, out, &[("x", x)])?;
     if !mul.is_finite() || !add.is_finite() {
@@ -182,31 +232,33 @@ pub fn affine(
         count,
         mul,
         addend: add,
-        _pad: 0,
+        ..AffineParams::default()
     };
-    Dispatch::new(
+    let storage = [&*x.buffer, &*out.buffer];
+    launch(
         ctx,
-        Kernel::Elementwise,
-        "affine",
-        CONSTANTS,
+        entry::elementwise::AFFINE,
         label,
-        &[&x.buffer, &out.buffer],
+        &storage,
         &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        count,
     )
     .map(|d| d.with_flops(u64::from(count) * 2))
 }
 
 /// `out = torch.cat([a, b], dim=1)`: `a` is `[N, Ca, ...]`, `b` is `[N, Cb, ...]` with the same
 /// trailing dims, `out` is `[N, Ca + Cb, ...]`.
-pub fn concat_channels(
-    ctx: &GpuContext,
-    a: &Tensor,
-    b: &Tensor,
-    out: &Tensor,
-    label: &str,
-) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct ConcatChannels<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
+/// Builds the launch for `args`, checking the shapes.
+pub fn concat_channels(ctx: &GpuContext, args: &ConcatChannels, label: &str) -> Result<Dispatch> {
     const OP: &str = "concat_channels";
+    let ConcatChannels { a, b, out } = *args;
     if a.shape.len() < 2 || b.shape.len() != a.shape.len() {
         return Err(Error::invalid(
             OP,
@@ -236,32 +288,39 @@ pub fn concat_channels(
         batch: to_u32(OP, "batch", batch)?,
         a_len: to_u32(OP, "a elements per sample", a.shape[1] * spatial)?,
         b_len: to_u32(OP, "b elements per sample", b.shape[1] * spatial)?,
-        _pad: 0,
+        ..ConcatParams::default()
     };
-    Dispatch::new(
+    let storage = [&*a.buffer, &*b.buffer, &*out.buffer];
+    launch(
         ctx,
-        Kernel::Elementwise,
-        "concat_channels",
-        CONSTANTS,
+        entry::elementwise::CONCAT_CHANNELS,
         label,
-        &[&a.buffer, &b.buffer, &out.buffer],
+        &storage,
         &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        count,
     )
 }
 
 /// `out[n] = base[n] + table[labels[n]]`: `table` is `[rows, D]`, `labels` is `[N]` (f32 holding
 /// integers, validated by the caller), `base` and `out` are `[N, D]`. The kernel clamps each
 /// label into `[0, rows − 1]`, so a bad label reads a wrong row but never out of bounds.
-pub fn embedding_add(
-    ctx: &GpuContext,
-    table: &Tensor,
-    labels: &Tensor,
-    base: &Tensor,
-    out: &Tensor,
-    label: &str,
-) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddingAdd<'a> {
+    pub table: &'a Tensor,
+    pub labels: &'a Tensor,
+    pub base: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
+/// Builds the launch for `args`, checking the shapes.
+pub fn embedding_add(ctx: &GpuContext, args: &EmbeddingAdd, label: &str) -> Result<Dispatch> {
     const OP: &str = "embedding_add";
+    let EmbeddingAdd {
+        table,
+        labels,
+        base,
+        out,
+    } = *args;
     let [rows, dim] = table.shape[..] else {
         return Err(Error::invalid(
             OP,
@@ -290,16 +349,15 @@ pub fn embedding_add(
         count,
         dim: to_u32(OP, "D", dim)?,
         rows: to_u32(OP, "table rows", rows)?,
-        _pad: 0,
+        ..EmbeddingParams::default()
     };
-    Dispatch::new(
+    let storage = [&*labels.buffer, &*base.buffer, &*table.buffer, &*out.buffer];
+    launch(
         ctx,
-        Kernel::Elementwise,
-        "embedding_add",
-        CONSTANTS,
+        entry::elementwise::EMBEDDING_ADD,
         label,
-        &[&labels.buffer, &base.buffer, &table.buffer, &out.buffer],
+        &storage,
         &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        count,
     )
 }

@@ -2,44 +2,61 @@
 //! (`shaders/group_norm.wgsl`): one workgroup per (sample, group), two-pass mean / variance.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
+    UniformLayout,
+};
 use crate::ops::elementwise::{expect_distinct, expect_shape, to_u32};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); a power of two for the tree.
 const WORKGROUP_SIZE: u32 = 256;
 const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
 
-/// The kernel's parameter block (`Params` in `group_norm.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    channels: u32,
-    spatial: u32,
-    groups: u32,
-    eps: f32,
-    silu: u32,
-    _pad: [u32; 2],
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `group_norm.wgsl`).
+    pub struct Params = "Params" {
+        batch: u32,
+        channels: u32,
+        spatial: u32,
+        groups: u32,
+        eps: f32,
+        silu: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+shader_flags! {}
 
 /// `out = F.group_norm(input, groups, gamma, beta, eps)`, followed by `x · sigmoid(x)` when
 /// `silu` is set. `input` and `out` are `[N, C, ...spatial]` (any number of trailing dims,
 /// including none), `gamma` and `beta` are `[C]`, and `C` must be a multiple of `groups`.
 /// The variance is biased, as in torch.
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm(
-    ctx: &GpuContext,
-    input: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    out: &Tensor,
-    groups: usize,
-    eps: f32,
-    silu: bool,
-    label: &str,
-) -> Result<Dispatch> {
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNorm<'a> {
+    pub input: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub out: &'a Tensor,
+    pub groups: usize,
+    pub eps: f32,
+    pub silu: bool,
+}
+
+/// Builds the launch for `args`, checking every shape.
+pub fn group_norm(ctx: &GpuContext, args: &GroupNorm, label: &str) -> Result<Dispatch> {
     const OP: &str = "group_norm";
+    let GroupNorm {
+        input,
+        gamma,
+        beta,
+        out,
+        groups,
+        eps,
+        silu,
+    } = *args;
     if input.shape.len() < 2 {
         return Err(Error::invalid(
             OP,
@@ -76,7 +93,7 @@ pub fn group_norm(
         groups: to_u32(OP, "groups", groups)?,
         eps,
         silu: u32::from(silu),
-        _pad: [0; 2],
+        ..Params::default()
     };
     let workgroups = if numel == 0 {
         [0, 1, 1]
@@ -86,13 +103,14 @@ pub fn group_norm(
     let flops = u64::from(numel) * if silu { 12 } else { 8 };
     Dispatch::new(
         ctx,
-        Kernel::GroupNorm,
-        "main",
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&input.buffer, &gamma.buffer, &beta.buffer, &out.buffer],
-        &params,
-        workgroups,
+        &DispatchArgs {
+            entry: entry::group_norm::MAIN,
+            constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+            label,
+            storage: &[&input.buffer, &gamma.buffer, &beta.buffer, &out.buffer],
+            params: &params,
+            workgroups,
+        },
     )
     .map(|d| d.with_flops(flops))
 }

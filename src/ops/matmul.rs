@@ -3,7 +3,10 @@
 //! attention (`Q·Kᵀ·scale`, `P·V`), all without transposing copies.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
+    UniformLayout,
+};
 use crate::ops::conv2d::vec4_spare;
 
 /// Which output axis a bias vector runs along.
@@ -42,35 +45,41 @@ pub struct Matmul<'a> {
     pub output_scale: f32,
 }
 
-/// The kernel's parameter block (`Params` in `matmul.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    m: u32,
-    n: u32,
-    k: u32,
-    a_sb: u32,
-    a_sm: u32,
-    a_sk: u32,
-    b_sb: u32,
-    b_sk: u32,
-    b_sn: u32,
-    c_sb: u32,
-    c_sm: u32,
-    c_sn: u32,
-    flags: u32,
-    alpha: f32,
-    output_scale: f32,
-    n_tiles: u32,
-    tiles: u32,
-    _pad: [u32; 2],
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `matmul.wgsl`).
+    pub struct Params = "Params" {
+        batch: u32,
+        m: u32,
+        n: u32,
+        k: u32,
+        a_sb: u32,
+        a_sm: u32,
+        a_sk: u32,
+        b_sb: u32,
+        b_sk: u32,
+        b_sn: u32,
+        c_sb: u32,
+        c_sm: u32,
+        c_sn: u32,
+        flags: u32,
+        alpha: f32,
+        output_scale: f32,
+        n_tiles: u32,
+        tiles: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
 
-const FLAG_BIAS: u32 = 1;
-const FLAG_BIAS_N: u32 = 2;
-const FLAG_RESIDUAL: u32 = 4;
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+
+shader_flags! {
+    FLAG_BIAS = 1,
+    /// The bias runs along n (else along m).
+    FLAG_BIAS_N = 2,
+    FLAG_RESIDUAL = 4,
+}
 
 /// Depth of the K slice each workgroup stages in shared memory (the `BK` override).
 const BK: u32 = 16;
@@ -196,7 +205,7 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
         output_scale: mm.output_scale,
         n_tiles: u("n tiles", n_tiles)?,
         tiles: u("tiles", n_tiles * m_tiles)?,
-        _pad: [0; 2],
+        ..Params::default()
     };
     // Absent optional operands bind `a` (never read: the flags are clear); a read-only binding
     // must not alias the read-write output.
@@ -229,27 +238,28 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
     let flops = 2 * (mm.batch * mm.m * mm.n * mm.k) as u64;
     Ok(Dispatch::new(
         ctx,
-        Kernel::Matmul,
-        "main",
-        &[
-            ("WG_M", f64::from(wg_m)),
-            ("WG_N", f64::from(wg_n)),
-            ("BK", f64::from(BK)),
-            ("A_MODE", f64::from(a_mode)),
-            ("B_MODE", f64::from(b_mode)),
-        ],
-        label,
-        &[
-            &mm.a.buffer,
-            a4,
-            &mm.b.buffer,
-            b4,
-            &residual.buffer,
-            &bias.buffer,
-            &mm.out.buffer,
-        ],
-        &params,
-        workgroups,
+        &DispatchArgs {
+            entry: entry::matmul::MAIN,
+            constants: &[
+                ("WG_M", f64::from(wg_m)),
+                ("WG_N", f64::from(wg_n)),
+                ("BK", f64::from(BK)),
+                ("A_MODE", f64::from(a_mode)),
+                ("B_MODE", f64::from(b_mode)),
+            ],
+            label,
+            storage: &[
+                &mm.a.buffer,
+                a4,
+                &mm.b.buffer,
+                b4,
+                &residual.buffer,
+                &bias.buffer,
+                &mm.out.buffer,
+            ],
+            params: &params,
+            workgroups,
+        },
     )?
     .with_flops(flops))
 }

@@ -1,12 +1,16 @@
-//! Builders for every GPU op: each validates shapes, fills the kernel's `#[repr(C)]` parameter
-//! block and returns a [`Dispatch`](crate::gpu::Dispatch) to be recorded (once per graph, replayed
+//! Launchers for every GPU kernel, one file per `shaders/X.wgsl` (`src/ops/X.rs`, named in the
+//! shader's header): each takes one args struct, validates shapes, fills the kernel's parameter
+//! block (declared with `uniform_struct!`, with its `UNIFORMS` and `FLAGS` lists for the layout
+//! test) and returns a [`Dispatch`](crate::gpu::Dispatch) to be recorded (once per graph, replayed
 //! every forward). The matching CPU references live in [`crate::reference`].
 
+pub mod analytic_model;
 pub mod conv2d;
 pub mod elementwise;
 pub mod group_norm;
 pub mod matmul;
 pub mod rng;
+pub mod sampler_step;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod upsample;

@@ -4,46 +4,107 @@
 //! `(seed, i, s, stream, e)`: the same on every batch split and, up to float rounding (< 1e-6
 //! absolute from the f64 transform), on every adapter. The CPU reference is [`crate::reference::rng`].
 //!
-//! Sampling loops: every parameter lives in the dispatch's own 32-byte uniform block, so a
-//! sampler plans one [`Dispatch`] per step up front ([`normal_noise_steps`]; the pipeline is
-//! compiled once and shared) and replays them; nothing is rebuilt or rewritten between steps.
+//! Sampling loops: [`normal_noise_steps`] plans one launch per (step, stream) key up front, all
+//! reading their parameter block from one uniform table through a dynamic offset into one shared
+//! bind group (the pipeline is compiled once), so a loop replays them with nothing created,
+//! rebuilt or uploaded between steps.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, shader_flags, uniform_struct, Access, Dispatch, DispatchArgs, EntryPoint, GpuContext,
+    SharedBindings, SharedBindingsArgs, SharedDispatchArgs, Tensor, UniformLayout, UniformTable,
+};
 use crate::ops::elementwise::{element_grid, expect_distinct, to_u32};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader).
 const WORKGROUP_SIZE: u32 = 256;
 
-/// The `normal` entry point's parameter block (`NormalParams` in `rng.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct NormalParams {
-    seed_lo: u32,
-    seed_hi: u32,
-    first_image: u32,
-    step: u32,
-    stream: u32,
-    images: u32,
-    numel: u32,
-    quads: u32,
-}
-const _: () = assert!(std::mem::size_of::<NormalParams>().is_multiple_of(16));
+const CONSTANTS: &[(&str, f64)] = &[("WORKGROUP_SIZE", WORKGROUP_SIZE as f64)];
 
-/// The raw entry points' parameter block (`CountParams` in `rng.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct CountParams {
-    count: u32,
-    _pad: [u32; 3],
-}
-const _: () = assert!(std::mem::size_of::<CountParams>().is_multiple_of(16));
+/// The `normal` entry point's storage binding (`out`), for its explicit layout.
+const NORMAL_ACCESS: &[Access] = &[Access::ReadWrite];
 
-/// What one `normal` launch covers: the parameter block without the step, and its grid.
+uniform_struct! {
+    /// The `normal` entry point's parameter block (`NormalParams` in `rng.wgsl`).
+    pub struct NormalParams = "NormalParams" {
+        seed_lo: u32,
+        seed_hi: u32,
+        first_image: u32,
+        step: u32,
+        stream: u32,
+        images: u32,
+        numel: u32,
+        quads: u32,
+    }
+}
+
+uniform_struct! {
+    /// The raw entry points' parameter block (`CountParams` in `rng.wgsl`).
+    pub struct CountParams = "CountParams" {
+        count: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[NormalParams::LAYOUT, CountParams::LAYOUT];
+shader_flags! {}
+
+/// The counter words a draw varies: the sampler step and the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseKey {
+    pub step: u32,
+    pub stream: u32,
+}
+
+/// Fills `out` (`[N, ...]`, images first; each image holds `out.numel() / N` elements) with
+/// standard normals: element `e` of `out`'s image `n` is
+/// `reference::rng::normal(seed, first_image + n, step, stream, e)`. `first_image` is the global
+/// index of `out`'s image 0, so a batch split into chunks starting at images `k` reproduces the
+/// unsplit batch bit for bit. Use distinct `stream`s for independent uses at one step (e.g. 0 for
+/// the initial latents, 1 for per-step noise).
+#[derive(Clone, Copy, Debug)]
+pub struct NormalNoise<'a> {
+    pub out: &'a Tensor,
+    pub seed: u64,
+    pub first_image: u32,
+    pub step: u32,
+    pub stream: u32,
+}
+
+/// [`NormalNoise`] for every key of `keys`, planned at once: launch `j` fills `out` with the
+/// noise of `keys[j]`.
+#[derive(Clone, Copy, Debug)]
+pub struct NormalNoiseSteps<'a> {
+    pub out: &'a Tensor,
+    pub seed: u64,
+    pub first_image: u32,
+    pub keys: &'a [NoiseKey],
+}
+
+/// What one `normal` launch covers: the parameter block without the key, and its grid.
 struct NormalPlan {
     params: NormalParams,
     workgroups: [u32; 3],
     quads_total: u64,
+}
+
+impl NormalPlan {
+    fn params(&self, key: NoiseKey) -> NormalParams {
+        NormalParams {
+            step: key.step,
+            stream: key.stream,
+            ..self.params
+        }
+    }
+
+    // Philox: 10 rounds of 2 wide multiplies (~12 ops each with the 16-bit split); Box–Muller:
+    // ~40 flops per pair. Counted as ~300 ops per call of four normals.
+    fn flops(&self) -> u64 {
+        self.quads_total * 300
+    }
 }
 
 fn plan(
@@ -52,7 +113,6 @@ fn plan(
     out: &Tensor,
     seed: u64,
     first_image: u32,
-    stream: u32,
 ) -> Result<NormalPlan> {
     let Some(&images) = out.shape.first() else {
         return Err(Error::invalid(
@@ -90,7 +150,7 @@ fn plan(
             seed_hi: (seed >> 32) as u32,
             first_image,
             step: 0,
-            stream,
+            stream: 0,
             images,
             numel,
             quads,
@@ -100,68 +160,74 @@ fn plan(
     })
 }
 
-fn launch(
-    ctx: &GpuContext,
-    out: &Tensor,
-    plan: &NormalPlan,
-    step: u32,
-    label: &str,
-) -> Result<Dispatch> {
-    let params = NormalParams {
-        step,
-        ..plan.params
-    };
+/// Builds one `normal` launch with its own parameter block.
+pub fn normal_noise(ctx: &GpuContext, args: &NormalNoise, label: &str) -> Result<Dispatch> {
+    let plan = plan(ctx, "normal_noise", args.out, args.seed, args.first_image)?;
+    let params = plan.params(NoiseKey {
+        step: args.step,
+        stream: args.stream,
+    });
     Dispatch::new(
         ctx,
-        Kernel::Rng,
-        "normal",
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&out.buffer],
-        &params,
-        plan.workgroups,
+        &DispatchArgs {
+            entry: entry::rng::NORMAL,
+            constants: CONSTANTS,
+            label,
+            storage: &[&args.out.buffer],
+            params: &params,
+            workgroups: plan.workgroups,
+        },
     )
-    // Philox: 10 rounds of 2 wide multiplies (~12 ops each with the 16-bit split); Box–Muller:
-    // ~40 flops per pair. Counted as ~300 ops per call of four normals.
-    .map(|d| d.with_flops(plan.quads_total * 300))
+    .map(|d| d.with_flops(plan.flops()))
 }
 
-/// Fills `out` (`[N, ...]`, images first; each image holds `out.numel() / N` elements) with
-/// standard normals: element `e` of `out`'s image `n` is
-/// `reference::rng::normal(seed, first_image + n, step, stream, e)`. `first_image` is the global
-/// index of `out`'s image 0, so a batch split into chunks starting at images `k` reproduces the
-/// unsplit batch bit for bit. Use distinct `stream`s for independent uses at one step (e.g. 0 for
-/// the initial latents, 1 for per-step noise).
-pub fn normal_noise(
-    ctx: &GpuContext,
-    out: &Tensor,
-    seed: u64,
-    first_image: u32,
-    step: u32,
-    stream: u32,
-    label: &str,
-) -> Result<Dispatch> {
-    let plan = plan(ctx, "normal_noise", out, seed, first_image, stream)?;
-    launch(ctx, out, &plan, step, label)
-}
-
-/// [`normal_noise`] for every step in `steps`, planned at once: entry `j` fills `out` with the
-/// noise of step `steps[j]`. Each dispatch owns its tiny uniform block and bind group (the
-/// pipeline is shared), so a sampling loop records them once at plan time and replays them with
-/// nothing rebuilt or uploaded between steps. Labels are `label[step]`.
+/// Builds the launches of `args.keys` (none for no keys): one uniform buffer holds every key's
+/// parameter block and one bind group serves them all through dynamic offsets, so the number of
+/// buffers and bind groups created does not depend on the number of keys. Labels are
+/// `label[stream:step]`.
 pub fn normal_noise_steps(
     ctx: &GpuContext,
-    out: &Tensor,
-    seed: u64,
-    first_image: u32,
-    steps: &[u32],
-    stream: u32,
+    args: &NormalNoiseSteps,
     label: &str,
 ) -> Result<Vec<Dispatch>> {
-    let plan = plan(ctx, "normal_noise_steps", out, seed, first_image, stream)?;
-    steps
+    let plan = plan(
+        ctx,
+        "normal_noise_steps",
+        args.out,
+        args.seed,
+        args.first_image,
+    )?;
+    if args.keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let blocks: Vec<NormalParams> = args.keys.iter().map(|&k| plan.params(k)).collect();
+    let table = UniformTable::new(ctx, &format!("{label} params"), &blocks)?;
+    let bindings = SharedBindings::new(
+        ctx,
+        &SharedBindingsArgs {
+            access: NORMAL_ACCESS,
+            storage: &[&args.out.buffer],
+            table: &table,
+            label,
+        },
+    )?;
+    args.keys
         .iter()
-        .map(|&step| launch(ctx, out, &plan, step, &format!("{label}[{step}]")))
+        .enumerate()
+        .map(|(slot, key)| {
+            Dispatch::shared(
+                ctx,
+                &SharedDispatchArgs {
+                    entry: entry::rng::NORMAL,
+                    constants: CONSTANTS,
+                    label: &format!("{label}[{}:{}]", key.stream, key.step),
+                    bindings: &bindings,
+                    slot,
+                    workgroups: plan.workgroups,
+                },
+            )
+            .map(|d| d.with_flops(plan.flops()))
+        })
         .collect()
 }
 
@@ -180,36 +246,36 @@ fn rows(op: &str, name: &str, tensor: &Tensor, width: usize) -> Result<usize> {
     Ok(numel / width)
 }
 
+/// The operands of the raw known-answer entry points: 32-bit words in, 32-bit words out.
+#[derive(Clone, Copy, Debug)]
+pub struct RawWords<'a> {
+    pub input: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
 /// Known-answer hook: raw Philox 4x32-10 on the GPU. `input` holds `n` rows of six u32 bit
 /// patterns (`counter[0..4], key[0..2]`; upload with `f32::from_bits`), `out` receives `n` rows of
 /// four u32 words (read back with `f32::to_bits`). Both are treated as plain 32-bit storage.
-pub fn philox_u32(ctx: &GpuContext, input: &Tensor, out: &Tensor, label: &str) -> Result<Dispatch> {
-    const OP: &str = "philox_u32";
-    raw(ctx, OP, "philox_u32", input, out, [6, 4], label)
+pub fn philox_u32(ctx: &GpuContext, args: &RawWords, label: &str) -> Result<Dispatch> {
+    raw(ctx, entry::rng::PHILOX_U32, args, [6, 4], label)
 }
 
 /// Accuracy hook: the shader's Box–Muller transform of `n` word pairs. `input` holds `n` rows of
 /// two u32 bit patterns `(a, b)` (upload with `f32::from_bits`); `out` receives `n` rows of
 /// `(r cos 2πu2, r sin 2πu2)` as f32, comparable with `reference::rng::box_muller(a, b)`.
-pub fn box_muller_u32(
-    ctx: &GpuContext,
-    input: &Tensor,
-    out: &Tensor,
-    label: &str,
-) -> Result<Dispatch> {
-    const OP: &str = "box_muller_u32";
-    raw(ctx, OP, "box_muller_u32", input, out, [2, 2], label)
+pub fn box_muller_u32(ctx: &GpuContext, args: &RawWords, label: &str) -> Result<Dispatch> {
+    raw(ctx, entry::rng::BOX_MULLER_U32, args, [2, 2], label)
 }
 
 fn raw(
     ctx: &GpuContext,
-    op: &str,
-    entry_point: &'static str,
-    input: &Tensor,
-    out: &Tensor,
+    entry: EntryPoint,
+    args: &RawWords,
     [in_width, out_width]: [usize; 2],
     label: &str,
 ) -> Result<Dispatch> {
+    let op = entry.name;
+    let RawWords { input, out } = *args;
     let n = rows(op, "input", input, in_width)?;
     let n_out = rows(op, "out", out, out_width)?;
     if n != n_out {
@@ -224,15 +290,16 @@ fn raw(
     let count = to_u32(op, "rows", n)?;
     Dispatch::new(
         ctx,
-        Kernel::Rng,
-        entry_point,
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&input.buffer, &out.buffer],
-        &CountParams {
-            count,
-            _pad: [0; 3],
+        &DispatchArgs {
+            entry,
+            constants: CONSTANTS,
+            label,
+            storage: &[&input.buffer, &out.buffer],
+            params: &CountParams {
+                count,
+                ..CountParams::default()
+            },
+            workgroups: element_grid(ctx, count, WORKGROUP_SIZE)?,
         },
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
     )
 }

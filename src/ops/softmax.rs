@@ -2,33 +2,43 @@
 //! `shaders/softmax.wgsl`: one workgroup per row, max-subtracted, f32.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
+    UniformLayout,
+};
 use crate::ops::elementwise::to_u32;
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); a power of two for the tree.
 const WORKGROUP_SIZE: u32 = 256;
 const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
 
-/// The kernel's parameter block (`Params` in `softmax.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    _pad: [u32; 2],
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `softmax.wgsl`).
+    pub struct Params = "Params" {
+        rows: u32,
+        cols: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+shader_flags! {}
 
 /// Replaces each of the `rows` contiguous rows of `cols` values in `data` (any shape with
-/// `rows · cols` elements) by its softmax.
-pub fn softmax_rows(
-    ctx: &GpuContext,
-    data: &Tensor,
-    rows: usize,
-    cols: usize,
-    label: &str,
-) -> Result<Dispatch> {
+/// `rows · cols` elements) by its softmax, in place.
+#[derive(Clone, Copy, Debug)]
+pub struct SoftmaxRows<'a> {
+    pub data: &'a Tensor,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Builds the launch for `args`.
+pub fn softmax_rows(ctx: &GpuContext, args: &SoftmaxRows, label: &str) -> Result<Dispatch> {
     const OP: &str = "softmax_rows";
+    let SoftmaxRows { data, rows, cols } = *args;
     if rows.checked_mul(cols) != Some(data.numel()) {
         return Err(Error::invalid(
             OP,
@@ -43,7 +53,7 @@ pub fn softmax_rows(
     let params = Params {
         rows: to_u32(OP, "rows", rows)?,
         cols: to_u32(OP, "cols", cols)?,
-        _pad: [0; 2],
+        ..Params::default()
     };
     let workgroups = if numel == 0 {
         [0, 1, 1]
@@ -52,13 +62,14 @@ pub fn softmax_rows(
     };
     Dispatch::new(
         ctx,
-        Kernel::Softmax,
-        "main",
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&data.buffer],
-        &params,
-        workgroups,
+        &DispatchArgs {
+            entry: entry::softmax::MAIN,
+            constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+            label,
+            storage: &[&data.buffer],
+            params: &params,
+            workgroups,
+        },
     )
     .map(|d| d.with_flops(u64::from(numel) * 5))
 }

@@ -4,7 +4,9 @@
 //! argument and evaluates sin/cos with its own argument reduction and polynomials.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor, UniformLayout,
+};
 use crate::ops::elementwise::{element_grid, expect_distinct, to_u32};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader).
@@ -13,19 +15,24 @@ const WORKGROUP_SIZE: u32 = 256;
 /// diffusers' `max_period`.
 const MAX_PERIOD: f64 = 10000.0;
 
-/// The kernel's parameter block (`Params` in `timestep_embedding.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    dim: u32,
-    half_dim: u32,
-    flip: u32,
-    /// Always 0: XORed into the product's bits so the compiler cannot fuse it into an FMA.
-    opaque_zero: u32,
-    _pad: [u32; 3],
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `timestep_embedding.wgsl`).
+    pub struct Params = "Params" {
+        batch: u32,
+        dim: u32,
+        half_dim: u32,
+        flip: u32,
+        /// Always 0: XORed into the product's bits so the compiler cannot fuse it into an FMA.
+        opaque_zero: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+shader_flags! {}
 
 /// The `dim / 2` frequencies torch uses, as f32, rounded the way torch rounds them:
 ///
@@ -67,16 +74,29 @@ pub fn frequencies(dim: usize, freq_shift: f64) -> Result<Vec<f32>> {
 /// freq_shift, scale = 1, max_period = 10000)`: `timesteps` is `[N]` (f32, may be fractional),
 /// `out` is `[N, dim]`. Accurate for `|t · freq| < ~1e5` (the kernel's argument reduction is
 /// exact there; beyond it the error grows slowly with the argument).
+#[derive(Clone, Copy, Debug)]
+pub struct TimestepEmbedding<'a> {
+    pub timesteps: &'a Tensor,
+    pub out: &'a Tensor,
+    pub dim: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+/// Builds the launch for `args` (and uploads its frequency table), checking the shapes.
 pub fn timestep_embedding(
     ctx: &GpuContext,
-    timesteps: &Tensor,
-    out: &Tensor,
-    dim: usize,
-    flip_sin_to_cos: bool,
-    freq_shift: f64,
+    args: &TimestepEmbedding,
     label: &str,
 ) -> Result<Dispatch> {
     const OP: &str = "timestep_embedding";
+    let TimestepEmbedding {
+        timesteps,
+        out,
+        dim,
+        flip_sin_to_cos,
+        freq_shift,
+    } = *args;
     let [batch] = timesteps.shape[..] else {
         return Err(Error::invalid(
             OP,
@@ -102,18 +122,19 @@ pub fn timestep_embedding(
         half_dim: to_u32(OP, "dim / 2", dim / 2)?,
         flip: u32::from(flip_sin_to_cos),
         opaque_zero: 0,
-        _pad: [0; 3],
+        ..Params::default()
     };
     // The bind group keeps the frequency table alive after `table` is dropped.
     Dispatch::new(
         ctx,
-        Kernel::TimestepEmbedding,
-        "main",
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&timesteps.buffer, &table.buffer, &out.buffer],
-        &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        &DispatchArgs {
+            entry: entry::timestep_embedding::MAIN,
+            constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+            label,
+            storage: &[&timesteps.buffer, &table.buffer, &out.buffer],
+            params: &params,
+            workgroups: element_grid(ctx, count, WORKGROUP_SIZE)?,
+        },
     )
     .map(|d| d.with_flops(u64::from(count) * 30))
 }

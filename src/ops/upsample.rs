@@ -2,32 +2,44 @@
 //! `shaders/upsample.wgsl`, one invocation per output element.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{
+    entry, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor, UniformLayout,
+};
 use crate::ops::elementwise::{element_grid, expect_distinct, expect_shape, to_u32};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader).
 const WORKGROUP_SIZE: u32 = 256;
 
-/// The kernel's parameter block (`Params` in `upsample.wgsl`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    planes: u32,
-    height: u32,
-    width: u32,
-    _pad: u32,
+uniform_struct! {
+    /// The kernel's parameter block (`Params` in `upsample.wgsl`).
+    pub struct Params = "Params" {
+        planes: u32,
+        height: u32,
+        width: u32,
+        _pad0: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
+
+/// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
+pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
+shader_flags! {}
 
 /// `out = F.interpolate(input, scale_factor=2, mode="nearest")`: `input` is `[N, C, H, W]`,
 /// `out` is `[N, C, 2H, 2W]`.
+#[derive(Clone, Copy, Debug)]
+pub struct UpsampleNearest2x<'a> {
+    pub input: &'a Tensor,
+    pub out: &'a Tensor,
+}
+
+/// Builds the launch for `args`, checking the shapes.
 pub fn upsample_nearest2x(
     ctx: &GpuContext,
-    input: &Tensor,
-    out: &Tensor,
+    args: &UpsampleNearest2x,
     label: &str,
 ) -> Result<Dispatch> {
     const OP: &str = "upsample_nearest2x";
+    let UpsampleNearest2x { input, out } = *args;
     let [n, c, h, w] = input.shape[..] else {
         return Err(Error::invalid(
             OP,
@@ -41,16 +53,17 @@ pub fn upsample_nearest2x(
         planes: to_u32(OP, "N·C", n * c)?,
         height: to_u32(OP, "H", h)?,
         width: to_u32(OP, "W", w)?,
-        _pad: 0,
+        ..Params::default()
     };
     Dispatch::new(
         ctx,
-        Kernel::Upsample,
-        "main",
-        &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-        label,
-        &[&input.buffer, &out.buffer],
-        &params,
-        element_grid(ctx, count, WORKGROUP_SIZE)?,
+        &DispatchArgs {
+            entry: entry::upsample::MAIN,
+            constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+            label,
+            storage: &[&input.buffer, &out.buffer],
+            params: &params,
+            workgroups: element_grid(ctx, count, WORKGROUP_SIZE)?,
+        },
     )
 }

@@ -12,19 +12,34 @@ use crate::ops::matmul::BiasAxis;
 /// `[top, bottom, left, right]`; `batch_bias` is `[N, Cout]` and `residual` `[N, Cout, Ho, Wo]`.
 /// Returns the `[N, Cout, Ho, Wo]` output, or an empty vector when the shapes are inconsistent
 /// (channel mismatch, stride 0, padded input smaller than the kernel).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    input: &[f32],
-    in_shape: [usize; 4],
-    weight: &[f32],
-    w_shape: [usize; 4],
-    bias: Option<&[f32]>,
-    batch_bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    stride: usize,
-    pad: [usize; 4],
-    output_scale: f64,
-) -> Vec<f64> {
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dRef<'a> {
+    pub input: &'a [f32],
+    pub in_shape: [usize; 4],
+    pub weight: &'a [f32],
+    pub w_shape: [usize; 4],
+    pub bias: Option<&'a [f32]>,
+    pub batch_bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub stride: usize,
+    pub pad: [usize; 4],
+    pub output_scale: f64,
+}
+
+/// Computes [`Conv2dRef`].
+pub fn conv2d(args: &Conv2dRef) -> Vec<f64> {
+    let Conv2dRef {
+        input,
+        in_shape,
+        weight,
+        w_shape,
+        bias,
+        batch_bias,
+        residual,
+        stride,
+        pad,
+        output_scale,
+    } = *args;
     let [batch, cin, h, w] = in_shape;
     let [cout, wcin, kh, kw] = w_shape;
     let [top, bottom, left, right] = pad;
@@ -87,20 +102,37 @@ pub fn conv2d(
 /// with `A[b, m, k]` at `b·a_strides[0] + m·a_strides[1] + k·a_strides[2]`, `B[b, k, n]` at
 /// `b·b_strides[0] + k·b_strides[1] + n·b_strides[2]`, `C` and `residual` at `c_strides`.
 /// Returns a vector of `out_len` elements; those no `(b, m, n)` maps to stay 0.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_strided(
-    a: &[f32],
-    b: &[f32],
-    bias: Option<(&[f32], BiasAxis)>,
-    residual: Option<&[f32]>,
-    [batch, m, n, k]: [usize; 4],
-    a_strides: [usize; 3],
-    b_strides: [usize; 3],
-    c_strides: [usize; 3],
-    alpha: f64,
-    output_scale: f64,
-    out_len: usize,
-) -> Vec<f64> {
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulRef<'a> {
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub bias: Option<(&'a [f32], BiasAxis)>,
+    pub residual: Option<&'a [f32]>,
+    /// `[batch, m, n, k]`.
+    pub dims: [usize; 4],
+    pub a_strides: [usize; 3],
+    pub b_strides: [usize; 3],
+    pub c_strides: [usize; 3],
+    pub alpha: f64,
+    pub output_scale: f64,
+    pub out_len: usize,
+}
+
+/// Computes [`MatmulRef`].
+pub fn matmul_strided(args: &MatmulRef) -> Vec<f64> {
+    let MatmulRef {
+        a,
+        b,
+        bias,
+        residual,
+        dims: [batch, m, n, k],
+        a_strides,
+        b_strides,
+        c_strides,
+        alpha,
+        output_scale,
+        out_len,
+    } = *args;
     let mut out = vec![0.0f64; out_len];
     let mut row = vec![0.0f64; n];
     let mut b_row = vec![0.0f64; n];

@@ -4,8 +4,8 @@
 //! must match the CPU loop [`crate::schedule::sample_reference`] with the same noise.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
-use crate::ops::elementwise::{element_grid, to_u32};
+use crate::gpu::{Dispatch, GpuContext, Tensor};
+use crate::ops::analytic_model::{gaussian_denoise, GaussianDenoise, GaussianMode};
 use crate::sampling::engine::Denoiser;
 use crate::schedule::{NoiseSchedule, SamplerSettings, SchedulerKind, TablePrecision};
 
@@ -90,22 +90,6 @@ impl GaussianModel {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    count: u32,
-    per_image: u32,
-    mode: u32,
-    table_len: u32,
-    mean: f32,
-    std: f32,
-    beta_min: f32,
-    beta_max: f32,
-    train_steps: f32,
-    _pad: [f32; 3],
-}
-const _: () = assert!(std::mem::size_of::<Params>().is_multiple_of(16));
-
 /// [`GaussianModel`] on the GPU for a batch of `[B, C, H, W]`.
 pub struct GaussianDenoiser {
     input: Tensor,
@@ -128,46 +112,47 @@ impl GaussianDenoiser {
         let (mode, table, beta_min, beta_max, train_steps) = match &model.param {
             Parametrization::EpsilonDiscrete { alphas_cumprod } => {
                 let t: Vec<f32> = alphas_cumprod.iter().map(|&a| a as f32).collect();
-                (0u32, t, 0.0, 0.0, alphas_cumprod.len() as f64)
+                let len = alphas_cumprod.len() as f64;
+                (GaussianMode::EpsilonDiscrete, t, 0.0, 0.0, len)
             }
             Parametrization::EpsilonContinuous {
                 beta_min,
                 beta_max,
                 train_steps,
-            } => (1, vec![0.0], *beta_min, *beta_max, *train_steps),
-            Parametrization::FlowVelocity { train_steps } => (2, vec![0.0], 0.0, 0.0, *train_steps),
+            } => (
+                GaussianMode::EpsilonContinuous,
+                vec![0.0],
+                *beta_min,
+                *beta_max,
+                *train_steps,
+            ),
+            Parametrization::FlowVelocity { train_steps } => (
+                GaussianMode::FlowVelocity,
+                vec![0.0],
+                0.0,
+                0.0,
+                *train_steps,
+            ),
         };
         if table.is_empty() {
             return Err(Error::invalid(OP, "empty ᾱ table"));
         }
         let table_t = Tensor::from_slice(ctx, &[table.len()], &table, "analytic ᾱ table")?;
-        let count = to_u32(OP, "elements", b * c * h * w)?;
-        let params = Params {
-            count,
-            per_image: to_u32(OP, "elements per image", c * h * w)?,
-            mode,
-            table_len: to_u32(OP, "table length", table.len())?,
-            mean: model.mean as f32,
-            std: model.std as f32,
-            beta_min: beta_min as f32,
-            beta_max: beta_max as f32,
-            train_steps: train_steps as f32,
-            _pad: [0.0; 3],
-        };
-        let d = Dispatch::new(
+        let d = gaussian_denoise(
             ctx,
-            Kernel::AnalyticModel,
-            "gaussian",
-            &[("WORKGROUP_SIZE", 256.0)],
+            &GaussianDenoise {
+                input: &input,
+                timesteps: &timesteps,
+                table: &table_t,
+                out: &output,
+                mode,
+                mean: model.mean as f32,
+                std: model.std as f32,
+                beta_min: beta_min as f32,
+                beta_max: beta_max as f32,
+                train_steps: train_steps as f32,
+            },
             "gaussian denoiser",
-            &[
-                &input.buffer,
-                &timesteps.buffer,
-                &table_t.buffer,
-                &output.buffer,
-            ],
-            &params,
-            element_grid(ctx, count, 256)?,
         )?;
         Ok(GaussianDenoiser {
             input,

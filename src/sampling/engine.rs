@@ -1,7 +1,9 @@
 //! The GPU sampling loop for one chunk of images: the plan's stages become dispatches
 //! (`rng.wgsl` noise where a stage draws it, the U-Net's forward graph, `sampler_step.wgsl`'s
 //! update), recorded once, submitted one inference step per command buffer with at most
-//! [`IN_FLIGHT`] steps queued, and read back once at the end.
+//! [`IN_FLIGHT`] steps queued, and read back once at the end. Every stage's update parameters
+//! share one uniform buffer and one bind group (dynamic offsets), and so do the noise draws:
+//! the number of buffers and bind groups a run creates does not depend on its number of steps.
 //!
 //! The update kernel also writes the network's next input (`model_input_scale · x`, duplicated
 //! for classifier-free guidance) and next timesteps, so between two forward passes nothing
@@ -10,14 +12,14 @@
 use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, GpuContext, Kernel, Tensor};
+use crate::gpu::{Dispatch, GpuContext, Tensor};
 use crate::model::unet_2d::UNetGraph;
-use crate::ops::elementwise::{element_grid, to_u32};
-use crate::ops::rng::normal_noise;
-use crate::schedule::{HistoryWrite, Stage};
-
-/// Invocations per workgroup of `sampler_step.wgsl`.
-const WORKGROUP_SIZE: u32 = 256;
+use crate::ops::elementwise::to_u32;
+use crate::ops::rng::{normal_noise_steps, NoiseKey, NormalNoiseSteps};
+use crate::ops::sampler_step::{
+    sampler_steps, SamplerState, SamplerSteps, StageUpdate, StepParams, StepShape,
+};
+use crate::schedule::Stage;
 
 /// Inference steps queued on the GPU before the CPU waits for the oldest (progress reporting
 /// without draining the queue).
@@ -27,36 +29,6 @@ pub const IN_FLIGHT: usize = 2;
 pub const STREAM_INIT: u32 = 0;
 /// Philox stream of the per-step noise (keyed by the inference step index).
 pub const STREAM_STEP: u32 = 1;
-
-/// `Params` of `sampler_step.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct StepParams {
-    numel: u32,
-    rows: u32,
-    flags: u32,
-    _pad0: u32,
-    x0_from_sample: f32,
-    x0_from_model: f32,
-    clip_range: f32,
-    guidance: f32,
-    coef_sample: f32,
-    coef_x0: f32,
-    coef_model: f32,
-    coef_history: f32,
-    noise_std: f32,
-    next_input_scale: f32,
-    next_timestep: f32,
-    _pad1: f32,
-}
-const _: () = assert!(std::mem::size_of::<StepParams>().is_multiple_of(16));
-
-const FLAG_CLIP: u32 = 1;
-const FLAG_NOISE: u32 = 2;
-const FLAG_CFG: u32 = 4;
-const FLAG_HIST_X0: u32 = 8;
-const FLAG_HIST_X: u32 = 16;
-const FLAG_LAST: u32 = 32;
 
 /// A network the sampler drives: a fixed batch, its input / timestep / output tensors and the
 /// dispatches of one evaluation (the U-Net's forward graph, or a test model).
@@ -147,50 +119,6 @@ pub struct ChunkResult {
     pub trajectory: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
-fn stage_params(
-    stage: &Stage,
-    next: Option<&Stage>,
-    numel: u32,
-    rows: u32,
-    guidance: Option<f64>,
-) -> StepParams {
-    let mut flags = 0;
-    if stage.clip_x0.is_some() {
-        flags |= FLAG_CLIP;
-    }
-    if stage.draws_noise && stage.noise_std != 0.0 {
-        flags |= FLAG_NOISE;
-    }
-    if guidance.is_some() {
-        flags |= FLAG_CFG;
-    }
-    match stage.history {
-        HistoryWrite::Keep => {}
-        HistoryWrite::PredictedSample => flags |= FLAG_HIST_X0,
-        HistoryWrite::SampleBeforeUpdate => flags |= FLAG_HIST_X,
-    }
-    if next.is_none() {
-        flags |= FLAG_LAST;
-    }
-    StepParams {
-        numel,
-        rows,
-        flags,
-        x0_from_sample: stage.x0_from_sample as f32,
-        x0_from_model: stage.x0_from_model as f32,
-        clip_range: stage.clip_x0.unwrap_or(0.0) as f32,
-        guidance: guidance.unwrap_or(1.0) as f32,
-        coef_sample: stage.coef_sample as f32,
-        coef_x0: stage.coef_x0 as f32,
-        coef_model: stage.coef_model as f32,
-        coef_history: stage.coef_history as f32,
-        noise_std: stage.noise_std as f32,
-        next_input_scale: next.map_or(0.0, |n| n.model_input_scale as f32),
-        next_timestep: next.map_or(0.0, |n| n.model_timestep as f32),
-        ..StepParams::default()
-    }
-}
-
 /// Runs one chunk through `graph` (a [`Denoiser`] whose batch is `images`, or `2 · images` with guidance, and
 /// whose class labels are already written). `on_step(done)` is called as inference steps
 /// complete on the GPU (`done` counts this chunk's steps).
@@ -250,87 +178,98 @@ pub fn run_chunk(
         }
         None => None,
     };
-    let grid = element_grid(ctx, numel, WORKGROUP_SIZE)?;
-    let constants = [("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))];
-    let rest = [
-        &*noise.buffer,
-        &*x.buffer,
-        &*hist.buffer,
-        &*graph.input().buffer,
-        &*graph.timesteps().buffer,
-        &*x0.buffer,
-    ];
-    // Setup: z, then x = b·image + d·z, the first model input and timesteps.
-    let mut setup: Vec<Dispatch> = Vec::new();
-    match job.init_noise {
-        InitNoise::Seeded => setup.push(normal_noise(
-            ctx,
-            &noise,
-            job.seed,
-            first_image,
-            0,
-            STREAM_INIT,
-            "initial noise",
-        )?),
-        InitNoise::Given(values) => noise.write(ctx, values)?,
-    }
-    let first = &job.stages[0].stage;
-    let init_params = StepParams {
+    let step_shape = StepShape {
         numel,
         rows: rows_u,
-        flags: if job.guidance.is_some() { FLAG_CFG } else { 0 },
-        coef_x0: if image.is_some() {
-            job.init.image_coef as f32
-        } else {
-            0.0
-        },
-        noise_std: job.init.noise_coef as f32,
-        next_input_scale: first.model_input_scale as f32,
-        next_timestep: first.model_timestep as f32,
-        ..StepParams::default()
+        guidance: job.guidance,
     };
-    setup.push(Dispatch::new(
+    // Noise keys, in recording order: the initial z (when seeded), then each stage that draws.
+    let seeded = matches!(job.init_noise, InitNoise::Seeded);
+    if let InitNoise::Given(values) = job.init_noise {
+        noise.write(ctx, values)?;
+    }
+    let init_key = seeded.then_some(NoiseKey {
+        step: 0,
+        stream: STREAM_INIT,
+    });
+    let mut keys: Vec<NoiseKey> = init_key.into_iter().collect();
+    for rs in job.stages.iter().filter(|rs| draws_noise(&rs.stage)) {
+        keys.push(NoiseKey {
+            step: to_u32(OP, "step", rs.step)?,
+            stream: STREAM_STEP,
+        });
+    }
+    let mut draws = normal_noise_steps(
         ctx,
-        Kernel::SamplerStep,
-        "init",
-        &constants,
-        "x_T",
-        &with_src(&image.as_ref().unwrap_or(&noise).buffer, &rest),
-        &init_params,
-        grid,
-    )?);
+        &NormalNoiseSteps {
+            out: &noise,
+            seed: job.seed,
+            first_image,
+            keys: &keys,
+        },
+        "noise",
+    )?
+    .into_iter();
+    let mut next_draw = || {
+        draws
+            .next()
+            .ok_or_else(|| Error::invalid(OP, "fewer noise launches than noise keys"))
+    };
+
+    let first = &job.stages[0].stage;
+    let updates: Vec<StageUpdate> = job
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| StageUpdate {
+            params: StepParams::stage(
+                &rs.stage,
+                job.stages.get(i + 1).map(|r| &r.stage),
+                step_shape,
+            ),
+            label: format!("step {} t={}", rs.step, rs.stage.model_timestep),
+        })
+        .collect();
+    let launches = sampler_steps(
+        ctx,
+        &SamplerSteps {
+            state: SamplerState {
+                noise: &noise,
+                x: &x,
+                hist: &hist,
+                model_in: graph.input(),
+                timesteps: graph.timesteps(),
+                x0: &x0,
+            },
+            init_src: image.as_ref().unwrap_or(&noise),
+            model_output: graph.output(),
+            init: StepParams::init(
+                first,
+                image.as_ref().map(|_| job.init.image_coef),
+                job.init.noise_coef,
+                step_shape,
+            ),
+            stages: &updates,
+        },
+        "sampler",
+    )?;
+
+    // Setup: z, then x = b·image + d·z, the first model input and timesteps.
+    let mut setup: Vec<Dispatch> = Vec::new();
+    if seeded {
+        setup.push(next_draw()?);
+    }
+    setup.push(launches.init);
 
     // The stages of each inference step, in order.
     let mut steps: Vec<(usize, Vec<StageDispatches>)> = Vec::new();
-    for (i, rs) in job.stages.iter().enumerate() {
-        let next = job.stages.get(i + 1).map(|r| &r.stage);
-        let noise_dispatch = if rs.stage.draws_noise && rs.stage.noise_std != 0.0 {
-            let step = to_u32(OP, "step", rs.step)?;
-            Some(normal_noise(
-                ctx,
-                &noise,
-                job.seed,
-                first_image,
-                step,
-                STREAM_STEP,
-                &format!("noise[{step}]"),
-            )?)
-        } else {
-            None
-        };
-        let params = stage_params(&rs.stage, next, numel, rows_u, job.guidance);
-        let update = Dispatch::new(
-            ctx,
-            Kernel::SamplerStep,
-            "step",
-            &constants,
-            format!("step {} t={}", rs.step, rs.stage.model_timestep),
-            &with_src(&graph.output().buffer, &rest),
-            &params,
-            grid,
-        )?;
+    for (rs, update) in job.stages.iter().zip(launches.updates) {
         let sd = StageDispatches {
-            noise: noise_dispatch,
+            noise: if draws_noise(&rs.stage) {
+                Some(next_draw()?)
+            } else {
+                None
+            },
             update,
         };
         match steps.last_mut() {
@@ -352,7 +291,7 @@ pub fn run_chunk(
                 ),
             ));
         }
-        Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        Some(ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("trajectory"),
             size,
             usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
@@ -417,9 +356,9 @@ pub fn run_chunk(
     Ok(ChunkResult { sample, trajectory })
 }
 
-/// The bindings of `sampler_step.wgsl`: `src`, then the shared rest.
-fn with_src<'a>(src: &'a wgpu::Buffer, rest: &[&'a wgpu::Buffer; 6]) -> [&'a wgpu::Buffer; 7] {
-    [src, rest[0], rest[1], rest[2], rest[3], rest[4], rest[5]]
+/// Whether `stage` adds noise (and so needs a fresh draw before it).
+fn draws_noise(stage: &Stage) -> bool {
+    stage.draws_noise && stage.noise_std != 0.0
 }
 
 fn wait_for(ctx: &GpuContext, index: wgpu::SubmissionIndex) -> Result<()> {

@@ -19,7 +19,11 @@
 //! its per-step noise keyed by `(seed, i, step)`, so it does not depend on `num_images` or the
 //! batch split, and matches across adapters up to float rounding.
 
+// Not public API (exempt from semver, hidden from the docs): the GPU loop and the known-answer
+// test model, reached by tests/sampling.rs and the bench.
+#[doc(hidden)]
 pub mod analytic;
+#[doc(hidden)]
 pub mod engine;
 pub mod io;
 pub mod prepare;

@@ -9,7 +9,7 @@ use crate::model::blocks::layers::{GroupNormLayer, LinearLayer};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 use crate::ops::matmul::{matmul, Matmul};
-use crate::ops::softmax::softmax_rows;
+use crate::ops::softmax::{softmax_rows, SoftmaxRows};
 
 /// Shape of a spatial attention block.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +98,15 @@ impl AttentionBlock {
         })?;
         let label = format!("{name}.softmax");
         g.op_in_place(&scores, &[], move |b, data| {
-            softmax_rows(b.ctx, data, bh * t, t, &label)
+            softmax_rows(
+                b.ctx,
+                &SoftmaxRows {
+                    data,
+                    rows: bh * t,
+                    cols: t,
+                },
+                &label,
+            )
         })?;
         let label = format!("{name}.attn_values");
         let (si, vi) = (scores.id(), v.id());

@@ -7,7 +7,9 @@ use crate::model::blocks::layers::{EmbeddingLayer, LinearLayer};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 use crate::ops::elementwise;
-use crate::ops::timestep_embedding::timestep_embedding;
+use crate::ops::timestep_embedding::{
+    timestep_embedding, TimestepEmbedding as TimestepEmbeddingArgs,
+};
 
 /// diffusers `Timesteps`: `get_timestep_embedding(t, dim, flip_sin_to_cos, freq_shift)`. No
 /// weights.
@@ -28,15 +30,14 @@ impl Timesteps {
             &[timesteps],
             &[timesteps.shape[0], self.dim],
             move |b, out| {
-                timestep_embedding(
-                    b.ctx,
-                    b.get(ti),
+                let args = TimestepEmbeddingArgs {
+                    timesteps: b.get(ti),
                     out,
-                    self.dim,
-                    self.flip_sin_to_cos,
-                    self.freq_shift,
-                    &label,
-                )
+                    dim: self.dim,
+                    flip_sin_to_cos: self.flip_sin_to_cos,
+                    freq_shift: self.freq_shift,
+                };
+                timestep_embedding(b.ctx, &args, &label)
             },
         )
     }
@@ -70,7 +71,7 @@ pub fn silu<'a>(g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
     let xi = x.id();
     let label = name.to_owned();
     g.op(name, &[x], &x.shape.clone(), move |b, out| {
-        elementwise::silu(b.ctx, b.get(xi), out, &label)
+        elementwise::silu(b.ctx, &elementwise::Silu { x: b.get(xi), out }, &label)
     })
 }
 
@@ -86,6 +87,12 @@ pub fn add_class_embedding<'a>(
     let (li, bi) = (labels.id(), base.id());
     let label = name.to_owned();
     g.op(name, &[labels, base], &base.shape.clone(), move |b, out| {
-        elementwise::embedding_add(b.ctx, &table.weight, b.get(li), b.get(bi), out, &label)
+        let args = elementwise::EmbeddingAdd {
+            table: &table.weight,
+            labels: b.get(li),
+            base: b.get(bi),
+            out,
+        };
+        elementwise::embedding_add(b.ctx, &args, &label)
     })
 }

@@ -6,7 +6,7 @@ use crate::gpu::Tensor;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::{Init, VarBuilder};
 use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
-use crate::ops::group_norm::group_norm;
+use crate::ops::group_norm::{group_norm, GroupNorm};
 use crate::ops::matmul::{linear, matmul, BiasAxis, Matmul};
 
 /// `nn.Conv2d` weights; stride and padding are the owner's choice at record time.
@@ -237,17 +237,16 @@ impl GroupNormLayer {
         let xi = x.id();
         let label = name.to_owned();
         g.op(name, &[x], &x.shape.clone(), move |b, out| {
-            group_norm(
-                b.ctx,
-                b.get(xi),
-                &self.weight,
-                &self.bias,
+            let args = GroupNorm {
+                input: b.get(xi),
+                gamma: &self.weight,
+                beta: &self.bias,
                 out,
-                self.groups,
-                self.eps,
+                groups: self.groups,
+                eps: self.eps,
                 silu,
-                &label,
-            )
+            };
+            group_norm(b.ctx, &args, &label)
         })
     }
 }

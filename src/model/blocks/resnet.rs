@@ -6,7 +6,7 @@ use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer, Linea
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 use crate::ops::conv2d::Padding;
-use crate::ops::upsample::upsample_nearest2x;
+use crate::ops::upsample::{upsample_nearest2x, UpsampleNearest2x};
 
 /// What a `ResnetBlock2D` is built with besides its channel counts.
 #[derive(Debug, Clone, Copy)]
@@ -159,7 +159,11 @@ impl Upsample2D {
         let xi = x.id();
         let label = format!("{name}.interpolate");
         let up = g.op(&label.clone(), &[x], &shape, move |b, out| {
-            upsample_nearest2x(b.ctx, b.get(xi), out, &label)
+            let args = UpsampleNearest2x {
+                input: b.get(xi),
+                out,
+            };
+            upsample_nearest2x(b.ctx, &args, &label)
         })?;
         self.conv
             .record(g, &up, &ConvApply::same(1), &format!("{name}.conv"))

@@ -257,6 +257,11 @@ fn concat_channels<'a>(g: &mut Graph<'a>, a: &Value, b: &Value, name: &str) -> R
     let (ai, bi) = (a.id(), b.id());
     let label = name.to_owned();
     g.op(name, &[a, b], &shape, move |bound, out| {
-        elementwise::concat_channels(bound.ctx, bound.get(ai), bound.get(bi), out, &label)
+        let args = elementwise::ConcatChannels {
+            a: bound.get(ai),
+            b: bound.get(bi),
+            out,
+        };
+        elementwise::concat_channels(bound.ctx, &args, &label)
     })
 }

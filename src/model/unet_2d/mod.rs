@@ -225,7 +225,13 @@ impl<'a> Recorded<'a> {
                 &[&sample],
                 &sample.shape,
                 move |b, out| {
-                    elementwise::affine(b.ctx, b.get(si), out, 2.0, -1.0, "center_input_sample")
+                    let args = elementwise::Affine {
+                        x: b.get(si),
+                        out,
+                        mul: 2.0,
+                        add: -1.0,
+                    };
+                    elementwise::affine(b.ctx, &args, "center_input_sample")
                 },
             )?;
         }
