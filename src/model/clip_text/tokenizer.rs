@@ -416,7 +416,7 @@ impl ClipTokenizer {
             .map(|b| self.byte_encoder[usize::from(b)])
             .collect();
         let last = chars.len().saturating_sub(1);
-        let mut symbols: Vec<u32> = chars
+        let symbols: Vec<u32> = chars
             .iter()
             .enumerate()
             .map(|(i, &c)| {
@@ -427,36 +427,58 @@ impl ClipTokenizer {
                 self.vocab.get(&symbol).copied().unwrap_or(self.unk_id)
             })
             .collect();
-        out.extend(merge_symbols(&mut symbols, &self.merges));
+        out.extend(merge_symbols(&symbols, &self.merges));
     }
 }
 
-/// Repeatedly merges the adjacent pair with the lowest rank (the leftmost one among equals, as
-/// `tokenizers`' priority queue does) until no pair is a merge; returns the final symbols.
-fn merge_symbols<'a>(symbols: &'a mut Vec<u32>, merges: &HashMap<(u32, u32), Merge>) -> &'a [u32] {
-    // pair_ranks[i] is the merge of (symbols[i], symbols[i + 1]), if any.
-    let lookup = |s: &[u32], i: usize| merges.get(&(s[i], s[i + 1])).copied();
-    let mut pairs: Vec<Option<Merge>> = (0..symbols.len().saturating_sub(1))
-        .map(|i| lookup(symbols, i))
-        .collect();
-    loop {
-        let best = pairs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.map(|m| (m.rank, i, m.id)))
-            .min();
-        let Some((_, i, id)) = best else { break };
-        symbols[i] = id;
-        symbols.remove(i + 1);
-        pairs.remove(i);
-        if i < pairs.len() {
-            pairs[i] = lookup(symbols, i);
-        }
-        if i > 0 {
-            pairs[i - 1] = lookup(symbols, i - 1);
+/// Repeatedly merges the adjacent pair with the lowest rank (the leftmost one among equals) until
+/// no pair is a merge, as `tokenizers`' `Word::merge_all` does: candidate merges in a min-heap
+/// keyed by (rank, position), symbols in a linked list, stale candidates skipped — O(n log n), so
+/// a long run of letters cannot stall the CPU. Returns the final symbols.
+fn merge_symbols(symbols: &[u32], merges: &HashMap<(u32, u32), Merge>) -> Vec<u32> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    const NONE: usize = usize::MAX;
+    let n = symbols.len();
+    let mut id = symbols.to_vec();
+    let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
+    let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
+    let mut alive = vec![true; n];
+    // Reverse((rank, left position, merged id)): the smallest rank, then the leftmost, pops first.
+    let mut heap = BinaryHeap::new();
+    for i in 1..n {
+        if let Some(m) = merges.get(&(id[i - 1], id[i])) {
+            heap.push(Reverse((m.rank, i - 1, m.id)));
         }
     }
-    symbols
+    while let Some(Reverse((_, left, merged))) = heap.pop() {
+        let right = next[left];
+        if !alive[left] || right == NONE {
+            continue;
+        }
+        // Skip a candidate made stale by an earlier merge that changed either side.
+        if merges.get(&(id[left], id[right])).map(|m| m.id) != Some(merged) {
+            continue;
+        }
+        id[left] = merged;
+        alive[right] = false;
+        next[left] = next[right];
+        if next[left] != NONE {
+            prev[next[left]] = left;
+        }
+        if prev[left] != NONE {
+            if let Some(m) = merges.get(&(id[prev[left]], id[left])) {
+                heap.push(Reverse((m.rank, prev[left], m.id)));
+            }
+        }
+        if next[left] != NONE {
+            if let Some(m) = merges.get(&(id[left], id[next[left]])) {
+                heap.push(Reverse((m.rank, left, m.id)));
+            }
+        }
+    }
+    (0..n).filter(|&i| alive[i]).map(|i| id[i]).collect()
 }
 
 /// The normalizer: NFC, whitespace runs → one space, per-character lowercasing (`tokenizers`'
