@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::model::unet_2d::config::UNet2DConfig;
-use crate::model::unet_2d::{CONFIG_FILE, WEIGHTS_FILE};
+use crate::model::unet_2d::{UNet2DModel, CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::weights::WeightSource;
 
 /// A named workload.
@@ -154,16 +154,7 @@ impl Workload {
 
     /// A diffusers model directory (config.json + diffusion_pytorch_model.safetensors).
     pub fn dir(dir: &Path) -> Result<Workload> {
-        if !dir.is_dir() {
-            return Err(Error::MissingFile {
-                path: dir.to_path_buf(),
-                what:
-                    "model directory (expected config.json and diffusion_pytorch_model.safetensors)"
-                        .into(),
-            });
-        }
-        let config = UNet2DConfig::from_file(&dir.join(CONFIG_FILE))?;
-        let weights = WeightSource::file(&dir.join(WEIGHTS_FILE))?;
+        let (config, weights) = UNet2DModel::read_dir(dir)?;
         Ok(Workload {
             name: dir.display().to_string(),
             random_weights: false,

@@ -214,15 +214,7 @@ impl SharedBindings {
         let bgl = ctx
             .bind_group_layout(layout)?
             .ok_or_else(|| Error::invalid(label, "a shared bind group needs an explicit layout"))?;
-        let mut entries: Vec<wgpu::BindGroupEntry> = args
-            .storage
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
+        let mut entries = storage_entries(args.storage);
         entries.push(wgpu::BindGroupEntry {
             binding: args.storage.len() as u32,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -264,6 +256,18 @@ fn check_grid(ctx: &GpuContext, label: &str, workgroups: [u32; 3]) -> Result<()>
     Ok(())
 }
 
+/// `storage[i]` bound whole at `@binding(i)`.
+fn storage_entries<'b>(storage: &[&'b wgpu::Buffer]) -> Vec<wgpu::BindGroupEntry<'b>> {
+    storage
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect()
+}
+
 fn create_bind_group(
     ctx: &GpuContext,
     label: &str,
@@ -290,15 +294,7 @@ impl Dispatch {
         let pipeline = ctx.pipeline(args.entry, BindLayout::Auto, args.constants)?;
         check_grid(ctx, &label, args.workgroups)?;
         let params = ParamsBuffer::new(ctx, &label, args.params);
-        let mut entries: Vec<wgpu::BindGroupEntry> = args
-            .storage
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
+        let mut entries = storage_entries(args.storage);
         entries.push(wgpu::BindGroupEntry {
             binding: args.storage.len() as u32,
             resource: params.0.as_entire_binding(),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use wgpu_diffusion::model::weights::SplitMix64;
 use wgpu_diffusion::{Error, GpuContext, GpuOptions};
 
 /// The test device. Honours WGPU_BACKEND / WGPU_ADAPTER_NAME. Panics with install instructions
@@ -18,19 +19,16 @@ pub fn ctx() -> Arc<GpuContext> {
     }
 }
 
-/// A small deterministic generator (SplitMix64) so test inputs vary by seed without extra crates.
-pub struct Rng(u64);
+/// A small deterministic generator (the library's SplitMix64) so test inputs vary by seed
+/// without extra crates.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+        Rng(SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [lo, hi).
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {

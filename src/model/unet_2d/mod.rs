@@ -47,6 +47,12 @@ impl UNet2DModel {
     /// Loads `dir/config.json` and `dir/diffusion_pytorch_model.safetensors`, validating every
     /// tensor's presence and shape and rejecting unused tensors.
     pub fn load(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        let (config, weights) = Self::read_dir(dir)?;
+        Self::from_source(ctx, config, &weights)
+    }
+
+    /// The parsed `config.json` and the memory-mapped weights of a model directory (no GPU).
+    pub fn read_dir(dir: &Path) -> Result<(UNet2DConfig, WeightSource)> {
         if !dir.is_dir() {
             return Err(Error::MissingFile {
                 path: dir.to_path_buf(),
@@ -57,7 +63,7 @@ impl UNet2DModel {
         }
         let config = UNet2DConfig::from_file(&dir.join(CONFIG_FILE))?;
         let weights = WeightSource::file(&dir.join(WEIGHTS_FILE))?;
-        Self::from_source(ctx, config, &weights)
+        Ok((config, weights))
     }
 
     /// Builds the model from a parsed config and a weight source (a checkpoint, tensors in
