@@ -152,9 +152,11 @@ impl Workload {
         Ok(w)
     }
 
-    /// A diffusers model directory (config.json + diffusion_pytorch_model.safetensors).
+    /// A diffusers model directory (config.json + diffusion_pytorch_model.safetensors), or a
+    /// pipeline folder whose `unet/` holds them.
     pub fn dir(dir: &Path) -> Result<Workload> {
-        let (config, weights) = UNet2DModel::read_dir(dir)?;
+        let layout = crate::sampling::FolderLayout::resolve(dir)?;
+        let (config, weights) = UNet2DModel::read_dir(&layout.unet)?;
         Ok(Workload {
             name: dir.display().to_string(),
             random_weights: false,

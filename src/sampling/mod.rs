@@ -25,6 +25,7 @@
 pub mod analytic;
 #[doc(hidden)]
 pub mod engine;
+pub mod folder;
 pub mod io;
 pub mod prepare;
 mod run;
@@ -41,6 +42,7 @@ use crate::schedule::{
     BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, StepPlan, TimestepSpacing,
 };
 
+pub use folder::FolderLayout;
 pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec};
 
 /// The scheduler config file of a model directory.
@@ -238,9 +240,10 @@ pub struct PipelineConfig {
 impl PipelineConfig {
     /// Reads `dir`'s config files (the same ones [`Pipeline::load_with`] reads).
     pub fn load(dir: &Path) -> Result<Self> {
-        let unet = UNet2DConfig::from_file(&dir.join(CONFIG_FILE))?;
-        let (scheduler_config, has_scheduler_file) = read_scheduler_config(dir)?;
-        let classes = read_classes(dir, unet.num_class_embeds)?;
+        let layout = FolderLayout::resolve(dir)?;
+        let unet = UNet2DConfig::from_file(&layout.unet.join(CONFIG_FILE))?;
+        let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
+        let classes = read_classes(&layout.classes, unet.num_class_embeds)?;
         Ok(PipelineConfig {
             dir: dir.to_path_buf(),
             unet,
@@ -290,12 +293,14 @@ impl Pipeline {
         Self::load_with(&ctx, dir)
     }
 
-    /// Loads `dir` (config.json, diffusion_pytorch_model.safetensors, and when present
-    /// scheduler_config.json and classes.json) onto `ctx`.
+    /// Loads `dir` onto `ctx`: a model folder (config.json, diffusion_pytorch_model.safetensors,
+    /// and when present scheduler_config.json and classes.json) or a diffusers pipeline folder
+    /// (`model_index.json` with `unet/` and `scheduler/`; see [`FolderLayout`]).
     pub fn load_with(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
-        let model = UNet2DModel::load(ctx, dir)?;
-        let (scheduler_config, has_scheduler_file) = read_scheduler_config(dir)?;
-        let classes = read_classes(dir, model.config.num_class_embeds)?;
+        let layout = FolderLayout::resolve(dir)?;
+        let model = UNet2DModel::load(ctx, &layout.unet)?;
+        let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
+        let classes = read_classes(&layout.classes, model.config.num_class_embeds)?;
         Ok(Pipeline {
             ctx: Arc::clone(ctx),
             model,
