@@ -1,7 +1,8 @@
-//! The diffusers models: one folder per model class (`unet_2d`), the building blocks they share
+//! The diffusers models: one folder per model class (`unet_2d`, `autoencoder`), the building blocks they share
 //! (`blocks`), the weight sources they load from (`weights`) and the static forward graph they
 //! record into (`graph`).
 
+pub mod autoencoder;
 pub mod blocks;
 pub mod graph;
 pub mod unet_2d;
