@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
-use wgpu_diffusion::model::autoencoder::{AutoencoderGraph, AutoencoderKL};
+use wgpu_diffusion::model::autoencoder::{AutoencoderGraph, AutoencoderKL, VQModel};
 use wgpu_diffusion::reference::{compare_scaled, Comparison};
 use wgpu_diffusion::GpuContext;
 
@@ -214,4 +214,155 @@ fn kl_bad_inputs_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("/nonexistent/vae"), "{e}");
+}
+
+fn kl_encode(fixture: &str, min: usize) {
+    let ctx = common::ctx();
+    let dir = fixtures_dir().join(fixture);
+    let io = Io::load(&dir);
+    let model = AutoencoderKL::load(&ctx, &dir).unwrap();
+    let (shape, image) = io.f32("image").expect("image");
+    let graph = model
+        .debug_encode_graph(shape[0], shape[2], shape[3])
+        .expect("graph");
+    let results = compare_graph(&ctx, fixture, &io, &graph, &image, "latent_mean");
+    assert_all_ok(fixture, &results, min);
+}
+
+#[test]
+fn kl_encode_mean_rgb_odd_image() {
+    // conv_in, 2 down blocks, mid_block, conv_act, conv_out, quant_conv, latent_mean.
+    kl_encode("kl_rgb", 8);
+}
+
+#[test]
+fn kl_encode_mean_gray_legacy_no_quant_conv() {
+    kl_encode("kl_gray_legacy", 7);
+}
+
+#[test]
+fn encode_needs_an_image_the_downsamplers_can_halve() {
+    let ctx = common::ctx();
+    let model = AutoencoderKL::load(&ctx, &fixtures_dir().join("kl_rgb")).unwrap();
+    let e = model.encode_graph(1, 1, 9).unwrap_err().to_string();
+    assert!(e.contains("at least 2"), "{e}");
+    assert!(model.encode_graph(1, 2, 3).is_ok());
+    let e = model.decode_graph(0, 4, 4).unwrap_err().to_string();
+    assert!(e.contains("batch"), "{e}");
+}
+
+fn vq_model(fixture: &str) -> (std::sync::Arc<GpuContext>, Io, VQModel) {
+    let ctx = common::ctx();
+    let dir = fixtures_dir().join(fixture);
+    let io = Io::load(&dir);
+    let model = VQModel::load(&ctx, &dir).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    (ctx, io, model)
+}
+
+#[test]
+fn vq_decode_quantizes_on_the_gpu() {
+    let (ctx, io, model) = vq_model("vq_rgb");
+    let (shape, latents) = io.f32("latents").expect("latents");
+    let graph = model
+        .debug_decode_graph(shape[0], shape[2], shape[3])
+        .unwrap();
+    // quantize, post_quant_conv, conv_in, mid_block, 2 up blocks, conv_act, sample.
+    let results = compare_graph(&ctx, "vq_rgb", &io, &graph, &latents, "sample");
+    assert_all_ok("vq_rgb", &results, 8);
+    // The quantised latents are codebook rows, bit for bit.
+    let (_, want) = io.f32("act.quantize").unwrap();
+    assert_eq!(graph.activations["quantize"].read(&ctx).unwrap(), want);
+}
+
+#[test]
+fn vq_decode_force_not_quantize_and_encode() {
+    let (ctx, io, model) = vq_model("vq_rgb");
+    let (shape, latents) = io.f32("latents").unwrap();
+    let graph = model
+        .decode_graph_not_quantized(shape[0], shape[2], shape[3])
+        .unwrap();
+    let results = compare_graph(
+        &ctx,
+        "vq_rgb",
+        &io,
+        &graph,
+        &latents,
+        "sample_not_quantized",
+    );
+    assert_all_ok("vq_rgb not quantized", &results, 1);
+    let (shape, image) = io.f32("image").unwrap();
+    let graph = model
+        .debug_encode_graph(shape[0], shape[2], shape[3])
+        .unwrap();
+    let results = compare_graph(&ctx, "vq_rgb", &io, &graph, &image, "encoded");
+    assert_all_ok("vq_rgb encode", &results, 8);
+}
+
+#[test]
+fn vq_config_scaling_factor_absent_means_one() {
+    let (_, _, model) = vq_model("vq_rgb");
+    let text = std::fs::read_to_string(fixtures_dir().join("vq_rgb/config.json")).unwrap();
+    assert!(!text.contains("scaling_factor"), "{text}");
+    assert_eq!(model.scaling_factor(), 1.0);
+    assert_eq!(model.parameters, 42_833);
+    assert_eq!(model.codebook.shape, vec![13, 4]);
+}
+
+#[test]
+fn vq_bad_inputs_are_named() {
+    let ctx = common::ctx();
+    // A codebook of the wrong shape (the config says 12 vectors, the file holds 13).
+    let dir = scratch_copy("vq_rgb", "codebook");
+    edit_config(&dir, "num_vq_embeddings", serde_json::json!(12));
+    let e = VQModel::load(&ctx, &dir).unwrap_err().to_string();
+    assert!(
+        e.contains("quantize.embedding.weight") && e.contains("[12, 4]") && e.contains("[13, 4]"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (key, value, expect) in [
+        ("norm_type", serde_json::json!("spatial"), "\"spatial\""),
+        (
+            "down_block_types",
+            serde_json::json!(["DownEncoderBlock2D", "AttnDownEncoderBlock2D"]),
+            "AttnDownEncoderBlock2D",
+        ),
+        ("act_fn", serde_json::json!("mish"), "\"mish\""),
+    ] {
+        let dir = scratch_copy("vq_rgb", key);
+        edit_config(&dir, key, value);
+        let e = VQModel::load(&ctx, &dir).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(expect), "{key}: {e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // lookup_from_codebook reads indices on force_not_quantize: refused by name.
+    let dir = scratch_copy("vq_rgb", "lookup");
+    edit_config(&dir, "lookup_from_codebook", serde_json::json!(true));
+    let model = VQModel::load(&ctx, &dir).unwrap();
+    let e = model
+        .decode_graph_not_quantized(1, 5, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lookup_from_codebook"), "{e}");
+    assert!(model.decode_graph(1, 5, 7).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_vae_fixture_is_tested() {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("MANIFEST.json")).unwrap(),
+    )
+    .unwrap();
+    for f in manifest["fixtures"].as_array().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        assert!(
+            ["kl_rgb", "kl_gray_legacy", "vq_rgb"].contains(&name),
+            "fixture {name} has no test"
+        );
+        assert!(
+            f["bytes"].as_u64().unwrap() < 1_000_000,
+            "{name} is too big"
+        );
+    }
 }

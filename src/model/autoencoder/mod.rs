@@ -18,9 +18,11 @@ use crate::gpu::{Dispatch, GpuContext, Tensor};
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply};
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::unet_2d::{CONFIG_FILE, WEIGHTS_FILE};
-use crate::model::weights::{VarBuilder, WeightSource};
+use crate::model::weights::{Init, VarBuilder, WeightSource};
+use crate::ops::elementwise::{slice_channels, SliceChannels};
+use crate::ops::vq_quantize::{vq_quantize, VqQuantize};
 
-use config::AutoencoderKLConfig;
+use config::{AutoencoderKLConfig, VQModelConfig};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 
@@ -225,6 +227,269 @@ impl AutoencoderKL {
         latent_w: usize,
     ) -> Result<MemoryReport> {
         Ok(self.record_decode(batch, latent_h, latent_w)?.graph.plan())
+    }
+
+    fn record_encode(&self, n: usize, h: usize, w: usize) -> Result<Recorded<'_>> {
+        check_batch(n, "AutoencoderKL encode")?;
+        check_image_size(h, w, self.config.coder.num_resamples())?;
+        let mut g = Graph::new(&self.ctx);
+        let mut blocks = Vec::new();
+        let image = g.input(&[n, self.config.coder.in_channels, h, w], "image")?;
+        let moments = self
+            .encoder
+            .record(&mut g, &image, "encoder", &mut blocks)?;
+        let moments = optional_conv(
+            &mut g,
+            self.quant_conv.as_ref(),
+            &moments,
+            "quant_conv",
+            &mut blocks,
+        )?;
+        // The distribution's mean: the first latent_channels channels of the moments.
+        let latent = self.config.latent_channels;
+        let mut shape = moments.shape.clone();
+        shape[1] = latent;
+        let mi = moments.id();
+        let mean = g.op("latent_mean", &[&moments], &shape, move |b, out| {
+            let args = SliceChannels {
+                x: b.get(mi),
+                out,
+                start: 0,
+            };
+            slice_channels(b.ctx, &args, "latent_mean")
+        })?;
+        Ok(Recorded::new(g, image, mean, blocks))
+    }
+
+    /// The encode graph for `batch` images of `height`×`width`: the mean of diffusers'
+    /// `encode(x).latent_dist` (`[batch, latent_channels, ⌊height/2^k⌋, ⌊width/2^k⌋]`),
+    /// unscaled (multiplying by `scaling_factor` is the pipeline's job).
+    pub fn encode_graph(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_encode(batch, height, width)?
+            .finish(&self.ctx, false)
+    }
+
+    /// Like [`AutoencoderKL::encode_graph`], keeping every per-block output (`encoder.conv_in`,
+    /// `encoder.down_blocks.i`, `encoder.mid_block`, `encoder.conv_act`, `encoder.conv_out`,
+    /// `quant_conv`).
+    pub fn debug_encode_graph(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_encode(batch, height, width)?
+            .finish(&self.ctx, true)
+    }
+}
+
+/// diffusers `VQModel`, weights resident on the GPU.
+#[derive(Debug)]
+pub struct VQModel {
+    pub config: VQModelConfig,
+    pub encoder: Encoder,
+    /// 1×1 conv `latent_channels → vq_embed_dim`.
+    pub quant_conv: Conv2dLayer,
+    /// `quantize.embedding.weight` `[num_vq_embeddings, vq_embed_dim]`.
+    pub codebook: Tensor,
+    /// 1×1 conv `vq_embed_dim → latent_channels`.
+    pub post_quant_conv: Conv2dLayer,
+    pub decoder: Decoder,
+    /// Number of parameters loaded.
+    pub parameters: usize,
+    ctx: Arc<GpuContext>,
+}
+
+impl VQModel {
+    /// Loads `dir/config.json` and `dir/diffusion_pytorch_model.safetensors`.
+    pub fn load(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        model_dir(dir, "VQModel")?;
+        let config = VQModelConfig::from_file(&dir.join(CONFIG_FILE))?;
+        let weights = WeightSource::file(&dir.join(WEIGHTS_FILE))?;
+        Self::from_source(ctx, config, &weights)
+    }
+
+    /// Builds the model from a parsed config and a weight source; a checkpoint must hold exactly
+    /// the model's tensors (a codebook of the wrong shape names `quantize.embedding.weight`).
+    pub fn from_source(
+        ctx: &Arc<GpuContext>,
+        config: VQModelConfig,
+        source: &WeightSource,
+    ) -> Result<Self> {
+        let vb = VarBuilder::root(ctx, source);
+        let latent = config.latent_channels;
+        let dim = config.embed_dim();
+        let entries = config.num_vq_embeddings;
+        let encoder = Encoder::load(&vb.pp("encoder"), &config.coder, latent)?;
+        let quant_conv = Conv2dLayer::load(&vb.pp("quant_conv"), latent, dim, 1)?;
+        // diffusers initialises the codebook uniform ±1/K.
+        let codebook = vb.pp("quantize.embedding").get(
+            "weight",
+            &[entries, dim],
+            Init::Uniform(1.0 / entries as f32),
+        )?;
+        let post_quant_conv = Conv2dLayer::load(&vb.pp("post_quant_conv"), dim, latent, 1)?;
+        let decoder = Decoder::load(&vb.pp("decoder"), &config.coder, latent)?;
+        source.finish()?;
+        Ok(VQModel {
+            encoder,
+            quant_conv,
+            codebook,
+            post_quant_conv,
+            decoder,
+            parameters: vb.parameters(),
+            config,
+            ctx: Arc::clone(ctx),
+        })
+    }
+
+    /// The latent scale the pipeline divides latents by before decoding: config
+    /// `scaling_factor`, or 1.0 when absent (see [`VQModelConfig::scaling_factor`]).
+    pub fn scaling_factor(&self) -> f64 {
+        self.config.scaling_factor()
+    }
+
+    /// Output pixels per latent pixel along each axis (2^(number of upsamplers)).
+    pub fn upscale(&self) -> usize {
+        1 << self.config.coder.num_resamples()
+    }
+
+    /// The device the weights live on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn record_decode(&self, n: usize, h: usize, w: usize, quantize: bool) -> Result<Recorded<'_>> {
+        check_batch(n, "VQModel decode")?;
+        check_latent_size(h, w)?;
+        if !quantize && self.config.lookup_from_codebook {
+            return Err(Error::invalid(
+                "VQModel decode",
+                format!(
+                    "force_not_quantize with lookup_from_codebook: true (in {}) reads the input as \
+                     codebook indices, which is not supported; decode with quantisation",
+                    self.config.source.display()
+                ),
+            ));
+        }
+        let mut g = Graph::new(&self.ctx);
+        let mut blocks = Vec::new();
+        let latents = g.input(&[n, self.config.embed_dim(), h, w], "latents")?;
+        let mut z = latents.clone();
+        if quantize {
+            let (li, codebook) = (latents.id(), &self.codebook);
+            z = g.op("quantize", &[&latents], &latents.shape, move |b, out| {
+                let args = VqQuantize {
+                    z: b.get(li),
+                    codebook,
+                    out,
+                };
+                vq_quantize(b.ctx, &args, "quantize")
+            })?;
+            blocks.push(("quantize".to_owned(), z.clone()));
+        }
+        let z = optional_conv(
+            &mut g,
+            Some(&self.post_quant_conv),
+            &z,
+            "post_quant_conv",
+            &mut blocks,
+        )?;
+        let output = self.decoder.record(&mut g, &z, "decoder", &mut blocks)?;
+        Ok(Recorded::new(g, latents, output, blocks))
+    }
+
+    /// The decode graph for `batch` latents `[batch, vq_embed_dim, latent_h, latent_w]`:
+    /// nearest-codebook quantisation on the GPU, post_quant_conv, decoder.
+    pub fn decode_graph(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_decode(batch, latent_h, latent_w, true)?
+            .finish(&self.ctx, false)
+    }
+
+    /// diffusers' `decode(h, force_not_quantize=True)`: post_quant_conv and decoder only.
+    pub fn decode_graph_not_quantized(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_decode(batch, latent_h, latent_w, false)?
+            .finish(&self.ctx, false)
+    }
+
+    /// Like [`VQModel::decode_graph`], keeping every per-block output (`quantize`,
+    /// `post_quant_conv`, `decoder.conv_in`, `decoder.mid_block`, `decoder.up_blocks.i`,
+    /// `decoder.conv_act`).
+    pub fn debug_decode_graph(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_decode(batch, latent_h, latent_w, true)?
+            .finish(&self.ctx, true)
+    }
+
+    /// The activation memory a (quantising) decode graph would allocate, without allocating it.
+    pub fn plan_memory(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+    ) -> Result<MemoryReport> {
+        Ok(self
+            .record_decode(batch, latent_h, latent_w, true)?
+            .graph
+            .plan())
+    }
+
+    fn record_encode(&self, n: usize, h: usize, w: usize) -> Result<Recorded<'_>> {
+        check_batch(n, "VQModel encode")?;
+        check_image_size(h, w, self.config.coder.num_resamples())?;
+        let mut g = Graph::new(&self.ctx);
+        let mut blocks = Vec::new();
+        let image = g.input(&[n, self.config.coder.in_channels, h, w], "image")?;
+        let x = self
+            .encoder
+            .record(&mut g, &image, "encoder", &mut blocks)?;
+        let latents = self
+            .quant_conv
+            .record(&mut g, &x, &ConvApply::same(0), "quant_conv")?;
+        blocks.push(("quant_conv".to_owned(), latents.clone()));
+        Ok(Recorded::new(g, image, latents, blocks))
+    }
+
+    /// The encode graph: diffusers' `encode(x).latents` (encoder → quant_conv, not quantised),
+    /// `[batch, vq_embed_dim, ⌊height/2^k⌋, ⌊width/2^k⌋]`.
+    pub fn encode_graph(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_encode(batch, height, width)?
+            .finish(&self.ctx, false)
+    }
+
+    /// Like [`VQModel::encode_graph`], keeping every per-block output.
+    pub fn debug_encode_graph(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<AutoencoderGraph> {
+        self.record_encode(batch, height, width)?
+            .finish(&self.ctx, true)
     }
 }
 
