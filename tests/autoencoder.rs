@@ -9,11 +9,19 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
+use wgpu_diffusion::bench::preset::LDM_CELEBAHQ_256_VQVAE_CONFIG;
+use wgpu_diffusion::model::autoencoder::config::VQModelConfig;
 use wgpu_diffusion::model::autoencoder::{AutoencoderGraph, AutoencoderKL, VQModel};
+use wgpu_diffusion::model::weights::WeightSource;
 use wgpu_diffusion::reference::{compare_scaled, Comparison};
 use wgpu_diffusion::GpuContext;
 
 const TOLERANCE: f64 = 1e-4;
+
+/// The decode memory of the ldm-celebahq-256 VQ decoder (batch 1, 64×64 latents) README.md
+/// quotes.
+const README_PLANNED_BYTES: u64 = 185_384_960;
+const README_UNPLANNED_BYTES: u64 = 1_234_059_264;
 
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae")
@@ -194,6 +202,7 @@ fn kl_bad_inputs_are_named() {
         let dir = scratch_copy("kl_rgb", key);
         edit_config(&dir, key, value);
         let e = AutoencoderKL::load(&ctx, &dir).unwrap_err().to_string();
+        println!("{e}");
         assert!(e.contains(key) && e.contains(expect), "{key}: {e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -365,4 +374,24 @@ fn every_vae_fixture_is_tested() {
             "{name} is too big"
         );
     }
+}
+
+#[test]
+fn ldm_celebahq_256_decoder_architecture_and_memory() {
+    // The exact CompVis/ldm-celebahq-256 VQModel with random weights: diffusers 0.42.1 counts
+    // 55,322,782 parameters for this config (32,960,771 in the decoder).
+    let ctx = common::ctx();
+    let label = Path::new("<ldm-celebahq-256 vqvae>/config.json");
+    let config = VQModelConfig::from_json_str(LDM_CELEBAHQ_256_VQVAE_CONFIG, label).unwrap();
+    assert_eq!(config.scaling_factor(), 1.0);
+    let model = VQModel::from_source(&ctx, config, &WeightSource::random(7, "<random>")).unwrap();
+    assert_eq!(model.parameters, 55_322_782);
+    assert_eq!(model.upscale(), 4);
+    let plan = model.plan_memory(1, 64, 64).unwrap();
+    println!("ldm-celebahq-256 decode, batch 1: {plan:?}");
+    // The figures README.md quotes.
+    assert_eq!(plan.planned_bytes, README_PLANNED_BYTES, "{plan:?}");
+    assert_eq!(plan.unplanned_bytes, README_UNPLANNED_BYTES, "{plan:?}");
+    // The mid block's attention scores, [1, 4096, 4096] f32, are the largest tensor.
+    assert_eq!(plan.largest.1, 4096 * 4096 * 4, "{plan:?}");
 }
