@@ -4,6 +4,8 @@
 //   affine          out = x * mul + add                      x * mul + add (center_input_sample: 2x − 1)
 //   concat_channels out = [a, b] along dim 1                 torch.cat([a, b], dim=1)
 //   embedding_add   out[n] = base[n] + table[labels[n]]      base + nn.Embedding(labels)
+//   slice_channels  out = x[:, start:start + C_out]          x[:, start:start + C_out] (the
+//                                                             mean half of a VAE's moments)
 //
 // Bindings (per entry point; each entry point declares its own globals and uses all of them,
 // because pipelines use wgpu's automatic layout):
@@ -13,6 +15,7 @@
 //   concat_channels: 0 a [N, Ca·S], 1 b [N, Cb·S], 2 out [N, (Ca+Cb)·S], 3 params
 //   embedding_add:   0 labels [N] (f32 holding integers), 1 base [N, D], 2 table [rows, D],
 //                    3 out [N, D], 4 params
+//   slice_channels:  0 x [N, Cx·S], 1 out [N, Co·S], 2 params
 //
 // One invocation per output element. The grid may be 2-D: the linear element index is
 // (wid.x + wid.y * nwg.x) * WORKGROUP_SIZE + lid, and invocations past the end return.
@@ -193,4 +196,36 @@ fn embedding_add(
     let d = i % embed_p.dim;
     let row = table_row(embed_labels[n], embed_p.rows);
     embed_out[i] = embed_base[i] + embed_table[row * embed_p.dim + d];
+}
+
+// ---- slice_channels ---------------------------------------------------------------------------
+
+struct SliceParams {
+    // Number of output elements (N·Co·S).
+    count: u32,
+    // Elements of `x` per sample (Cx·S).
+    x_len: u32,
+    // Elements of `out` per sample (Co·S).
+    out_len: u32,
+    // First element of the slice within a sample of `x` (start·S).
+    offset: u32,
+}
+
+@group(0) @binding(0) var<storage, read> slice_x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> slice_out: array<f32>;
+@group(0) @binding(2) var<uniform> slice_p: SliceParams;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn slice_channels(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = element_index(wid, nwg, lid);
+    if (i >= slice_p.count) {
+        return;
+    }
+    let n = i / slice_p.out_len;
+    let r = i % slice_p.out_len;
+    slice_out[i] = slice_x[n * slice_p.x_len + slice_p.offset + r];
 }

@@ -1,12 +1,15 @@
 //! GPU ops other than convolution and matmul against their f64 CPU references: group norm
-//! (+SiLU), row softmax, the pointwise ops, nearest ×2 upsampling and the timestep embedding, on
+//! (+SiLU), row softmax, the pointwise ops, nearest ×2 upsampling, the timestep embedding and
+//! nearest-codebook quantisation, on
 //! odd shapes that vary with the seed, plus the shape checks every builder performs.
 
 mod common;
 
 use common::{ctx, Rng};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext, Tensor};
-use wgpu_diffusion::ops::{elementwise, group_norm, softmax, timestep_embedding, upsample};
+use wgpu_diffusion::ops::{
+    elementwise, group_norm, softmax, timestep_embedding, upsample, vq_quantize,
+};
 use wgpu_diffusion::reference::{compare, misc};
 
 fn upload(ctx: &GpuContext, shape: &[usize], data: &[f32]) -> Tensor {
@@ -494,6 +497,138 @@ fn concat_channels_matches_torch_cat() {
         );
         assert!(cmp.ok(), "{cmp}");
     }
+}
+
+#[test]
+fn slice_channels_matches_torch_indexing() {
+    let ctx = ctx();
+    for seed in 0..6 {
+        let mut rng = Rng::new(900 + seed);
+        let (n, cx, h, w) = (
+            rng.range(1, 3),
+            rng.range(2, 9),
+            rng.range(1, 6),
+            rng.range(1, 6),
+        );
+        let start = rng.range(0, cx - 1);
+        let c_out = rng.range(1, cx - start);
+        let xv = rng.vec(n * cx * h * w, -1.0, 1.0);
+        let x = upload(&ctx, &[n, cx, h, w], &xv);
+        let out = zeros(&ctx, &[n, c_out, h, w]);
+        let args = elementwise::SliceChannels {
+            x: &x,
+            out: &out,
+            start,
+        };
+        let d = elementwise::slice_channels(&ctx, &args, "t").unwrap();
+        let got = run(&ctx, &d, &out);
+        let want = misc::slice_channels(&xv, n, cx, (start, c_out), h * w).unwrap();
+        let cmp = compare(
+            &format!("slice {n} {cx}[{start}..+{c_out}] {h}x{w}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
+        assert!(cmp.ok(), "{cmp}");
+    }
+    // Past the channels: refused.
+    let x = zeros(&ctx, &[1, 4, 2, 2]);
+    let out = zeros(&ctx, &[1, 3, 2, 2]);
+    let args = elementwise::SliceChannels {
+        x: &x,
+        out: &out,
+        start: 2,
+    };
+    assert!(elementwise::slice_channels(&ctx, &args, "t").is_err());
+}
+
+#[test]
+fn vq_quantize_matches_reference_and_breaks_ties_low() {
+    let ctx = ctx();
+    for seed in 0..6 {
+        let mut rng = Rng::new(950 + seed);
+        let (n, d, h, w, k) = (
+            rng.range(1, 3),
+            rng.range(1, 5),
+            rng.range(1, 7),
+            rng.range(1, 7),
+            rng.range(1, 300),
+        );
+        let mut book = rng.vec(k * d, -1.0, 1.0);
+        // A duplicated row: equal distances, the reference (torch.argmin) takes the lower index.
+        if k >= 3 {
+            let (src, dst) = (k - 1, 1);
+            let row: Vec<f32> = book[src * d..(src + 1) * d].to_vec();
+            book[dst * d..(dst + 1) * d].copy_from_slice(&row);
+        }
+        let mut zv = rng.vec(n * d * h * w, -1.2, 1.2);
+        // Some pixels sit exactly on a codebook row (distance 0).
+        for p in (0..n * h * w).step_by(3) {
+            let j = rng.range(0, k - 1);
+            let (s, q) = (p / (h * w), p % (h * w));
+            for c in 0..d {
+                zv[(s * d + c) * h * w + q] = book[j * d + c];
+            }
+        }
+        let z = upload(&ctx, &[n, d, h, w], &zv);
+        let codebook = upload(&ctx, &[k, d], &book);
+        let out = zeros(&ctx, &[n, d, h, w]);
+        let args = vq_quantize::VqQuantize {
+            z: &z,
+            codebook: &codebook,
+            out: &out,
+        };
+        let dispatch = vq_quantize::vq_quantize(&ctx, &args, "t").unwrap();
+        let got = run(&ctx, &dispatch, &out);
+        let (want, indices) = misc::vq_quantize(&zv, &book, n, (k, d), h * w).unwrap();
+        if k >= 3 {
+            assert!(
+                !indices.contains(&(k - 1)),
+                "a tie went to the higher index"
+            );
+        }
+        let cmp = compare(
+            &format!("vq_quantize n{n} d{d} {h}x{w} k{k}"),
+            &got,
+            &want,
+            0.0,
+            0.0,
+        );
+        assert!(cmp.ok(), "{cmp}");
+    }
+    // Exact ties between different rows (distances 0.25 in f32, exactly): the lower index wins,
+    // whichever row that is.
+    for (book, want) in [
+        ([0.0f32, 0.0, 0.0, 1.0, 0.0, 0.0], [0.0f32, 0.0, 0.0]),
+        ([1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0]),
+    ] {
+        let z = upload(&ctx, &[1, 3, 1, 1], &[0.5, 0.0, 0.0]);
+        let codebook = upload(&ctx, &[2, 3], &book);
+        let out = zeros(&ctx, &[1, 3, 1, 1]);
+        let args = vq_quantize::VqQuantize {
+            z: &z,
+            codebook: &codebook,
+            out: &out,
+        };
+        let dispatch = vq_quantize::vq_quantize(&ctx, &args, "t").unwrap();
+        assert_eq!(run(&ctx, &dispatch, &out), want, "codebook {book:?}");
+        let (reference, _) = misc::vq_quantize(&[0.5, 0.0, 0.0], &book, 1, (2, 3), 1).unwrap();
+        assert_eq!(reference, want.map(f64::from));
+    }
+    // A codebook of the wrong width is refused.
+    let z = zeros(&ctx, &[1, 3, 2, 2]);
+    let codebook = zeros(&ctx, &[5, 4]);
+    let out = zeros(&ctx, &[1, 3, 2, 2]);
+    let args = vq_quantize::VqQuantize {
+        z: &z,
+        codebook: &codebook,
+        out: &out,
+    };
+    let e = vq_quantize::vq_quantize(&ctx, &args, "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[5, 4]"), "{e}");
 }
 
 #[test]

@@ -69,6 +69,24 @@ pub const CELEBAHQ_256_CONFIG: &str = r#"{
   "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"]
 }"#;
 
+/// CompVis/ldm-celebahq-256's `vqvae/config.json` (a `VQModel`: 55.3 M parameters, 8192 × 3
+/// codebook, 64×64×3 latents → 256×256×3, attention only in the mid blocks). The file predates
+/// `scaling_factor`, so its latents are unscaled (see `VQModelConfig::scaling_factor`). Not a
+/// bench preset yet: the LDM preset (this decoder after its U-Net) comes with the pipelines.
+pub const LDM_CELEBAHQ_256_VQVAE_CONFIG: &str = r#"{
+  "_class_name": "VQModel",
+  "act_fn": "silu",
+  "block_out_channels": [128, 256, 512],
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "in_channels": 3,
+  "latent_channels": 3,
+  "layers_per_block": 2,
+  "num_vq_embeddings": 8192,
+  "out_channels": 3,
+  "sample_size": 256,
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
+}"#;
+
 /// Where the bundled model lives, relative to the working directory.
 pub const BUNDLED_DIR: &str = "weights/fashion-ddpm";
 

@@ -118,16 +118,19 @@ kernels! {
     GroupNorm(group_norm) { MAIN = "main" },
     /// Row softmax (attention probabilities).
     Softmax(softmax) { MAIN = "main" },
-    /// Pointwise ops: SiLU, add, affine, concat, embedding lookup.
+    /// Pointwise ops: SiLU, add, affine, concat, embedding lookup, channel slice.
     Elementwise(elementwise) {
         SILU = "silu",
         ADD = "add",
         AFFINE = "affine",
         CONCAT_CHANNELS = "concat_channels",
         EMBEDDING_ADD = "embedding_add",
+        SLICE_CHANNELS = "slice_channels",
     },
     /// Nearest-neighbour ×2 upsampling.
     Upsample(upsample) { MAIN = "main" },
+    /// Nearest-codebook vector quantisation (VQModel decode).
+    VqQuantize(vq_quantize) { MAIN = "main" },
     /// Sinusoidal timestep embedding of float timesteps.
     TimestepEmbedding(timestep_embedding) { MAIN = "main" },
     /// Counter-based Philox 4x32-10 normal noise keyed by (seed, image, step, element).

@@ -1,7 +1,8 @@
-//! The diffusers models: one folder per model class (`unet_2d`, and `clip_text` for the prompt
-//! side), the building blocks they share (`blocks`), the weight sources they load from (`weights`)
-//! and the static forward graph they record into (`graph`).
+//! The diffusers models: one folder per model class (`unet_2d`, `autoencoder`, and `clip_text`
+//! for the prompt side), the building blocks they share (`blocks`), the weight sources they load
+//! from (`weights`) and the static forward graph they record into (`graph`).
 
+pub mod autoencoder;
 pub mod blocks;
 pub mod clip_text;
 pub mod graph;

@@ -1,5 +1,5 @@
-//! Pointwise ops of `shaders/elementwise.wgsl`: SiLU, scaled add, affine, channel concat and the
-//! class-embedding lookup-and-add; plus the small shape helpers the other pointwise-style builders
+//! Pointwise ops of `shaders/elementwise.wgsl`: SiLU, scaled add, affine, channel concat and
+//! slice, and the class-embedding lookup-and-add; plus the small shape helpers the other pointwise-style builders
 //! (group norm, softmax, upsample, timestep embedding) share.
 
 use std::sync::Arc;
@@ -104,6 +104,16 @@ uniform_struct! {
     }
 }
 
+uniform_struct! {
+    /// `SliceParams` of `elementwise.wgsl`.
+    pub struct SliceParams = "SliceParams" {
+        count: u32,
+        x_len: u32,
+        out_len: u32,
+        offset: u32,
+    }
+}
+
 /// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
 pub const UNIFORMS: &[UniformLayout] = &[
     SiluParams::LAYOUT,
@@ -111,6 +121,7 @@ pub const UNIFORMS: &[UniformLayout] = &[
     AffineParams::LAYOUT,
     ConcatParams::LAYOUT,
     EmbeddingParams::LAYOUT,
+    SliceParams::LAYOUT,
 ];
 shader_flags! {}
 
@@ -355,6 +366,54 @@ pub fn embedding_add(ctx: &GpuContext, args: &EmbeddingAdd, label: &str) -> Resu
     launch(
         ctx,
         entry::elementwise::EMBEDDING_ADD,
+        label,
+        &storage,
+        &params,
+        count,
+    )
+}
+
+/// `out = x[:, start:start + C_out]`: `x` is `[N, Cx, ...]`, `out` is `[N, C_out, ...]` with the
+/// same trailing dims and `start + C_out ≤ Cx`.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceChannels<'a> {
+    pub x: &'a Tensor,
+    pub out: &'a Tensor,
+    pub start: usize,
+}
+
+/// Builds the launch for `args`, checking the shapes.
+pub fn slice_channels(ctx: &GpuContext, args: &SliceChannels, label: &str) -> Result<Dispatch> {
+    const OP: &str = "slice_channels";
+    let SliceChannels { x, out, start } = *args;
+    if x.shape.len() < 2
+        || out.shape.len() != x.shape.len()
+        || out.shape[0] != x.shape[0]
+        || out.shape[2..] != x.shape[2..]
+        || start + out.shape[1] > x.shape[1]
+    {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "out {:?} is not channels {start}.. of x {:?} (same rank ≥ 2, batch and trailing \
+                 dims; start + C_out ≤ C_x)",
+                out.shape, x.shape
+            ),
+        ));
+    }
+    expect_distinct(OP, out, &[("x", x)])?;
+    let spatial: usize = x.shape[2..].iter().product();
+    let count = to_u32(OP, "output elements", out.numel())?;
+    let params = SliceParams {
+        count,
+        x_len: to_u32(OP, "x elements per sample", x.shape[1] * spatial)?,
+        out_len: to_u32(OP, "out elements per sample", out.shape[1] * spatial)?,
+        offset: to_u32(OP, "slice offset", start * spatial)?,
+    };
+    let storage = [&*x.buffer, &*out.buffer];
+    launch(
+        ctx,
+        entry::elementwise::SLICE_CHANNELS,
         label,
         &storage,
         &params,

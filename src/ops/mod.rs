@@ -14,3 +14,4 @@ pub mod sampler_step;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod upsample;
+pub mod vq_quantize;

@@ -125,6 +125,71 @@ pub fn concat_channels(
     Ok(out)
 }
 
+/// `x[:, start:start + c_out]` for `x` `[n, cx, spatial]`.
+pub fn slice_channels(
+    x: &[f32],
+    n: usize,
+    cx: usize,
+    (start, c_out): (usize, usize),
+    spatial: usize,
+) -> Result<Vec<f64>> {
+    check_len("slice_channels", "x", x.len(), n * cx * spatial)?;
+    if start + c_out > cx {
+        return Err(Error::invalid(
+            "slice_channels",
+            format!("channels {start}..{} of {cx}", start + c_out),
+        ));
+    }
+    let mut out = Vec::with_capacity(n * c_out * spatial);
+    for s in 0..n {
+        let begin = (s * cx + start) * spatial;
+        out.extend(
+            x[begin..begin + c_out * spatial]
+                .iter()
+                .map(|&v| f64::from(v)),
+        );
+    }
+    Ok(out)
+}
+
+/// Nearest-codebook quantisation (diffusers `VectorQuantizer.forward`): for every pixel of `z`
+/// `[n, d, hw]`, the codebook row `[k, d]` at the least squared distance (ties: the lower
+/// index, as `torch.argmin`), as `[n, d, hw]`, and the chosen indices `[n, hw]`.
+pub fn vq_quantize(
+    z: &[f32],
+    codebook: &[f32],
+    n: usize,
+    (k, d): (usize, usize),
+    hw: usize,
+) -> Result<(Vec<f64>, Vec<usize>)> {
+    check_len("vq_quantize", "z", z.len(), n * d * hw)?;
+    check_len("vq_quantize", "codebook", codebook.len(), k * d)?;
+    let mut out = vec![0.0; n * d * hw];
+    let mut indices = vec![0; n * hw];
+    for s in 0..n {
+        for p in 0..hw {
+            let mut best = (f64::INFINITY, 0);
+            for j in 0..k {
+                let dist: f64 = (0..d)
+                    .map(|c| {
+                        let diff =
+                            f64::from(z[(s * d + c) * hw + p]) - f64::from(codebook[j * d + c]);
+                        diff * diff
+                    })
+                    .sum();
+                if dist < best.0 {
+                    best = (dist, j);
+                }
+            }
+            indices[s * hw + p] = best.1;
+            for c in 0..d {
+                out[(s * d + c) * hw + p] = f64::from(codebook[best.1 * d + c]);
+            }
+        }
+    }
+    Ok((out, indices))
+}
+
 /// `base[n] + table[labels[n]]` for `table` `[rows, dim]`, `labels` `[N]`, `base` `[N, dim]`.
 /// Fails on a label that is not an integer in `[0, rows)`, as `nn.Embedding` would.
 pub fn embedding_add(table: &[f32], dim: usize, labels: &[f32], base: &[f32]) -> Result<Vec<f64>> {
