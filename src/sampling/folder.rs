@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::model::unet_2d::CONFIG_FILE;
+use crate::sampling::latent::{DecoderClass, DecoderPart};
 
 /// The file that marks a diffusers pipeline folder.
 pub const MODEL_INDEX_FILE: &str = "model_index.json";
 
 /// Pipeline classes whose parts are a `UNet2DModel` and a scheduler (pixel-space sampling).
 const UNET_PIPELINES: &[&str] = &["DDPMPipeline", "DDIMPipeline"];
+/// Pipeline classes that add a latent decoder part `vqvae` (`LDMPipeline`).
+const LATENT_PIPELINES: &[&str] = &["LDMPipeline"];
 
 /// Where a folder's parts live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub struct FolderLayout {
     pub scheduler: PathBuf,
     /// The folder holding classes.json, our own addition for class-conditional models.
     pub classes: PathBuf,
+    /// The latent decoder of a latent pipeline (`vqvae/`), `None` for pixel-space sampling.
+    pub decoder: Option<DecoderPart>,
 }
 
 impl FolderLayout {
@@ -52,28 +57,45 @@ impl FolderLayout {
                 unet: dir.to_path_buf(),
                 scheduler: dir.to_path_buf(),
                 classes: dir.to_path_buf(),
+                decoder: None,
             });
         }
         let parts = ModelIndex::read(&index)?;
-        if !UNET_PIPELINES.contains(&parts.class_name.as_str()) {
+        let class = parts.class_name.as_str();
+        if !UNET_PIPELINES.contains(&class) && !LATENT_PIPELINES.contains(&class) {
             return Err(Error::Config {
                 path: index,
                 key: "_class_name".into(),
                 message: format!(
                     "pipeline class {:?} is not supported; supported: {}",
                     parts.class_name,
-                    UNET_PIPELINES.join(", ")
+                    [UNET_PIPELINES, LATENT_PIPELINES].concat().join(", ")
                 ),
             });
         }
         let unet = parts.part(&index, "unet", &["UNet2DModel"])?;
         let scheduler = parts.part(&index, "scheduler", &[])?;
+        let decoder = if LATENT_PIPELINES.contains(&class) {
+            let name = parts.part(&index, "vqvae", DecoderClass::NAMES)?;
+            let class = parts
+                .parts
+                .get(&name)
+                .and_then(|(_, c)| DecoderClass::from_name(c))
+                .ok_or_else(|| Error::invalid("FolderLayout", "a checked part lost its class"))?;
+            Some(DecoderPart {
+                class,
+                dir: dir.join(name),
+            })
+        } else {
+            None
+        };
         Ok(FolderLayout {
             root: dir.to_path_buf(),
             pipeline_class: Some(parts.class_name),
             unet: dir.join(unet),
             scheduler: dir.join(scheduler),
             classes: dir.to_path_buf(),
+            decoder,
         })
     }
 }

@@ -27,6 +27,7 @@ pub mod analytic;
 pub mod engine;
 pub mod folder;
 pub mod io;
+pub mod latent;
 pub mod prepare;
 mod run;
 
@@ -43,6 +44,7 @@ use crate::schedule::{
 };
 
 pub use folder::FolderLayout;
+pub use latent::{DecoderConfig, LatentDecoder};
 pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec};
 
 /// The scheduler config file of a model directory.
@@ -138,6 +140,9 @@ pub struct Samples {
     pub first_step: usize,
     /// Model evaluations per image (2 with guidance count once).
     pub model_evaluations: usize,
+    /// A latent pipeline's final latents [N, C, h, w] (before the division by
+    /// `scaling_factor`); `data` is then their decoded image. `None` for pixel-space sampling.
+    pub latents: Option<(Vec<f32>, [usize; 4])>,
 }
 
 impl Samples {
@@ -206,6 +211,27 @@ fn read_scheduler_config(dir: &Path) -> Result<(SchedulerConfig, bool)> {
     Ok((defaults, false))
 }
 
+/// Options a latent pipeline cannot honour yet: a trajectory (its snapshots are latents, not
+/// images) and image-to-image (it would need the encoder's latents).
+fn check_latent_options(latent: bool, options: &SampleOptions) -> Result<()> {
+    if !latent {
+        return Ok(());
+    }
+    if options.trajectory_every.is_some() {
+        return Err(Error::option(
+            "trajectory_every",
+            "a latent pipeline's trajectory would show latents; not supported yet",
+        ));
+    }
+    if options.init_image.is_some() {
+        return Err(Error::option(
+            "init_image",
+            "image-to-image on a latent pipeline (encoding the image first) is not supported yet",
+        ));
+    }
+    Ok(())
+}
+
 /// The class names of `dir` (none without classes.json); the null label must be a class.
 fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassNames> {
     let path = dir.join(CLASSES_FILE);
@@ -235,6 +261,8 @@ pub struct PipelineConfig {
     /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
     pub has_scheduler_file: bool,
     pub classes: ClassNames,
+    /// A latent pipeline's decoder config (its latents checked against the U-Net's channels).
+    pub decoder: Option<DecoderConfig>,
 }
 
 impl PipelineConfig {
@@ -244,12 +272,17 @@ impl PipelineConfig {
         let unet = UNet2DConfig::from_file(&layout.unet.join(CONFIG_FILE))?;
         let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
         let classes = read_classes(&layout.classes, unet.num_class_embeds)?;
+        let decoder = match &layout.decoder {
+            Some(part) => Some(DecoderConfig::read(part, &unet)?),
+            None => None,
+        };
         Ok(PipelineConfig {
             dir: dir.to_path_buf(),
             unet,
             scheduler_config,
             has_scheduler_file,
             classes,
+            decoder,
         })
     }
 
@@ -271,6 +304,7 @@ impl PipelineConfig {
     /// Validates `options` and prepares the run [`Pipeline::run`] executes on a pipeline
     /// loaded from the same directory.
     pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
+        check_latent_options(self.decoder.is_some(), options)?;
         RunSpec::prepare(&self.unet, &self.scheduler_config, &self.classes, options)
     }
 }
@@ -284,6 +318,8 @@ pub struct Pipeline {
     /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
     pub has_scheduler_file: bool,
     pub classes: ClassNames,
+    /// A latent pipeline's decoder: the U-Net samples latents, this turns them into images.
+    pub decoder: Option<LatentDecoder>,
 }
 
 impl Pipeline {
@@ -301,6 +337,13 @@ impl Pipeline {
         let model = UNet2DModel::load(ctx, &layout.unet)?;
         let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
         let classes = read_classes(&layout.classes, model.config.num_class_embeds)?;
+        let decoder = match &layout.decoder {
+            Some(part) => {
+                DecoderConfig::read(part, &model.config)?;
+                Some(LatentDecoder::load(ctx, part)?)
+            }
+            None => None,
+        };
         Ok(Pipeline {
             ctx: Arc::clone(ctx),
             model,
@@ -308,6 +351,7 @@ impl Pipeline {
             scheduler_config,
             has_scheduler_file,
             classes,
+            decoder,
         })
     }
 
@@ -334,6 +378,7 @@ impl Pipeline {
 
     /// Validates `options` against this model and prepares the run (no GPU work).
     pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
+        check_latent_options(self.decoder.is_some(), options)?;
         RunSpec::prepare(
             &self.model.config,
             &self.scheduler_config,

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
+use crate::model::autoencoder::AutoencoderGraph;
 use crate::model::unet_2d::UNetGraph;
 
 use super::engine::{self, ChunkJob, InitNoise};
@@ -22,7 +23,10 @@ impl Pipeline {
         let chunks = spec.chunks(batch);
         let steps_per_chunk = spec.steps_per_chunk();
         let steps_total = spec.steps_total(batch);
-        let mut data = Vec::with_capacity(n * spec.image_len());
+        let mut data = Vec::new();
+        let mut latents = Vec::new();
+        // A latent pipeline decodes each chunk with a decode graph per chunk size.
+        let mut decoders: Vec<(usize, AutoencoderGraph)> = Vec::new();
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
         // One graph per model batch size (the last chunk may be smaller).
@@ -61,20 +65,45 @@ impl Pipeline {
                     steps_total,
                 })
             })?;
-            data.extend_from_slice(&result.sample);
+            match &self.decoder {
+                None => data.extend_from_slice(&result.sample),
+                Some(decoder) => {
+                    let graph = match decoders.iter().position(|(b, _)| *b == chunk.images) {
+                        Some(i) => &decoders[i].1,
+                        None => {
+                            decoders
+                                .push((chunk.images, decoder.decode_graph(chunk.images, h, w)?));
+                            &decoders[decoders.len() - 1].1
+                        }
+                    };
+                    data.extend(decoder.decode(graph, &result.sample)?);
+                    latents.extend_from_slice(&result.sample);
+                }
+            }
             for (slot, (x, x0)) in trajectory.iter_mut().zip(result.trajectory) {
                 slot.0.extend_from_slice(&x);
                 slot.1.extend_from_slice(&x0);
             }
         }
+        let (shape, latents) = match &self.decoder {
+            None => (spec.shape, None),
+            Some(decoder) => {
+                let f = decoder.upscale();
+                (
+                    [n, decoder.out_channels(), h * f, w * f],
+                    Some((latents, spec.shape)),
+                )
+            }
+        };
         Ok(Samples {
             data,
-            shape: spec.shape,
+            shape,
             trajectory_steps: spec.trajectory_steps.clone(),
             trajectory,
             plan: spec.plan.clone(),
             first_step: spec.first_step,
             model_evaluations: spec.model_evaluations(),
+            latents,
         })
     }
 
@@ -98,7 +127,15 @@ impl Pipeline {
                 Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
                 Err(e) => return Err(e),
             };
-            let total = weights + memory.planned_bytes + spec.sampler_bytes(images);
+            let decode = match &self.decoder {
+                None => 0,
+                Some(decoder) => match decoder.plan_memory(images, h, w) {
+                    Ok(m) => decoder.parameters() as u64 * 4 + m.planned_bytes,
+                    Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
+                    Err(e) => return Err(e),
+                },
+            };
+            let total = weights + decode + memory.planned_bytes + spec.sampler_bytes(images);
             if images == 1 {
                 smallest = total;
             }
