@@ -286,11 +286,16 @@ fn grid_style(a: &SampleArgs) -> GridStyle {
 /// Images a trajectory strip shows.
 const STRIP_IMAGES: usize = 8;
 
-/// Each label's name in captions: the names typed with `--class` as typed, other labels their
-/// longest name in `classes.json`.
+/// Each label's name in captions: the names typed with `--class` as typed, other labels
+/// (and those typed as numbers) their longest name in `classes.json`.
 fn caption_names(a: &SampleArgs, config: &PipelineConfig) -> BTreeMap<usize, String> {
     let mut names = io::class_display_names(&config.classes);
-    for name in a.class.iter().flatten() {
+    let typed = a
+        .class
+        .iter()
+        .flatten()
+        .filter(|n| n.parse::<usize>().is_err());
+    for name in typed {
         if let Ok(label) = config.resolve_class(name) {
             names.insert(label, name.clone());
         }
