@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::planner::default_memory_budget;
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
-use wgpu_diffusion::sampling::{Pipeline, SampleOptions};
+use wgpu_diffusion::sampling::{LatentDecoder, Pipeline, SampleOptions};
 use wgpu_diffusion::Error;
 
 mod cli;
@@ -240,9 +240,48 @@ fn inspect(
         mib(limit),
         100.0 * *bytes as f64 / limit as f64
     );
+    if let Some(decoder) = &pipeline.decoder {
+        print_decoder(decoder, &ctx, h, w)?;
+    }
     print_auto_batch(&pipeline, h, w)?;
     println!("pipelines    {} compiled", ctx.pipeline_count());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A latent pipeline's decoder: class, output, parameters, MACs and memory of one decode.
+fn print_decoder(
+    decoder: &LatentDecoder,
+    ctx: &GpuContext,
+    latent_h: usize,
+    latent_w: usize,
+) -> Result<()> {
+    let class = match decoder {
+        LatentDecoder::VQModel(_) => "VQModel",
+        LatentDecoder::AutoencoderKL(_) => "AutoencoderKL",
+    };
+    let f = decoder.upscale();
+    println!(
+        "decoder      {class}: latents / {} -> {} channels at {}x{} (x{f}), {} parameters ({} f32)",
+        decoder.scaling_factor(),
+        decoder.out_channels(),
+        latent_h * f,
+        latent_w * f,
+        decoder.parameters(),
+        mib(decoder.parameters() as u64 * 4)
+    );
+    let graph = decoder.decode_graph(1, latent_h, latent_w)?;
+    let memory = &graph.memory;
+    let (label, bytes) = &memory.largest;
+    println!(
+        "decode       {:.3} G MACs per image; activations {} planned per image ({} buffers; one per op {}); largest {label}: {} vs binding limit {}",
+        graph.flops() as f64 / 2e9,
+        mib(memory.planned_bytes),
+        memory.buffers,
+        mib(memory.unplanned_bytes),
+        mib(*bytes),
+        mib(ctx.max_binding_bytes())
+    );
+    Ok(())
 }
 
 /// The batch `sample` picks without --batch-size at this resolution (up to 4096 images), plain

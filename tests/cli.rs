@@ -282,6 +282,9 @@ fn grid_per_image_pngs_and_trajectory_strip() {
             "strip.png",
             "--trajectory-every",
             "2",
+            "--scale",
+            "1",
+            "--no-captions",
         ],
     );
     assert_ok(&out, "sample with every PNG output");
@@ -308,8 +311,8 @@ fn grid_per_image_pngs_and_trajectory_strip() {
             assert_eq!(px, grid.get_pixel(gx + x, gy + y), "{name} at ({x}, {y})");
         }
     }
-    // The gap between cells is black.
-    assert_eq!(grid.get_pixel(w, 0), &image::Rgb([0, 0, 0]));
+    // The gap between cells is the light border gray (issue 19; it was black).
+    assert_eq!(grid.get_pixel(w, 0), &image::Rgb([BORDER_GRAY; 3]));
 
     // Snapshots after steps 0, 2 and the last (3): 3 columns; x_t and x̂₀ rows per image.
     let strip = decode_png(&dir.join("strip.png")).to_rgb8();
@@ -800,4 +803,340 @@ fn bad_options_fail_before_the_gpu_is_opened() {
         stderr(&out)
     );
     assert!(!tmp.path().join("samples.png").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures: scale, captions, borders, strip header (issue 19)
+
+use wgpu_diffusion::sampling::io::{Canvas, BORDER, BORDER_GRAY, GLYPH, TEXT_GRAY};
+
+/// Pixels of `img` in [x0, x1) × [y0, y1) whose every channel is `gray`.
+fn count_gray(img: &image::RgbImage, (x0, x1): (u32, u32), (y0, y1): (u32, u32), gray: u8) -> u32 {
+    let mut n = 0;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            if img.get_pixel(x, y).0 == [gray; 3] {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Default pictures (auto scale, captions) against `--scale 3 --no-captions --cols 3`: sizes,
+/// borders, caption bands and strip header / labels where asked and absent where not, tiles
+/// that are the per-image PNGs upscaled, and per-image PNGs and tensors unchanged by the scale.
+#[test]
+fn pictures_scale_captions_and_borders_leave_per_image_files_alone() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let run = |tag: &str, extra: &[&str]| {
+        let (grid, each, tensor, strip) = (
+            format!("{tag}.png"),
+            format!("{tag}-each"),
+            format!("{tag}.st"),
+            format!("{tag}-strip.png"),
+        );
+        let mut args = vec![
+            "--steps",
+            "2",
+            "--num-images",
+            "3",
+            "-o",
+            &grid,
+            "--out-dir",
+            &each,
+            "--save-tensor",
+            &tensor,
+            "--trajectory",
+            &strip,
+            "--trajectory-every",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = sample(dir, &fixture(UNCOND), &args);
+        assert_ok(&out, &format!("sample {extra:?}"));
+    };
+    run("auto", &[]);
+    run("small", &["--scale", "3", "--no-captions", "--cols", "3"]);
+
+    // Per-image PNGs and the tensor: byte-identical, at the model's 16 × 16.
+    let each: Vec<image::RgbImage> = (0..3)
+        .map(|i| {
+            let name = format!("{i:05}.png");
+            let auto = std::fs::read(dir.join("auto-each").join(&name)).unwrap();
+            let small = std::fs::read(dir.join("small-each").join(&name)).unwrap();
+            assert!(auto == small, "{name} changed with --scale");
+            let img = decode_png(&dir.join("auto-each").join(&name)).to_rgb8();
+            assert_eq!(img.dimensions(), (16, 16), "{name}");
+            img
+        })
+        .collect();
+    let tensor = std::fs::read(dir.join("auto.st")).unwrap();
+    assert!(tensor == std::fs::read(dir.join("small.st")).unwrap());
+    assert_eq!(parse_tensor(&tensor).1, [3, 3, 16, 16]);
+
+    let b = BORDER as u32;
+    // Default: scale 8 (16 px → 128 px tiles), 2 × 2 cells, a 12 px caption band under each tile.
+    let grid = decode_png(&dir.join("auto.png")).to_rgb8();
+    let (tile, band) = (128u32, 12u32);
+    assert_eq!(grid.dimensions(), (2 * tile + b, 2 * (tile + band) + b));
+    for (i, img) in each.iter().enumerate() {
+        let (x0, y0) = (
+            (i as u32 % 2) * (tile + b),
+            (i as u32 / 2) * (tile + band + b),
+        );
+        for (x, y) in [(0, 0), (15, 15), (3, 11), (12, 7)] {
+            for (dx, dy) in [(0, 0), (7, 7), (3, 5)] {
+                assert_eq!(
+                    grid.get_pixel(x0 + 8 * x + dx, y0 + 8 * y + dy),
+                    img.get_pixel(x, y),
+                    "tile {i} pixel ({x}, {y}) sub ({dx}, {dy})"
+                );
+            }
+        }
+        // The caption band under the tile: "#i" in dark text on the border gray, centred.
+        let mut want = Canvas::filled(tile as usize, band as usize, 3, BORDER_GRAY);
+        want.draw_text(
+            &format!("#{i}"),
+            (tile as usize - 2 * GLYPH) / 2,
+            2,
+            1,
+            TEXT_GRAY,
+        );
+        for y in 0..band {
+            for x in 0..tile {
+                assert_eq!(
+                    grid.get_pixel(x0 + x, y0 + tile + y).0,
+                    want.pixel(x as usize, y as usize),
+                    "caption {i} at ({x}, {y})"
+                );
+            }
+        }
+        assert!(
+            count_gray(
+                &grid,
+                (x0, x0 + tile),
+                (y0 + tile, y0 + tile + band),
+                TEXT_GRAY
+            ) > 10
+        );
+    }
+    // The border between the columns runs the full height; the empty fourth cell is blank.
+    assert_eq!(
+        count_gray(&grid, (tile, tile + b), (0, grid.height()), BORDER_GRAY),
+        b * grid.height()
+    );
+    let (x3, y3) = (tile + b, tile + band + b);
+    assert_eq!(
+        count_gray(&grid, (x3, x3 + tile), (y3, y3 + tile + band), BORDER_GRAY),
+        tile * (tile + band)
+    );
+
+    // --scale 3 --no-captions --cols 3: one row of 48 px tiles, exactly the upscaled images
+    // and the border, no caption band.
+    let small = decode_png(&dir.join("small.png")).to_rgb8();
+    assert_eq!(small.dimensions(), (3 * 48 + 2 * b, 48));
+    for (x, y, px) in small.enumerate_pixels() {
+        let (i, within) = (x / (48 + b), x % (48 + b));
+        let want = if within >= 48 {
+            image::Rgb([BORDER_GRAY; 3])
+        } else {
+            *each[i as usize].get_pixel(within / 3, y / 3)
+        };
+        assert_eq!(*px, want, "small grid at ({x}, {y})");
+    }
+
+    // The strip: 2 columns (after steps 0 and 1), 6 rows (x_t, x̂₀ per image); with captions a
+    // 20 px label band on the left and a 22 px header band on top, each with text.
+    let strip = decode_png(&dir.join("auto-strip.png")).to_rgb8();
+    let (left, top) = (20 + b, 22 + b);
+    assert_eq!(
+        strip.dimensions(),
+        (left + 2 * (tile + b) - b, top + 6 * (tile + b) - b)
+    );
+    for j in 0..2 {
+        let x0 = left + j * (tile + b);
+        assert!(
+            count_gray(&strip, (x0, x0 + tile), (0, 22), TEXT_GRAY) > 20,
+            "header {j}"
+        );
+    }
+    for row in 0..6 {
+        let y0 = top + row * (tile + b);
+        assert!(
+            count_gray(&strip, (0, 20), (y0, y0 + tile), TEXT_GRAY) > 5,
+            "label {row}"
+        );
+        assert_eq!(
+            count_gray(&strip, (0, 20), (y0, y0 + 40), TEXT_GRAY),
+            0,
+            "label {row} centred"
+        );
+    }
+    // --scale 3 --no-captions: tiles and borders only.
+    let small_strip = decode_png(&dir.join("small-strip.png")).to_rgb8();
+    assert_eq!(small_strip.dimensions(), (2 * 48 + b, 6 * 48 + 5 * b));
+    assert_eq!(stray_temp_files(dir), Vec::<String>::new());
+}
+
+/// A class-conditional grid captions each tile with the class name as typed, or `class N`
+/// for a label classes.json does not name.
+#[test]
+fn grid_captions_name_the_class() {
+    let model = class_model_with_names();
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let out = sample(
+        dir,
+        model.path(),
+        &[
+            "--steps",
+            "1",
+            "--num-images",
+            "3",
+            "--class",
+            "cat,dog,7",
+            "--cols",
+            "3",
+            "-o",
+            "g.png",
+        ],
+    );
+    assert_ok(&out, "class-conditional grid");
+    let grid = decode_png(&dir.join("g.png")).to_rgb8();
+    let (tile, band, b) = (128u32, 12u32, BORDER as u32);
+    assert_eq!(grid.dimensions(), (3 * tile + 2 * b, tile + band));
+    for (i, caption) in ["cat #0", "dog #1", "class 7 #2"].iter().enumerate() {
+        let x0 = i as u32 * (tile + b);
+        let cells = caption.chars().count();
+        let mut want = Canvas::filled(tile as usize, band as usize, 3, BORDER_GRAY);
+        want.draw_text(
+            caption,
+            (tile as usize - cells * GLYPH) / 2,
+            2,
+            1,
+            TEXT_GRAY,
+        );
+        for y in 0..band {
+            for x in 0..tile {
+                assert_eq!(
+                    grid.get_pixel(x0 + x, tile + y).0,
+                    want.pixel(x as usize, y as usize),
+                    "caption {caption:?} at ({x}, {y})"
+                );
+            }
+        }
+    }
+}
+
+/// Bad picture flags fail before the GPU is opened, naming the flag, writing nothing.
+#[test]
+fn bad_picture_flags_fail_before_the_gpu_is_opened() {
+    let u = fixture(UNCOND);
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--scale", "0"], &["--scale", "got 0"]),
+        (&["--scale", "33"], &["--scale", "1 to 32"]),
+        (&["--cols", "0"], &["--cols", "got 0"]),
+        (
+            &[
+                "--trajectory",
+                "{dir}/t.png",
+                "--scale",
+                "0",
+                "--out-dir",
+                "{dir}/each",
+            ],
+            &["--scale", "got 0"],
+        ),
+        (
+            &["--num-images", "5000", "--scale", "32"],
+            &["--scale", "MiB limit"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, needles) in cases {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        let dir_str = dir.to_str().unwrap();
+        let mut all: Vec<String> = [
+            "--adapter",
+            "no-such-adapter-anywhere",
+            "sample",
+            "--model",
+            u.to_str().unwrap(),
+            "-q",
+            "-o",
+            dir.join("out.png").to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(args.iter().map(|a| a.replace("{dir}", dir_str)));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = run_in(dir, &refs);
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(1) {
+            problems.push(format!("exit {:?}", out.status));
+        }
+        for needle in *needles {
+            if !err.contains(needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        if err.contains("adapter") || err.contains("grid.") {
+            problems.push("reached the GPU or named the library field".into());
+        }
+        let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        if !left.is_empty() {
+            problems.push(format!("left {left:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{args:?}: {}\nstderr: {err}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+/// A latent pipeline folder through the binary: the grid shows decoded images, `--save-tensor`
+/// holds `sample` (the decoded image) and `latents`, and `inspect` describes the decoder.
+#[test]
+fn latent_pipeline_folder_samples_and_saves_latents() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("ldm_pipeline/pipeline");
+    let tensor = dir.path().join("out.safetensors");
+    let grid = dir.path().join("grid.png");
+    let out = sample(
+        dir.path(),
+        &model,
+        &[
+            "--num-images",
+            "2",
+            "--steps",
+            "2",
+            "--scale",
+            "1",
+            "--no-captions",
+            "-o",
+            grid.to_str().unwrap(),
+            "--save-tensor",
+            tensor.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "LDM sample");
+    let bytes = std::fs::read(&tensor).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("sample").unwrap().shape(), &[2, 3, 16, 16]);
+    assert_eq!(st.tensor("latents").unwrap().shape(), &[2, 3, 8, 8]);
+    let img = decode_png(&grid);
+    // Two 16-px tiles side by side with the 2-px border between them.
+    assert_eq!((img.width(), img.height()), (16 * 2 + 2, 16));
+    let out = run_in(dir.path(), &["inspect", "--model", model.to_str().unwrap()]);
+    assert_ok(&out, "LDM inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decoder") && text.contains("VQModel"),
+        "{text}"
+    );
 }

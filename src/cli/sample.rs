@@ -1,5 +1,6 @@
 //! `wgpu-diffusion sample`: generate images with a model directory's U-Net and scheduler.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
-use wgpu_diffusion::sampling::io::{self, AtomicFile};
+use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle};
 use wgpu_diffusion::sampling::{
-    InitImage, Pipeline, PipelineConfig, Progress, SampleOptions, ScheduleOverrides,
+    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, ScheduleOverrides,
 };
 use wgpu_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerKind, TimestepSpacing};
 use wgpu_diffusion::Error;
@@ -83,6 +84,21 @@ pub struct SampleArgs {
     /// Steps between trajectory snapshots (default: a tenth of the steps).
     #[arg(long, requires = "trajectory")]
     pub trajectory_every: Option<usize>,
+    /// Upscale the tiles of the grid and the trajectory strip K times (nearest neighbour, 1 to
+    /// 32). Default: the smallest K that makes a tile's larger side 128 px (28 px → 5, 64 px →
+    /// 2), so 1 from 128 px up. --out-dir PNGs and --save-tensor keep the model's resolution.
+    #[arg(long, value_name = "K")]
+    pub scale: Option<usize>,
+    /// Grid columns (default: ⌈√n⌉, near square).
+    #[arg(long, value_name = "N")]
+    pub cols: Option<usize>,
+    /// A caption under each grid tile (class name, or prompt, and image index), a step / t or σ
+    /// header over the strip's columns and x_t / x̂₀ labels on its rows. The default.
+    #[arg(long, overrides_with = "no_captions")]
+    pub captions: bool,
+    /// No captions, strip header or row labels.
+    #[arg(long, overrides_with = "captions")]
+    pub no_captions: bool,
     /// Class by name (classes.json) or number; a comma list cycles over the images;
     /// `all` cycles over every named class.
     #[arg(long, value_delimiter = ',')]
@@ -147,6 +163,8 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("overrides.clip_sample", "--clip-sample"),
     ("overrides.use_karras_sigmas", "--karras"),
     ("trajectory_every", "--trajectory-every"),
+    ("grid.scale", "--scale"),
+    ("grid.cols", "--cols"),
     ("height", "--height"),
     ("width", "--width"),
 ];
@@ -256,6 +274,55 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
     })
 }
 
+/// The look of the grid and strip from the arguments.
+fn grid_style(a: &SampleArgs) -> GridStyle {
+    GridStyle {
+        scale: a.scale,
+        cols: a.cols,
+        captions: !a.no_captions,
+    }
+}
+
+/// Images a trajectory strip shows.
+const STRIP_IMAGES: usize = 8;
+
+/// Each label's name in captions: the names typed with `--class` as typed, other labels
+/// (and those typed as numbers) their longest name in `classes.json`.
+fn caption_names(a: &SampleArgs, config: &PipelineConfig) -> BTreeMap<usize, String> {
+    let mut names = io::class_display_names(&config.classes);
+    let typed = a
+        .class
+        .iter()
+        .flatten()
+        .filter(|n| n.parse::<usize>().is_err());
+    for name in typed {
+        if let Ok(label) = config.resolve_class(name) {
+            names.insert(label, name.clone());
+        }
+    }
+    names
+}
+
+/// Checks `style` and the grid and strip sizes this run would write (before any GPU work).
+fn check_pictures(
+    a: &SampleArgs,
+    config: &PipelineConfig,
+    spec: &RunSpec,
+    style: &GridStyle,
+    grid: bool,
+) -> Result<()> {
+    let [n, c, h, w] = config.output_shape(spec);
+    if grid {
+        io::grid_dimensions(n, [c, h, w], style).map_err(|e| flag_error(e, a))?;
+    }
+    if a.trajectory.is_some() {
+        let columns = spec.trajectory_steps.len();
+        io::strip_dimensions(columns, n.min(STRIP_IMAGES), [c, h, w], style)
+            .map_err(|e| flag_error(e, a))?;
+    }
+    Ok(())
+}
+
 pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     // Everything that needs no GPU first: the model's config files, the input files and the
     // library's checks of the options (the run spec). Bad arguments fail here, with no output
@@ -265,12 +332,14 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         PipelineConfig::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let options = sample_options(a, &config)?;
     let spec = config.prepare(&options).map_err(|e| flag_error(e, a))?;
-
-    // Open every output next: an unwritable path fails now, with nothing written.
     let grid_path = match (&a.output, &a.out_dir, &a.save_tensor) {
         (None, None, None) => Some(PathBuf::from("samples.png")),
         (o, _, _) => o.clone(),
     };
+    let style = grid_style(a);
+    check_pictures(a, &config, &spec, &style, grid_path.is_some())?;
+
+    // Open every output next: an unwritable path fails now, with nothing written.
     let grid_file = grid_path.as_deref().map(AtomicFile::create).transpose()?;
     let tensor_file = a
         .save_tensor
@@ -322,24 +391,47 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let [n, c, h, w] = samples.shape;
     let mut written = Vec::new();
     if let Some(f) = grid_file {
-        let bytes = io::grid(&samples.data, n, c, h, w).encode_png()?;
+        let names = caption_names(a, &config);
+        let source = match &spec.labels {
+            Some(labels) => CaptionSource::Class {
+                labels,
+                names: &names,
+            },
+            None => CaptionSource::None,
+        };
+        let bytes =
+            io::grid(&samples.data, n, [c, h, w], &style, &source.captions(n))?.encode_png()?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }
+    // At the model's resolution, whatever --scale says.
     for (i, f) in per_image.into_iter().enumerate() {
-        let bytes = io::grid(samples.image(i), 1, c, h, w).encode_png()?;
+        let bytes = io::image(samples.image(i), c, h, w).encode_png()?;
         f.commit(&bytes)?;
     }
     if let Some(dir) = &a.out_dir {
         written.push(format!("{}/ ({n} PNGs)", dir.display()));
     }
     if let Some(f) = tensor_file {
-        let bytes = io::tensor_file("sample", &samples.shape, &samples.data)?;
+        // A latent pipeline also writes its final latents (before / scaling_factor).
+        let mut tensors = vec![("sample", &samples.shape[..], samples.data.as_slice())];
+        if let Some((latents, shape)) = &samples.latents {
+            tensors.push(("latents", &shape[..], latents.as_slice()));
+        }
+        let bytes = io::tensor_file(&tensors)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }
     if let Some(f) = strip_file {
-        let bytes = io::trajectory_strip(&samples.trajectory, n.min(8), c, h, w).encode_png()?;
+        let headers = io::strip_headers(&samples.plan, &samples.trajectory_steps);
+        let bytes = io::trajectory_strip(
+            &samples.trajectory,
+            n.min(STRIP_IMAGES),
+            [c, h, w],
+            &headers,
+            &style,
+        )?
+        .encode_png()?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }

@@ -307,6 +307,16 @@ impl PipelineConfig {
         check_latent_options(self.decoder.is_some(), options)?;
         RunSpec::prepare(&self.unet, &self.scheduler_config, &self.classes, options)
     }
+
+    /// The shape of the images `spec` produces: its samples, or their decoded image in a latent
+    /// pipeline.
+    pub fn output_shape(&self, spec: &RunSpec<'_>) -> [usize; 4] {
+        let [n, c, h, w] = spec.shape;
+        match &self.decoder {
+            None => [n, c, h, w],
+            Some(d) => [n, d.out_channels(), h * d.upscale(), w * d.upscale()],
+        }
+    }
 }
 
 /// A model directory ready to sample: the U-Net on the GPU, its scheduler config and classes.
