@@ -2,8 +2,9 @@
 //! `DownEncoderBlock2D`, `UpDecoderBlock2D` and the `UNetMidBlock2D` as the autoencoders build it
 //! (no time embedding, resnet eps 1e-6, one attention head spanning every channel).
 
-use crate::error::{Error, Result};
-use crate::model::blocks::attention::{AttentionBlock, SpatialAttentionConfig};
+use crate::error::Result;
+use crate::model::blocks::attention::SpatialAttentionConfig;
+use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::blocks::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
@@ -114,50 +115,24 @@ impl UpDecoderBlock2D {
 }
 
 /// The autoencoders' `UNetMidBlock2D`: resnet, (attention: one head, `norm_num_groups` groups,
-/// eps 1e-6), resnet.
-#[derive(Debug)]
-pub struct VaeMidBlock {
-    pub resnets: Vec<ResnetBlock2D>,
-    pub attentions: Vec<AttentionBlock>,
-}
-
-impl VaeMidBlock {
-    pub fn load(vb: &VarBuilder, groups: usize, channels: usize, attention: bool) -> Result<Self> {
-        let rc = resnet_config(groups);
-        let attentions = if attention {
-            let ac = SpatialAttentionConfig {
-                channels,
-                heads: 1,
-                groups,
-                eps: VAE_NORM_EPS,
-                rescale_output_factor: 1.0,
-            };
-            vec![AttentionBlock::load(&vb.pp("attentions.0"), &ac)?]
-        } else {
-            Vec::new()
-        };
-        let resnets = vec![
-            ResnetBlock2D::load(&vb.pp("resnets.0"), &rc, channels, channels)?,
-            ResnetBlock2D::load(&vb.pp("resnets.1"), &rc, channels, channels)?,
-        ];
-        Ok(VaeMidBlock {
-            resnets,
-            attentions,
-        })
-    }
-
-    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
-        let first = self
-            .resnets
-            .first()
-            .ok_or_else(|| Error::invalid(name, "a mid block without resnets"))?;
-        let mut x = first.record(g, x, None, &format!("{name}.resnets.0"))?;
-        for (j, r) in self.resnets.iter().enumerate().skip(1) {
-            if let Some(a) = self.attentions.get(j - 1) {
-                x = a.record(g, &x, &format!("{name}.attentions.{}", j - 1))?;
-            }
-            x = r.record(g, &x, None, &format!("{name}.resnets.{j}"))?;
-        }
-        Ok(x)
-    }
+/// eps 1e-6), resnet; no time embedding.
+pub fn load_mid_block(
+    vb: &VarBuilder,
+    groups: usize,
+    channels: usize,
+    attention: bool,
+) -> Result<UNetMidBlock2D> {
+    let ac = SpatialAttentionConfig {
+        channels,
+        heads: 1,
+        groups,
+        eps: VAE_NORM_EPS,
+        rescale_output_factor: 1.0,
+    };
+    UNetMidBlock2D::load(
+        vb,
+        &resnet_config(groups),
+        attention.then_some(&ac),
+        channels,
+    )
 }

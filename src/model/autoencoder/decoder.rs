@@ -3,9 +3,10 @@
 //! GroupNorm + SiLU (one fused launch) → conv_out. No time embedding; every norm has eps 1e-6.
 
 use crate::error::Result;
-use crate::model::autoencoder::blocks::{UpDecoderBlock2D, VaeMidBlock, VAE_NORM_EPS};
+use crate::model::autoencoder::blocks::{load_mid_block, UpDecoderBlock2D, VAE_NORM_EPS};
 use crate::model::autoencoder::config::CoderConfig;
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer};
+use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 
@@ -13,7 +14,7 @@ use crate::model::weights::VarBuilder;
 #[derive(Debug)]
 pub struct Decoder {
     pub conv_in: Conv2dLayer,
-    pub mid_block: VaeMidBlock,
+    pub mid_block: UNetMidBlock2D,
     pub up_blocks: Vec<UpDecoderBlock2D>,
     pub conv_norm_out: GroupNormLayer,
     pub conv_out: Conv2dLayer,
@@ -25,7 +26,7 @@ impl Decoder {
         let groups = cfg.norm_num_groups;
         let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
         let conv_in = Conv2dLayer::load(&vb.pp("conv_in"), latent_channels, rev[0], 3)?;
-        let mid_block = VaeMidBlock::load(
+        let mid_block = load_mid_block(
             &vb.pp("mid_block"),
             groups,
             rev[0],
@@ -72,7 +73,9 @@ impl Decoder {
             .conv_in
             .record(g, z, &ConvApply::same(1), &format!("{name}.conv_in"))?;
         keep(format!("{name}.conv_in"), &x);
-        x = self.mid_block.record(g, &x, &format!("{name}.mid_block"))?;
+        x = self
+            .mid_block
+            .record(g, &x, None, &format!("{name}.mid_block"))?;
         keep(format!("{name}.mid_block"), &x);
         for (i, block) in self.up_blocks.iter().enumerate() {
             let block_name = format!("{name}.up_blocks.{i}");

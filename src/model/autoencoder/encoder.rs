@@ -4,9 +4,10 @@
 //! (`double_z`, AutoencoderKL: mean and log-variance) or `latent` (VQModel).
 
 use crate::error::Result;
-use crate::model::autoencoder::blocks::{DownEncoderBlock2D, VaeMidBlock, VAE_NORM_EPS};
+use crate::model::autoencoder::blocks::{load_mid_block, DownEncoderBlock2D, VAE_NORM_EPS};
 use crate::model::autoencoder::config::CoderConfig;
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer};
+use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 
@@ -15,7 +16,7 @@ use crate::model::weights::VarBuilder;
 pub struct Encoder {
     pub conv_in: Conv2dLayer,
     pub down_blocks: Vec<DownEncoderBlock2D>,
-    pub mid_block: VaeMidBlock,
+    pub mid_block: UNetMidBlock2D,
     pub conv_norm_out: GroupNormLayer,
     pub conv_out: Conv2dLayer,
 }
@@ -40,7 +41,7 @@ impl Encoder {
             )?);
         }
         let c_last = ch[ch.len() - 1];
-        let mid_block = VaeMidBlock::load(
+        let mid_block = load_mid_block(
             &vb.pp("mid_block"),
             groups,
             c_last,
@@ -78,7 +79,9 @@ impl Encoder {
             x = block.record(g, &x, &block_name)?;
             keep(block_name, &x);
         }
-        x = self.mid_block.record(g, &x, &format!("{name}.mid_block"))?;
+        x = self
+            .mid_block
+            .record(g, &x, None, &format!("{name}.mid_block"))?;
         keep(format!("{name}.mid_block"), &x);
         let h = self
             .conv_norm_out

@@ -6,4 +6,5 @@
 pub mod attention;
 pub mod embeddings;
 pub mod layers;
+pub mod mid;
 pub mod resnet;

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::blocks::attention::{AttentionBlock, SpatialAttentionConfig};
+use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::blocks::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use crate::model::graph::{Graph, Value};
 use crate::model::unet_2d::config::UNet2DConfig;
@@ -110,53 +111,21 @@ impl DownBlock2D {
     }
 }
 
-/// `UNetMidBlock2D`: resnet, (attention), resnet.
-#[derive(Debug)]
-pub struct UNetMidBlock2D {
-    pub resnets: Vec<ResnetBlock2D>,
-    pub attentions: Vec<AttentionBlock>,
-}
-
-impl UNetMidBlock2D {
-    pub fn load(vb: &VarBuilder, cfg: &UNet2DConfig, channels: usize) -> Result<Self> {
-        let osf = cfg.mid_block_scale_factor;
-        let rc = resnet_config(cfg, osf);
-        let attentions = if cfg.add_attention {
-            let ac = attention_config(cfg, channels, cfg.attn_groups(), osf);
-            vec![AttentionBlock::load(&vb.pp("attentions.0"), &ac)?]
-        } else {
-            Vec::new()
-        };
-        let resnets = vec![
-            ResnetBlock2D::load(&vb.pp("resnets.0"), &rc, channels, channels)?,
-            ResnetBlock2D::load(&vb.pp("resnets.1"), &rc, channels, channels)?,
-        ];
-        Ok(UNetMidBlock2D {
-            resnets,
-            attentions,
-        })
-    }
-
-    pub fn record<'a>(
-        &'a self,
-        g: &mut Graph<'a>,
-        x: &Value,
-        temb_act: &Value,
-        name: &str,
-    ) -> Result<Value> {
-        let first = self
-            .resnets
-            .first()
-            .ok_or_else(|| Error::invalid(name, "a mid block without resnets"))?;
-        let mut x = first.record(g, x, Some(temb_act), &format!("{name}.resnets.0"))?;
-        for (j, r) in self.resnets.iter().enumerate().skip(1) {
-            if let Some(a) = self.attentions.get(j - 1) {
-                x = a.record(g, &x, &format!("{name}.attentions.{}", j - 1))?;
-            }
-            x = r.record(g, &x, Some(temb_act), &format!("{name}.resnets.{j}"))?;
-        }
-        Ok(x)
-    }
+/// `UNetMidBlock2D` as `UNet2DModel` builds it: resnets and attention scaled by
+/// `mid_block_scale_factor`, attention groups `attn_norm_num_groups` (or `norm_num_groups`).
+pub fn load_mid_block(
+    vb: &VarBuilder,
+    cfg: &UNet2DConfig,
+    channels: usize,
+) -> Result<UNetMidBlock2D> {
+    let osf = cfg.mid_block_scale_factor;
+    let attention = attention_config(cfg, channels, cfg.attn_groups(), osf);
+    UNetMidBlock2D::load(
+        vb,
+        &resnet_config(cfg, osf),
+        cfg.add_attention.then_some(&attention),
+        channels,
+    )
 }
 
 /// `UpBlock2D` / `AttnUpBlock2D`: `layers_per_block + 1` resnets over the output concatenated

@@ -17,7 +17,8 @@ use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{VarBuilder, WeightSource};
 use crate::ops::elementwise;
 
-use blocks::{DownBlock2D, UNetMidBlock2D, UpBlock2D, UpChannels};
+use crate::model::blocks::mid::UNetMidBlock2D;
+use blocks::{load_mid_block, DownBlock2D, UpBlock2D, UpChannels};
 use config::{DownBlock, UNet2DConfig, UpBlock};
 
 /// File names inside a diffusers model directory.
@@ -105,11 +106,7 @@ impl UNet2DModel {
             )?);
         }
         let mid_block = match cfg.mid_block_type {
-            Some(_) => Some(UNetMidBlock2D::load(
-                &vb.pp("mid_block"),
-                cfg,
-                ch[ch.len() - 1],
-            )?),
+            Some(_) => Some(load_mid_block(&vb.pp("mid_block"), cfg, ch[ch.len() - 1])?),
             None => None,
         };
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
@@ -252,7 +249,7 @@ impl<'a> Recorded<'a> {
             blocks.push((name, x.clone()));
         }
         if let Some(mid) = &model.mid_block {
-            x = mid.record(&mut g, &x, &temb_act, "mid_block")?;
+            x = mid.record(&mut g, &x, Some(&temb_act), "mid_block")?;
             blocks.push(("mid_block".to_owned(), x.clone()));
         }
         for (i, block) in model.up_blocks.iter().enumerate() {

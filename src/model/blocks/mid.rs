@@ -1,0 +1,61 @@
+//! diffusers `UNetMidBlock2D` (`unet_2d_blocks.py`): resnet, (spatial attention), resnet — the
+//! middle of `UNet2DModel` (time-conditioned) and of the autoencoders' encoder and decoder (no
+//! time embedding).
+
+use crate::error::{Error, Result};
+use crate::model::blocks::attention::{AttentionBlock, SpatialAttentionConfig};
+use crate::model::blocks::resnet::{ResnetBlock2D, ResnetConfig};
+use crate::model::graph::{Graph, Value};
+use crate::model::weights::VarBuilder;
+
+/// `UNetMidBlock2D` with one attention layer (or none) between its two resnets.
+#[derive(Debug)]
+pub struct UNetMidBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<AttentionBlock>,
+}
+
+impl UNetMidBlock2D {
+    /// `channels` in and out; `attention` `None` builds none (`add_attention` false).
+    pub fn load(
+        vb: &VarBuilder,
+        resnet: &ResnetConfig,
+        attention: Option<&SpatialAttentionConfig>,
+        channels: usize,
+    ) -> Result<Self> {
+        let attentions = match attention {
+            Some(ac) => vec![AttentionBlock::load(&vb.pp("attentions.0"), ac)?],
+            None => Vec::new(),
+        };
+        let resnets = vec![
+            ResnetBlock2D::load(&vb.pp("resnets.0"), resnet, channels, channels)?,
+            ResnetBlock2D::load(&vb.pp("resnets.1"), resnet, channels, channels)?,
+        ];
+        Ok(UNetMidBlock2D {
+            resnets,
+            attentions,
+        })
+    }
+
+    /// `temb_act` is SiLU(time embedding) for a U-Net, `None` for an autoencoder.
+    pub fn record<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        temb_act: Option<&Value>,
+        name: &str,
+    ) -> Result<Value> {
+        let first = self
+            .resnets
+            .first()
+            .ok_or_else(|| Error::invalid(name, "a mid block without resnets"))?;
+        let mut x = first.record(g, x, temb_act, &format!("{name}.resnets.0"))?;
+        for (j, r) in self.resnets.iter().enumerate().skip(1) {
+            if let Some(a) = self.attentions.get(j - 1) {
+                x = a.record(g, &x, &format!("{name}.attentions.{}", j - 1))?;
+            }
+            x = r.record(g, &x, temb_act, &format!("{name}.resnets.{j}"))?;
+        }
+        Ok(x)
+    }
+}
