@@ -70,7 +70,7 @@ pub fn layer_norm(ctx: &GpuContext, args: &LayerNorm, label: &str) -> Result<Dis
         &[("input", input), ("gamma", gamma), ("beta", beta)],
     )?;
     let numel = to_u32(OP, "elements", input.numel())?;
-    let rows = if cols == 0 { 0 } else { input.numel() / cols };
+    let rows = input.numel().checked_div(cols).unwrap_or(0);
     let params = Params {
         rows: to_u32(OP, "rows", rows)?,
         cols: to_u32(OP, "C", cols)?,
