@@ -1,7 +1,8 @@
 //! The `wgpu-diffusion` command line (the default `cli` feature): `sample` generates images,
 //! `bench` measures adapters, `adapters` lists what wgpu can see, `inspect` summarises a model
-//! (parameters, MACs, memory vs the adapter's limits). clap, indicatif and anyhow live in the
-//! binary only (here and `src/cli/`); the library never sees them.
+//! (parameters, MACs, memory vs the adapter's limits), `encode-prompt` runs the CLIP tokenizer and
+//! text encoder. clap, indicatif and anyhow live in the binary only (here and `src/cli/`); the
+//! library never sees them.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Sample(Box<cli::sample::SampleArgs>),
     /// Benchmark adapters: forward latency, per-kernel GPU time, correctness vs diffusers.
     Bench(Box<cli::bench::BenchArgs>),
+    /// Tokenize prompts and encode them with a pipeline's CLIP text encoder (`prompt_embeds`).
+    EncodePrompt(Box<cli::encode_prompt::EncodePromptArgs>),
     /// List every adapter wgpu can see, with the limits and features that matter here.
     Adapters {
         /// Exit with status 3 when no adapter exists (used by `make` to install lavapipe).
@@ -326,6 +329,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             cli::bench::run(args, &gpu_options(&cli)).map(|()| ExitCode::SUCCESS)
         }
+        Command::EncodePrompt(args) => cli::encode_prompt::run(args, &gpu_options(&cli)),
         Command::Adapters { check } => adapters(&cli, *check),
         Command::Inspect {
             model,

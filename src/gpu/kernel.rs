@@ -139,6 +139,12 @@ kernels! {
     SamplerStep(sampler_step) { STEP = "step", INIT = "init" },
     /// The exact denoiser of a Gaussian data set (a known-answer model for sampler tests).
     AnalyticModel(analytic_model) { GAUSSIAN = "gaussian" },
+    /// Layer normalisation over the last dimension (CLIP text encoder).
+    LayerNorm(layer_norm) { MAIN = "main" },
+    /// Causal row softmax of square attention-score blocks (CLIP text encoder).
+    CausalSoftmax(causal_softmax) { MAIN = "main" },
+    /// The CLIP MLP activations: quick_gelu and the exact (erf) gelu.
+    Activation(activation) { QUICK_GELU = "quick_gelu", GELU = "gelu" },
 }
 
 impl std::fmt::Display for Kernel {

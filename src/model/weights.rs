@@ -250,6 +250,52 @@ impl Weights {
         Ok(values)
     }
 
+    /// Reads the integer tensor `key` (I64 or I32, as index buffers such as CLIP's
+    /// `position_ids` are stored), checking it has `expected_shape`, and marks it used.
+    pub fn get_i64(&self, key: &str, expected_shape: &[usize]) -> Result<Vec<i64>> {
+        let Some(info) = self.tensors.get(key) else {
+            return Err(Error::MissingTensor {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                hint: self.similar_keys_hint(key),
+            });
+        };
+        if info.shape != expected_shape {
+            return Err(Error::ShapeMismatch {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                expected: expected_shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let raw = self
+            .mmap
+            .get(self.data_start + info.begin..self.data_start + info.end)
+            .ok_or_else(|| Error::SafeTensors {
+                path: self.path.clone(),
+                message: format!("tensor {key:?} lies outside the mapped file"),
+            })?;
+        let values: Vec<i64> = match info.dtype.as_str() {
+            "I64" => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
+            "I32" => raw
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            other => {
+                return Err(Error::Config {
+                    path: self.path.clone(),
+                    key: key.to_owned(),
+                    message: format!("has dtype {other}; an index tensor must be I64 or I32"),
+                })
+            }
+        };
+        self.used.borrow_mut().insert(key.to_owned());
+        Ok(values)
+    }
+
     /// Like [`Weights::get`] for the first of `keys` the file holds (for names that changed
     /// between diffusers versions, e.g. `to_q` / `query`, `to_out.0` / `proj_attn`).
     pub fn get_any(&self, keys: &[&str], expected_shape: &[usize]) -> Result<Vec<f32>> {
@@ -549,6 +595,14 @@ impl WeightSource {
         WeightSource::Random {
             seed,
             label: label.into(),
+        }
+    }
+
+    /// The checkpoint, when the source is one (not random initialisation).
+    pub fn checkpoint(&self) -> Option<&Weights> {
+        match self {
+            WeightSource::Checkpoint(w) => Some(w),
+            WeightSource::Random { .. } => None,
         }
     }
 

@@ -4,10 +4,13 @@
 //! test) and returns a [`Dispatch`](crate::gpu::Dispatch) to be recorded (once per graph, replayed
 //! every forward). The matching CPU references live in [`crate::reference`].
 
+pub mod activation;
 pub mod analytic_model;
+pub mod causal_softmax;
 pub mod conv2d;
 pub mod elementwise;
 pub mod group_norm;
+pub mod layer_norm;
 pub mod matmul;
 pub mod rng;
 pub mod sampler_step;

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod misc;
 pub mod rng;
+pub mod text;
 
 /// The outcome of comparing a GPU result with a reference: a failure says where to look.
 #[derive(Debug, Clone)]
