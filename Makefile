@@ -16,7 +16,7 @@ EXTERNAL_PNG := target/external/sample.png
 EXTERNAL_IMAGES := 4
 EXTERNAL_STEPS := 10
 
-.PHONY: all test sample adapter build lint fixtures external
+.PHONY: all test sample adapter build lint fixtures external ray-test
 
 all: test
 
@@ -30,6 +30,20 @@ test: adapter
 	$(BIN) adapters
 	$(CARGO) test --no-fail-fast
 	@$(MAKE) --no-print-directory external
+	@$(MAKE) --no-print-directory ray-test
+
+# scripts/ray_sample.py on a local Ray: 3 slices of 6 images equal one run bit for bit, a killed
+# worker is retried, resume skips verified slices (scripts/test_ray_sample.py). Its virtual
+# environment holds the pinned ray of scripts/requirements-ray.txt (installed once, from PyPI).
+RAY_VENV := target/ray-venv
+$(RAY_VENV)/.installed: scripts/requirements-ray.txt
+	python3 -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install -q -r scripts/requirements-ray.txt
+	touch $@
+
+ray-test: $(RAY_VENV)/.installed
+	$(CARGO) build --bin wgpu-diffusion
+	$(RAY_VENV)/bin/python scripts/test_ray_sample.py $(BIN)
 
 # A crate outside this workspace builds against the library without the `cli` feature and
 # samples: examples/sample.rs, built as that crate's `external-sample`, writes a PNG that

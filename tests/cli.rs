@@ -1140,3 +1140,260 @@ fn latent_pipeline_folder_samples_and_saves_latents() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slices: --first-image
+
+/// safetensors bytes of one f32 tensor with `__metadata__` pairs.
+fn tensor_file_with_metadata(
+    name: &str,
+    shape: &[usize],
+    data: &[f32],
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        shape.to_vec(),
+        bytemuck::cast_slice(data),
+    )
+    .unwrap();
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    safetensors::tensor::serialize([(name, view)], Some(metadata)).unwrap()
+}
+
+/// The `__metadata__` of a safetensors file.
+fn tensor_metadata(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    metadata.metadata().clone().unwrap_or_default()
+}
+
+/// Samples `args` with `model` into `tensor` (and `--out-dir out_dir`), returning the tensor
+/// file's bytes.
+fn slice_run(dir: &Path, model: &Path, tensor: &str, out_dir: &str, args: &[&str]) -> Vec<u8> {
+    let path = dir.join(tensor);
+    let out_dir = dir.join(out_dir);
+    let mut all = vec![
+        "--save-tensor",
+        path.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = sample(dir, model, &all);
+    assert_ok(&out, &format!("sample {args:?}"));
+    std::fs::read(&path).unwrap()
+}
+
+#[test]
+fn first_image_slices_equal_one_run_bit_for_bit() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let model = fixture(CLASS_COND);
+    let n = 5;
+    let image_len = 3 * 16 * 16;
+    // Stochastic (every step draws noise keyed by the global image index) and deterministic;
+    // three labels cycle over 5 images, so every slice starts mid-cycle.
+    for scheduler in ["ddpm", "ddim"] {
+        let common = [
+            "--scheduler",
+            scheduler,
+            "--steps",
+            "2",
+            "--seed",
+            "11",
+            "--class-label",
+            "3,5,7",
+        ];
+        let whole_dir = format!("{scheduler}-whole");
+        let whole = slice_run(
+            dir,
+            &model,
+            &format!("{scheduler}-whole.st"),
+            &whole_dir,
+            &[&common[..], &["--num-images", "5"]].concat(),
+        );
+        let (_, shape, whole_values) = parse_tensor(&whole);
+        assert_eq!(shape, [n, 3, 16, 16]);
+        assert_eq!(tensor_metadata(&whole)["first_image"], "0");
+        // Slices 0..2, 2..4 (two batches of 1) and 4..5.
+        for (first, count, batch) in [(0, 2, "2"), (2, 2, "1"), (4, 1, "1")] {
+            let part_dir = format!("{scheduler}-part{first}");
+            let bytes = slice_run(
+                dir,
+                &model,
+                &format!("{scheduler}-part{first}.st"),
+                &part_dir,
+                &[
+                    &common[..],
+                    &[
+                        "--num-images",
+                        &count.to_string(),
+                        "--first-image",
+                        &first.to_string(),
+                        "--batch-size",
+                        batch,
+                    ],
+                ]
+                .concat(),
+            );
+            let (_, shape, values) = parse_tensor(&bytes);
+            assert_eq!(shape, [count, 3, 16, 16]);
+            let want = &whole_values[first * image_len..(first + count) * image_len];
+            let same = values.len() == want.len()
+                && values
+                    .iter()
+                    .zip(want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{scheduler}: images {first}..{} of a slice differ from one run",
+                first + count
+            );
+            let metadata = tensor_metadata(&bytes);
+            assert_eq!(metadata["first_image"], first.to_string(), "{scheduler}");
+            // Per-image files carry the global index and equal the whole run's.
+            let mut names: Vec<String> = std::fs::read_dir(dir.join(&part_dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            let want_names: Vec<String> = (first..first + count)
+                .map(|i| format!("{i:05}.png"))
+                .collect();
+            assert_eq!(names, want_names, "{scheduler}");
+            for name in &names {
+                let part = std::fs::read(dir.join(&part_dir).join(name)).unwrap();
+                let one = std::fs::read(dir.join(&whole_dir).join(name)).unwrap();
+                assert!(part == one, "{scheduler}: {name} differs from one run's");
+            }
+        }
+    }
+
+    // Given noise that says it holds images 3 .. 5 runs as that slice.
+    let noise = normal(2 * image_len, 5);
+    let noise_path = dir.join("noise3.st");
+    std::fs::write(
+        &noise_path,
+        tensor_file_with_metadata("noise", &[2, 3, 16, 16], &noise, &[("first_image", "3")]),
+    )
+    .unwrap();
+    let base = ["--steps", "2", "--num-images", "2"];
+    let noise_arg = noise_path.to_str().unwrap();
+    let given = tensor_bytes(
+        dir,
+        "given.st",
+        &[
+            &base[..],
+            &["--init-noise", noise_arg, "--first-image", "3"],
+        ]
+        .concat(),
+    );
+    assert_eq!(tensor_metadata(&given)["first_image"], "3");
+    let seeded = tensor_bytes(
+        dir,
+        "seeded3.st",
+        &[&base[..], &["--first-image", "3"]].concat(),
+    );
+    assert!(
+        given != seeded,
+        "--init-noise was ignored with --first-image"
+    );
+
+    // File names widen past 5 digits when the slice's last index needs it.
+    let wide = dir.join("wide");
+    let out = sample(
+        dir,
+        &fixture(UNCOND),
+        &[
+            "--steps",
+            "1",
+            "--num-images",
+            "2",
+            "--first-image",
+            "99999",
+            "--out-dir",
+            wide.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "--first-image 99999");
+    let mut names: Vec<String> = std::fs::read_dir(&wide)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["099999.png", "100000.png"]);
+}
+
+#[test]
+fn bad_first_image_fails_cleanly() {
+    let u = fixture(UNCOND);
+    check_bad(
+        &[
+            bad(
+                &u,
+                &["--first-image", "18446744073709551616"],
+                &["--first-image", "18446744073709551616"],
+            ),
+            bad(
+                &u,
+                &["--first-image", "18446744073709551615", "--num-images", "2"],
+                &["--first-image", "18446744073709551615"],
+            ),
+            bad(
+                &u,
+                &["--first-image", "4294967295", "--num-images", "2"],
+                &["--first-image", "4294967295", "4294967296"],
+            ),
+            bad(
+                &u,
+                &[
+                    "--first-image",
+                    "3",
+                    "--num-images",
+                    "1",
+                    "--init-noise",
+                    "{dir}/plain.st",
+                ],
+                &["--init-noise", "--first-image", "first_image"],
+            ),
+            bad(
+                &u,
+                &[
+                    "--first-image",
+                    "4",
+                    "--num-images",
+                    "1",
+                    "--init-noise",
+                    "{dir}/at3.st",
+                ],
+                &["--init-noise", "--first-image", "\"3\"", "expected 4"],
+            ),
+            bad(
+                &u,
+                &["--num-images", "1", "--init-noise", "{dir}/at3.st"],
+                &["--init-noise", "--first-image", "expected 0"],
+            ),
+        ],
+        &|dir| {
+            let noise = normal(3 * 16 * 16, 1);
+            std::fs::write(
+                dir.join("plain.st"),
+                tensor_file("noise", &[1, 3, 16, 16], &noise),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join("at3.st"),
+                tensor_file_with_metadata(
+                    "noise",
+                    &[1, 3, 16, 16],
+                    &noise,
+                    &[("first_image", "3")],
+                ),
+            )
+            .unwrap();
+        },
+    );
+}

@@ -61,6 +61,11 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 16)]
     pub num_images: usize,
+    /// Global index of the first image: the run produces images K .. K+N−1 of the seeded
+    /// sequence (noise, class cycling, --out-dir file names), bit-identical to those images of
+    /// one run from 0, so a job splits into slices (see scripts/ray_sample.py). Default 0.
+    #[arg(long, value_name = "K")]
+    pub first_image: Option<usize>,
     /// Images per GPU batch (a memory cap; the images do not change). Default: the largest
     /// batch that fits the adapter's limits and --memory-budget.
     #[arg(long)]
@@ -150,6 +155,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("eta", "--eta"),
     ("seed", "--seed"),
     ("num_images", "--num-images"),
+    ("first_image", "--first-image"),
     ("batch_size", "--batch-size"),
     ("memory_budget", "--memory-budget"),
     ("class_labels", "--class-label"),
@@ -225,16 +231,18 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
     let c = config.unet.in_channels;
     let init_noise = match &a.init_noise {
         Some(path) => {
-            let (shape, values) = io::read_single_tensor(path).context("--init-noise")?;
+            let tensor = io::read_single_tensor(path).context("--init-noise")?;
             // The file's own shape; the library sees the flat values.
             let want = [a.num_images, c, h, w];
-            if shape != want {
+            if tensor.shape != want {
                 bail!(
-                    "--init-noise {}: tensor shape {shape:?}, expected {want:?} ([--num-images, C, H, W])",
-                    path.display()
+                    "--init-noise {}: tensor shape {:?}, expected {want:?} ([--num-images, C, H, W])",
+                    path.display(),
+                    tensor.shape
                 );
             }
-            Some(values)
+            check_noise_images(a, path, &tensor.metadata)?;
+            Some(tensor.values)
         }
         None => None,
     };
@@ -251,6 +259,7 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         eta: a.eta,
         seed: a.seed,
         num_images: a.num_images,
+        first_image: a.first_image.unwrap_or(0),
         batch_size: a.batch_size,
         memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
         class_labels,
@@ -272,6 +281,46 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         height: a.height,
         width: a.width,
     })
+}
+
+/// The `__metadata__` key of a tensor file naming the global index of its first image.
+const FIRST_IMAGE_KEY: &str = "first_image";
+
+/// Given noise holds images 0.. unless its metadata says otherwise; with `--first-image` it
+/// must say which images it holds, and they must be the run's.
+fn check_noise_images(
+    a: &SampleArgs,
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let held = metadata.get(FIRST_IMAGE_KEY);
+    match (a.first_image, held) {
+        (None, None) => Ok(()),
+        (Some(k), None) => bail!(
+            "--init-noise {} with --first-image {k}: the noise tensor does not say which images it \
+             holds (no \"{FIRST_IMAGE_KEY}\" in its safetensors __metadata__); expected \
+             \"{FIRST_IMAGE_KEY}\": \"{k}\"",
+            path.display()
+        ),
+        (k, Some(held)) => {
+            let k = k.unwrap_or(0);
+            if held.trim().parse::<usize>().ok() != Some(k) {
+                bail!(
+                    "--init-noise {}: its __metadata__ says it holds images from \
+                     \"{FIRST_IMAGE_KEY}\" = {held:?}, but --first-image is {k}; expected {k}",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The `--out-dir` file name of global image `index` in a run whose last image is `last`:
+/// zero-padded to 5 digits, or to as many as `last` has, so a run's names sort in order.
+fn image_file_name(index: usize, last: usize) -> String {
+    let width = last.to_string().len().max(5);
+    format!("{index:0width$}.png")
 }
 
 /// The look of the grid and strip from the arguments.
@@ -355,9 +404,11 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
     }
+    let first = spec.first_image;
+    let last = first + (a.num_images - 1);
     let per_image: Vec<AtomicFile> = match &a.out_dir {
-        Some(dir) => (0..a.num_images)
-            .map(|i| AtomicFile::create(&dir.join(format!("{i:05}.png"))))
+        Some(dir) => (first..=last)
+            .map(|i| AtomicFile::create(&dir.join(image_file_name(i, last))))
             .collect::<std::result::Result<_, _>>()?,
         None => Vec::new(),
     };
@@ -399,8 +450,12 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
             },
             None => CaptionSource::None,
         };
-        let bytes =
-            io::grid(&samples.data, n, [c, h, w], &style, &source.captions(n))?.encode_png()?;
+        // Captions carry the global image index.
+        let mut captions = source.captions(n);
+        for caption in &mut captions {
+            caption.index += first;
+        }
+        let bytes = io::grid(&samples.data, n, [c, h, w], &style, &captions)?.encode_png()?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }
@@ -418,7 +473,11 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         if let Some((latents, shape)) = &samples.latents {
             tensors.push(("latents", &shape[..], latents.as_slice()));
         }
-        let bytes = io::tensor_file(&tensors)?;
+        // The slice's place in the seeded sequence, so slices can be merged and checked. One
+        // key only: safetensors writes the metadata map in hash order, and the file's bytes
+        // must not change from run to run (nor with a seed that decides nothing).
+        let metadata = [(FIRST_IMAGE_KEY, first.to_string())];
+        let bytes = io::tensor_file(&tensors, &metadata)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }

@@ -768,8 +768,12 @@ impl Drop for AtomicFile {
     }
 }
 
-/// safetensors bytes holding the f32 tensors `(name, shape, values)`.
-pub fn tensor_file(tensors: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
+/// safetensors bytes holding the f32 tensors `(name, shape, values)` and the string pairs
+/// `metadata` (the header's `__metadata__`; none when empty).
+pub fn tensor_file(
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
         .map(|&(name, shape, data)| {
@@ -779,12 +783,28 @@ pub fn tensor_file(tensors: &[(&str, &[usize], &[f32])]) -> Result<Vec<u8>> {
                 .map_err(|e| Error::invalid("safetensors", e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, None)
+    let metadata = (!metadata.is_empty()).then(|| {
+        metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    });
+    safetensors::tensor::serialize(views, metadata)
         .map_err(|e| Error::invalid("safetensors", e.to_string()))
 }
 
-/// Reads the one f32 tensor of a safetensors file (`--init-noise`): its shape and values.
-pub fn read_single_tensor(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+/// The one f32 tensor of a safetensors file, with the file's `__metadata__`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+    /// The header's `__metadata__` string pairs (empty without one).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Reads the one f32 tensor of a safetensors file (`--init-noise`): its shape, values and
+/// metadata.
+pub fn read_single_tensor(path: &Path) -> Result<SingleTensor> {
     // Not `Error::io`: its source would be printed twice in an error chain.
     let bytes = std::fs::read(path)
         .map_err(|e| Error::invalid("cannot read", format!("{}: {e}", path.display())))?;
@@ -830,7 +850,22 @@ pub fn read_single_tensor(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
             message: format!("tensor {name:?} holds a non-finite value at element {bad}"),
         });
     }
-    Ok((view.shape().to_vec(), values))
+    let metadata = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::SafeTensors {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .1
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(SingleTensor {
+        shape: view.shape().to_vec(),
+        values,
+        metadata,
+    })
 }
 
 /// Reads a PNG (or any format the `image` crate decodes) as [C, H, W] values in [−1, 1], with

@@ -81,6 +81,10 @@ pub struct SampleOptions {
     pub eta: f64,
     pub seed: u64,
     pub num_images: usize,
+    /// Global index of the run's first image: the run produces images `first_image ..
+    /// first_image + num_images` of the seeded sequence (their noise keys and cycled class
+    /// labels), so a job splits into slices that equal one run bit for bit. Default 0.
+    pub first_image: usize,
     /// Images per GPU batch (memory cap); results do not depend on it. `None`: the largest
     /// batch whose buffers fit the adapter's binding and buffer limits and `memory_budget`.
     pub batch_size: Option<usize>,
@@ -111,6 +115,7 @@ impl Default for SampleOptions {
             eta: 0.0,
             seed: 0,
             num_images: 1,
+            first_image: 0,
             batch_size: None,
             memory_budget: None,
             class_labels: None,

@@ -28,6 +28,24 @@ impl SampleOptions {
         if self.num_images == 0 {
             return Err(Error::option("num_images", "must be at least 1, got 0"));
         }
+        // Noise is keyed by a u32 global image index: the last image must have one.
+        let last = self
+            .first_image
+            .checked_add(self.num_images.saturating_sub(1))
+            .filter(|&last| u32::try_from(last).is_ok());
+        if last.is_none() {
+            return Err(Error::option(
+                "first_image",
+                format!(
+                    "images {first} .. {first} + {n} pass the last image index of the seeded \
+                     sequence ({max}); expected first_image + num_images ≤ {end}",
+                    first = self.first_image,
+                    n = self.num_images,
+                    max = u32::MAX,
+                    end = u64::from(u32::MAX) + 1
+                ),
+            ));
+        }
         if self.batch_size == Some(0) {
             return Err(Error::option("batch_size", "must be at least 1, got 0"));
         }
@@ -106,7 +124,8 @@ pub enum NoiseSource<'a> {
 /// One GPU batch of images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
-    /// Global index of the batch's first image.
+    /// Index of the batch's first image within the run (its global index is
+    /// [`RunSpec::first_image`] plus this).
     pub first_image: usize,
     /// Images in the batch.
     pub images: usize,
@@ -121,7 +140,11 @@ pub struct Chunk {
 pub struct RunSpec<'a> {
     /// [num_images, C, H, W] of the result.
     pub shape: [usize; 4],
-    /// The class label of each image (cycled from `class_labels`, or the null label), `None`
+    /// Global index of the run's first image (`SampleOptions::first_image`): noise keys and
+    /// class cycling use `first_image + i` for the run's image `i`.
+    pub first_image: usize,
+    /// The class label of each of the run's images (`class_labels` cycled by global image
+    /// index, or the null label), `None`
     /// for an unconditional model.
     pub labels: Option<Vec<usize>>,
     /// `None` without guidance, and also for w = 1 or an all-null batch (plain sampling).
@@ -199,6 +222,7 @@ impl<'a> RunSpec<'a> {
         };
         Ok(RunSpec {
             shape: [n, c, h, w],
+            first_image: options.first_image,
             labels,
             guidance,
             plan,
@@ -261,6 +285,21 @@ impl<'a> RunSpec<'a> {
                     })
             }
         }
+    }
+
+    /// Global index of `chunk`'s first image (the key of its noise).
+    pub fn global_first_image(&self, chunk: &Chunk) -> Result<usize> {
+        self.first_image
+            .checked_add(chunk.first_image)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "RunSpec::global_first_image",
+                    format!(
+                        "first image {} + chunk offset {} overflows",
+                        self.first_image, chunk.first_image
+                    ),
+                )
+            })
     }
 
     /// Inference steps each chunk runs.
@@ -377,7 +416,12 @@ fn image_labels(
             for &label in list {
                 check_label(unet, label)?;
             }
-            Ok(Some((0..n).map(|i| list[i % list.len()]).collect()))
+            let first = options.first_image;
+            Ok(Some(
+                (0..n)
+                    .map(|i| list[(first + i) % list.len()])
+                    .collect(),
+            ))
         }
         (None, Some(_)) => match classes.null {
             Some(null) => Ok(Some(vec![null; n])),
@@ -1127,6 +1171,49 @@ mod tests {
             field(resolve_class(&unet(None), &names, "0")),
             "class_labels"
         );
+    }
+
+    #[test]
+    fn a_slice_cycles_classes_by_global_index_and_keys_chunks_globally() {
+        let slice = SampleOptions {
+            class_labels: Some(vec![0, 1, 2]),
+            first_image: 4,
+            batch_size: Some(2),
+            ..options(4)
+        };
+        let spec = conditional(&slice).unwrap();
+        assert_eq!(spec.first_image, 4);
+        // Global images 4..8 of the cycle 0, 1, 2.
+        assert_eq!(spec.labels, Some(vec![1, 2, 0, 1]));
+        let chunks = spec.chunks(2);
+        assert_eq!(spec.model_labels(&chunks[1]), Some(vec![0, 1]));
+        assert_eq!(spec.global_first_image(&chunks[0]).unwrap(), 4);
+        assert_eq!(spec.global_first_image(&chunks[1]).unwrap(), 6);
+        let whole = SampleOptions {
+            first_image: 0,
+            num_images: 8,
+            ..slice.clone()
+        };
+        let whole_labels = conditional(&whole).unwrap().labels.unwrap();
+        assert_eq!(spec.labels.unwrap(), whole_labels[4..8]);
+    }
+
+    #[test]
+    fn a_slice_past_the_u32_image_index_is_named() {
+        let last = SampleOptions {
+            first_image: u32::MAX as usize,
+            ..options(1)
+        };
+        assert!(unconditional(&last).is_ok());
+        for (first, n) in [(u32::MAX as usize, 2), (usize::MAX, 2), (usize::MAX - 1, 3)] {
+            let bad = SampleOptions {
+                first_image: first,
+                ..options(n)
+            };
+            let text = message(unconditional(&bad));
+            assert!(text.contains(&first.to_string()), "{text}");
+            assert_eq!(field(unconditional(&bad)), "first_image");
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Pipeline {
                 init_noise,
                 init_image: spec.init_image,
                 seed: spec.seed,
-                first_image: chunk.first_image,
+                first_image: spec.global_first_image(chunk)?,
                 images: chunk.images,
                 guidance: spec.guidance.map(|g| g.scale),
                 trajectory_steps: &spec.trajectory_steps,
