@@ -38,13 +38,7 @@ impl DownEncoderBlock2D {
         (in_c, out_c): (usize, usize),
         last: bool,
     ) -> Result<Self> {
-        let rc = resnet_config(groups);
-        let resnets = (0..layers)
-            .map(|j| {
-                let rin = if j == 0 { in_c } else { out_c };
-                ResnetBlock2D::load(&vb.pp("resnets").pp(j), &rc, rin, out_c)
-            })
-            .collect::<Result<_>>()?;
+        let resnets = load_resnets(vb, groups, layers, in_c, out_c)?;
         let downsamplers = if last {
             Vec::new()
         } else {
@@ -68,6 +62,23 @@ impl DownEncoderBlock2D {
     }
 }
 
+/// `layers` resnets `resnets.0 …`, the first `in_c → out_c`, the others `out_c → out_c`.
+fn load_resnets(
+    vb: &VarBuilder,
+    groups: usize,
+    layers: usize,
+    in_c: usize,
+    out_c: usize,
+) -> Result<Vec<ResnetBlock2D>> {
+    let rc = resnet_config(groups);
+    (0..layers)
+        .map(|j| {
+            let rin = if j == 0 { in_c } else { out_c };
+            ResnetBlock2D::load(&vb.pp("resnets").pp(j), &rc, rin, out_c)
+        })
+        .collect()
+}
+
 /// `UpDecoderBlock2D`: `layers_per_block + 1` resnets, then (except in the last block) nearest
 /// ×2 and a 3×3 conv.
 #[derive(Debug)]
@@ -84,13 +95,7 @@ impl UpDecoderBlock2D {
         (in_c, out_c): (usize, usize),
         last: bool,
     ) -> Result<Self> {
-        let rc = resnet_config(groups);
-        let resnets = (0..layers)
-            .map(|j| {
-                let rin = if j == 0 { in_c } else { out_c };
-                ResnetBlock2D::load(&vb.pp("resnets").pp(j), &rc, rin, out_c)
-            })
-            .collect::<Result<_>>()?;
+        let resnets = load_resnets(vb, groups, layers, in_c, out_c)?;
         let upsamplers = if last {
             Vec::new()
         } else {

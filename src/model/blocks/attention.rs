@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::model::blocks::layers::{GroupNormLayer, LinearLayer};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
+use crate::ops::causal_softmax::{causal_softmax, CausalSoftmax};
 use crate::ops::matmul::{matmul, Matmul};
 use crate::ops::softmax::{softmax_rows, SoftmaxRows};
 
@@ -58,8 +59,6 @@ impl AttentionBlock {
 
     /// `x [N, C, H, W]` → same shape.
     pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
-        let n = x.shape[0];
-        let t: usize = x.shape[2..].iter().product();
         let (heads, d) = (self.heads, self.head_dim);
         let h = self
             .group_norm
@@ -73,70 +72,109 @@ impl AttentionBlock {
         let v = self
             .to_v
             .record_channels(g, &h, None, 1.0, &format!("{name}.to_v"))?;
-        // Channel c = head·D + d, so (n, head) flattens to one batch index with stride D·T.
-        let bh = n * heads;
-        let label = format!("{name}.scores");
-        let (qi, ki) = (q.id(), k.id());
-        let scores = g.op(&label.clone(), &[&q, &k], &[bh, t, t], move |b, out| {
-            let mm = Matmul {
-                a: b.get(qi),
-                b: b.get(ki),
-                out,
-                bias: None,
-                residual: None,
-                batch: bh,
-                m: t,
-                n: t,
-                k: d,
-                a_strides: [d * t, 1, t],
-                b_strides: [d * t, t, 1],
-                c_strides: [t * t, t, 1],
-                alpha: 1.0 / (d as f32).sqrt(),
-                output_scale: 1.0,
-            };
-            matmul(b.ctx, &mm, &label)
-        })?;
-        let label = format!("{name}.softmax");
-        g.op_in_place(&scores, &[], move |b, data| {
-            softmax_rows(
-                b.ctx,
-                &SoftmaxRows {
-                    data,
-                    rows: bh * t,
-                    cols: t,
-                },
-                &label,
-            )
-        })?;
-        let label = format!("{name}.attn_values");
-        let (si, vi) = (scores.id(), v.id());
         // Written as [N, C, T]: the same memory as x's [N, C, H, W].
-        let attn = g.op(
-            &label.clone(),
-            &[&scores, &v],
-            &x.shape.clone(),
-            move |b, out| {
-                let mm = Matmul {
-                    a: b.get(si),
-                    b: b.get(vi),
-                    out,
-                    bias: None,
-                    residual: None,
-                    batch: bh,
-                    m: t,
-                    n: d,
-                    k: t,
-                    a_strides: [t * t, t, 1],
-                    b_strides: [d * t, 1, t],
-                    c_strides: [d * t, 1, t],
-                    alpha: 1.0,
-                    output_scale: 1.0,
-                };
-                matmul(b.ctx, &mm, &label)
+        let attn = multi_head(
+            g,
+            [&q, &k, &v],
+            Heads {
+                heads,
+                head_dim: d,
+                causal: false,
             },
+            &x.shape.clone(),
+            name,
         )?;
         let scale = 1.0 / self.rescale_output_factor;
         self.to_out
             .record_channels(g, &attn, Some(x), scale, &format!("{name}.to_out"))
     }
+}
+
+/// How [`multi_head`] splits the channels and masks the scores.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Row r attends only to columns ≤ r (a text encoder's causal self-attention).
+    pub causal: bool,
+}
+
+/// `softmax(q·kᵀ/√d)·v` per head, on channel-major `[N, heads·d, T]` q/k/v: channel
+/// `c = head·d + i`, so (n, head) flattens to one batch index with stride d·T and no transpose is
+/// needed. Scores `[N·heads, T, T]`; the result is written channel-major with shape `out_shape`
+/// (the same memory as `[N, heads·d, T]`).
+pub fn multi_head<'a>(
+    g: &mut Graph<'a>,
+    [q, k, v]: [&Value; 3],
+    heads: Heads,
+    out_shape: &[usize],
+    name: &str,
+) -> Result<Value> {
+    let n = q.shape[0];
+    let t: usize = q.shape[2..].iter().product();
+    let d = heads.head_dim;
+    let bh = n * heads.heads;
+    let label = format!("{name}.scores");
+    let (qi, ki) = (q.id(), k.id());
+    let scores = g.op(&label.clone(), &[q, k], &[bh, t, t], move |b, out| {
+        let mm = Matmul {
+            a: b.get(qi),
+            b: b.get(ki),
+            out,
+            bias: None,
+            residual: None,
+            batch: bh,
+            m: t,
+            n: t,
+            k: d,
+            a_strides: [d * t, 1, t],
+            b_strides: [d * t, t, 1],
+            c_strides: [t * t, t, 1],
+            alpha: 1.0 / (d as f32).sqrt(),
+            output_scale: 1.0,
+        };
+        matmul(b.ctx, &mm, &label)
+    })?;
+    if heads.causal {
+        let label = format!("{name}.causal_softmax");
+        g.op_in_place(&scores, &[], move |b, data| {
+            let args = CausalSoftmax {
+                data,
+                blocks: bh,
+                t,
+            };
+            causal_softmax(b.ctx, &args, &label)
+        })?;
+    } else {
+        let label = format!("{name}.softmax");
+        g.op_in_place(&scores, &[], move |b, data| {
+            let args = SoftmaxRows {
+                data,
+                rows: bh * t,
+                cols: t,
+            };
+            softmax_rows(b.ctx, &args, &label)
+        })?;
+    }
+    let label = format!("{name}.attn_values");
+    let (si, vi) = (scores.id(), v.id());
+    g.op(&label.clone(), &[&scores, v], out_shape, move |b, out| {
+        let mm = Matmul {
+            a: b.get(si),
+            b: b.get(vi),
+            out,
+            bias: None,
+            residual: None,
+            batch: bh,
+            m: t,
+            n: d,
+            k: t,
+            a_strides: [t * t, t, 1],
+            b_strides: [d * t, 1, t],
+            c_strides: [d * t, 1, t],
+            alpha: 1.0,
+            output_scale: 1.0,
+        };
+        matmul(b.ctx, &mm, &label)
+    })
 }

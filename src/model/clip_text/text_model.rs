@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Tensor};
+use crate::model::blocks::attention::{multi_head, Heads};
 use crate::model::blocks::layers::LinearLayer;
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{Init, VarBuilder, WeightSource};
 use crate::ops::activation::{self, Act, Activation};
-use crate::ops::causal_softmax::{causal_softmax, CausalSoftmax};
 use crate::ops::layer_norm::{layer_norm, LayerNorm};
 use crate::ops::matmul::{matmul, BiasAxis, Matmul};
 
@@ -184,66 +184,16 @@ impl CLIPAttention {
         let q = Self::project(g, &self.q_proj, h, &format!("{name}.q_proj"))?;
         let k = Self::project(g, &self.k_proj, h, &format!("{name}.k_proj"))?;
         let v = Self::project(g, &self.v_proj, h, &format!("{name}.v_proj"))?;
-        // Channel c = head·hd + i, so (prompt, head) is one batch index with stride hd·T.
-        let bh = batch * heads;
-        let label = format!("{name}.scores");
-        let (qi, ki) = (q.id(), k.id());
-        let scores = g.op(&label.clone(), &[&q, &k], &[bh, t, t], move |b, out| {
-            let mm = Matmul {
-                a: b.get(qi),
-                b: b.get(ki),
-                out,
-                bias: None,
-                residual: None,
-                batch: bh,
-                m: t,
-                n: t,
-                k: hd,
-                a_strides: [hd * t, 1, t],
-                b_strides: [hd * t, t, 1],
-                c_strides: [t * t, t, 1],
-                alpha: 1.0 / (hd as f32).sqrt(),
-                output_scale: 1.0,
-            };
-            matmul(b.ctx, &mm, &label)
-        })?;
-        let label = format!("{name}.causal_softmax");
-        g.op_in_place(&scores, &[], move |b, data| {
-            causal_softmax(
-                b.ctx,
-                &CausalSoftmax {
-                    data,
-                    blocks: bh,
-                    t,
-                },
-                &label,
-            )
-        })?;
-        let label = format!("{name}.attn_values");
-        let (si, vi) = (scores.id(), v.id());
-        let attn = g.op(
-            &label.clone(),
-            &[&scores, &v],
-            &[batch, d, t],
-            move |b, out| {
-                let mm = Matmul {
-                    a: b.get(si),
-                    b: b.get(vi),
-                    out,
-                    bias: None,
-                    residual: None,
-                    batch: bh,
-                    m: t,
-                    n: hd,
-                    k: t,
-                    a_strides: [t * t, t, 1],
-                    b_strides: [hd * t, 1, t],
-                    c_strides: [hd * t, 1, t],
-                    alpha: 1.0,
-                    output_scale: 1.0,
-                };
-                matmul(b.ctx, &mm, &label)
+        let attn = multi_head(
+            g,
+            [&q, &k, &v],
+            Heads {
+                heads,
+                head_dim: hd,
+                causal: true,
             },
+            &[batch, d, t],
+            name,
         )?;
         // out[b, t, o] = Σ_c attn[b, c, t]·W[o, c] + bias[o] + x[b, t, o].
         let label = format!("{name}.out_proj");
