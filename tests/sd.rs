@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
 use wgpu_diffusion::reference::compare_scaled;
+use wgpu_diffusion::sampling::{Pipeline, SampleOptions};
+use wgpu_diffusion::schedule::SchedulerKind;
 
 /// Block outputs vs diffusers' float64 forward, relative to each block's max |x|.
 const BLOCK_TOLERANCE: f64 = 1e-4;
@@ -92,4 +94,81 @@ fn sd2_unet_matches_diffusers_block_by_block() {
             "out",
         ],
     );
+}
+
+/// diffusers' own StableDiffusionPipeline loop vs ours, from the same latents: final latents and
+/// decoded image relative to their max |x| (the sampler fixtures' tolerance).
+const PIPELINE_TOLERANCE: f64 = 1e-3;
+
+fn manifest() -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(fixture().join("manifest.json")).expect("manifest"))
+        .expect("manifest parses")
+}
+
+fn check_pipeline(name: &str, cases: &[&str]) {
+    let ctx = common::ctx();
+    let pipeline =
+        Pipeline::load_with(&ctx, &fixture().join(format!("pipeline_{name}"))).expect("SD folder");
+    assert!(pipeline.decoder.is_some() && pipeline.prompt_encoder.is_some());
+    let bytes = fs::read(fixture().join(format!("pipeline_{name}.io.safetensors"))).expect("io");
+    let io = SafeTensors::deserialize(&bytes).expect("io parses");
+    let manifest = manifest();
+    let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .map(|s| s.as_str().expect("string").to_owned())
+                .collect()
+        })
+    };
+    for case in cases {
+        let m = manifest[format!("pipeline_{name}")]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .find(|c| c["case"] == *case)
+            .expect("case in manifest")
+            .clone();
+        let scheduler = match m["sampler"].as_str().expect("sampler") {
+            "DDIMScheduler" => SchedulerKind::Ddim,
+            "EulerDiscreteScheduler" => SchedulerKind::Euler,
+            other => panic!("{other}"),
+        };
+        let options = SampleOptions {
+            scheduler: Some(scheduler),
+            steps: m["steps"].as_u64().expect("steps") as usize,
+            num_images: 2,
+            guidance_scale: m["guidance_scale"].as_f64(),
+            prompts: strings(&m["prompt"]),
+            negative_prompts: strings(&m["negative_prompt"]),
+            init_noise: Some(tensor(&io, &format!("{case}.noise"))),
+            height: Some(16),
+            width: Some(16),
+            ..SampleOptions::default()
+        };
+        let samples = pipeline.sample(&options).expect("sample");
+        assert_eq!(samples.shape, [2, 3, 16, 16], "{case}: image shape");
+        let (latents, latent_shape) = samples.latents.as_ref().expect("latents kept");
+        assert_eq!(*latent_shape, [2, 4, 8, 8]);
+        for (what, got) in [("latents", latents.as_slice()), ("image", &samples.data)] {
+            let want = common::f64s(&tensor(&io, &format!("{case}.{what}")));
+            let c = compare_scaled(
+                &format!("{name} {case} {what}"),
+                got,
+                &want,
+                PIPELINE_TOLERANCE,
+            );
+            println!("{c}");
+            assert!(c.ok(), "{c}");
+        }
+    }
+}
+
+#[test]
+fn sd1_pipeline_matches_diffusers_with_and_without_guidance() {
+    check_pipeline("sd1", &["ddim_cfg", "ddim_nocfg"]);
+}
+
+#[test]
+fn sd2_pipeline_matches_diffusers_v_prediction_trailing_euler() {
+    check_pipeline("sd2", &["euler_cfg", "euler_turbo"]);
 }
