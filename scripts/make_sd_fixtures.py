@@ -25,6 +25,9 @@ Writes ``tests/fixtures/sd/``:
 * ``pipeline_sd{1,2}.io.safetensors`` -- per case ``<case>.noise`` [2, 4, 8, 8] (the given latents),
   ``<case>.latents`` (the final latents, output_type="latent") and ``<case>.image`` [2, 3, 16, 16]
   (``vae.decode(latents / scaling_factor)``, before any clamping), and ``<case>.input_ids``.
+  ``pipeline_sd1`` also has ``img2img_ddim``: StableDiffusionImg2ImgPipeline (strength 0.6, 5 DDIM
+  steps) from ``img2img_ddim.init_image`` [3, 16, 16], its start the encoder's latent mean (diffusers
+  draws a sample; patched to "argmax" here) and ``img2img_ddim.noise`` the noise it adds.
   The cases and their settings are in ``manifest.json`` (prompt, negative prompt, scheduler class
   swapped in with ``from_config`` as ``--sampler`` does, steps, guidance scale).
 
@@ -339,8 +342,62 @@ def pipeline(name: str, seed: int):
                 "max_abs_image": float(image.abs().max()),
             }
         )
+    if not sd2:
+        img2img_case(pipe, scheduler, tensors, manifest, seed + 5)
     save_file(tensors, str(OUT / f"pipeline_{name}.io.safetensors"))
     return manifest
+
+
+def img2img_case(pipe, scheduler, tensors, manifest, seed):
+    """StableDiffusionImg2ImgPipeline on the same parts, the encoder's latent mean as its start
+    (retrieve_latents in "argmax" mode: our encoder takes the mean, diffusers draws a sample)."""
+    import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img as img2img
+
+    original = img2img.retrieve_latents
+    img2img.retrieve_latents = lambda out, generator=None, sample_mode="sample": original(
+        out, generator, "argmax"
+    )
+    try:
+        i2i = diffusers.StableDiffusionImg2ImgPipeline(**pipe.components)
+        i2i.set_progress_bar_config(disable=True)
+        i2i.scheduler = DDIMScheduler.from_config(scheduler.config)
+        g = torch.Generator().manual_seed(seed)
+        # A smooth image in [-1, 1] (a tensor below 0 is used as given, not renormalised).
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+        image = torch.stack([torch.sin(3 * xx), torch.cos(2 * yy), xx * yy]).unsqueeze(0).clamp(-1, 1)
+        noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            latents = i2i(
+                prompt=PROMPTS,
+                negative_prompt=NEGATIVE,
+                image=image,
+                strength=0.6,
+                num_inference_steps=5,
+                guidance_scale=7.5,
+                generator=g,
+                output_type="latent",
+            ).images
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    finally:
+        img2img.retrieve_latents = original
+    case = "img2img_ddim"
+    tensors[f"{case}.init_image"] = image[0].contiguous()
+    tensors[f"{case}.noise"] = noise
+    tensors[f"{case}.latents"] = latents.float().contiguous()
+    tensors[f"{case}.image"] = decoded.float().contiguous()
+    manifest.append(
+        {
+            "case": case,
+            "sampler": "DDIMScheduler",
+            "steps": 5,
+            "strength": 0.6,
+            "guidance_scale": 7.5,
+            "prompt": PROMPTS,
+            "negative_prompt": NEGATIVE,
+            "max_abs_latents": float(latents.abs().max()),
+            "max_abs_image": float(decoded.abs().max()),
+        }
+    )
 
 
 def main():

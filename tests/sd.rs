@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
 use wgpu_diffusion::reference::compare_scaled;
-use wgpu_diffusion::sampling::{Pipeline, SampleOptions};
+use wgpu_diffusion::sampling::{InitImage, Pipeline, SampleOptions};
 use wgpu_diffusion::schedule::SchedulerKind;
 
 /// Block outputs vs diffusers' float64 forward, relative to each block's max |x|.
@@ -171,4 +171,57 @@ fn sd1_pipeline_matches_diffusers_with_and_without_guidance() {
 #[test]
 fn sd2_pipeline_matches_diffusers_v_prediction_trailing_euler() {
     check_pipeline("sd2", &["euler_cfg", "euler_turbo"]);
+}
+
+#[test]
+fn sd1_image_to_image_matches_diffusers_img2img() {
+    let ctx = common::ctx();
+    let pipeline = Pipeline::load_with(&ctx, &fixture().join("pipeline_sd1")).expect("SD folder");
+    let bytes = fs::read(fixture().join("pipeline_sd1.io.safetensors")).expect("io");
+    let io = SafeTensors::deserialize(&bytes).expect("io parses");
+    let case = "img2img_ddim";
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let options = SampleOptions {
+        scheduler: Some(SchedulerKind::Ddim),
+        steps: 5,
+        num_images: 2,
+        guidance_scale: Some(7.5),
+        prompts: Some(strings(&[
+            "a photo of a red fox in the snow",
+            "an astronaut riding a horse",
+        ])),
+        negative_prompts: Some(strings(&["blurry", "low quality, cartoon"])),
+        init_noise: Some(tensor(&io, &format!("{case}.noise"))),
+        init_image: Some(InitImage {
+            image: tensor(&io, &format!("{case}.init_image")),
+            strength: 0.6,
+        }),
+        ..SampleOptions::default()
+    };
+    let samples = pipeline.sample(&options).expect("img2img");
+    let (latents, _) = samples.latents.as_ref().expect("latents");
+    for (what, got) in [("latents", latents.as_slice()), ("image", &samples.data)] {
+        let want = common::f64s(&tensor(&io, &format!("{case}.{what}")));
+        let c = compare_scaled(
+            &format!("sd1 {case} {what}"),
+            got,
+            &want,
+            PIPELINE_TOLERANCE,
+        );
+        println!("{c}");
+        assert!(c.ok(), "{c}");
+    }
+    // The image is the decoder's size: a latent-sized image is refused by name.
+    let wrong = SampleOptions {
+        init_image: Some(InitImage {
+            image: vec![0.0; 4 * 8 * 8],
+            strength: 0.6,
+        }),
+        ..options
+    };
+    let e = pipeline
+        .sample(&wrong)
+        .expect_err("latent-sized image")
+        .to_string();
+    assert!(e.contains("init_image") && e.contains("3×16×16"), "{e}");
 }

@@ -260,9 +260,14 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         }
         None => None,
     };
+    // A latent pipeline's init image is an image (the run encodes it).
+    let (ic, ih, iw) = match &config.decoder {
+        Some(d) => (d.out_channels(), h * f, w * f),
+        None => (c, h, w),
+    };
     let init_image = match &a.init_image {
         Some(path) => Some(InitImage {
-            image: io::read_image(path, c, h, w).map_err(|e| flag_error(e, a))?,
+            image: io::read_image(path, ic, ih, iw).map_err(|e| flag_error(e, a))?,
             strength: a.strength,
         }),
         None => None,

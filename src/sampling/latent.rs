@@ -175,4 +175,17 @@ impl LatentDecoder {
         let scaled: Vec<f32> = latents.iter().map(|&x| x / scale).collect();
         graph.run(&scaled)
     }
+
+    /// One image `[C_out, h·f, w·f]` (values in [−1, 1]) encoded into the latents a sampler
+    /// starts from, `encode(image) · scaling_factor`: the mean of an `AutoencoderKL`'s latent
+    /// distribution (diffusers' img2img draws a sample from it; its spread is tiny for trained
+    /// VAEs, and the mean keeps runs deterministic), a `VQModel`'s unquantised latents.
+    pub fn encode(&self, image: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
+        let graph = match self {
+            LatentDecoder::VQModel(m) => m.encode_graph(1, h, w)?,
+            LatentDecoder::AutoencoderKL(m) => m.encode_graph(1, h, w)?,
+        };
+        let scale = self.scaling_factor() as f32;
+        Ok(graph.run(image)?.into_iter().map(|x| x * scale).collect())
+    }
 }

@@ -49,7 +49,7 @@ use crate::schedule::{
 
 pub use folder::FolderLayout;
 pub use latent::{DecoderConfig, LatentDecoder};
-pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec, TextRun};
+pub use prepare::{Chunk, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
 pub use unet::{UNet, UNetConfig};
 
 /// The scheduler config file of a model directory.
@@ -232,21 +232,12 @@ fn read_scheduler_config(dir: &Path) -> Result<(SchedulerConfig, bool)> {
 }
 
 /// Options a latent pipeline cannot honour yet: a trajectory (its snapshots are latents, not
-/// images) and image-to-image (it would need the encoder's latents).
+/// images).
 fn check_latent_options(latent: bool, options: &SampleOptions) -> Result<()> {
-    if !latent {
-        return Ok(());
-    }
-    if options.trajectory_every.is_some() {
+    if latent && options.trajectory_every.is_some() {
         return Err(Error::option(
             "trajectory_every",
             "a latent pipeline's trajectory would show latents; not supported yet",
-        ));
-    }
-    if options.init_image.is_some() {
-        return Err(Error::option(
-            "init_image",
-            "image-to-image on a latent pipeline (encoding the image first) is not supported yet",
         ));
     }
     Ok(())
@@ -387,7 +378,10 @@ impl PipelineConfig {
             &self.scheduler_config,
             &self.classes,
             options,
-            self.decoder.as_ref().map_or(1, DecoderConfig::upscale),
+            self.decoder.as_ref().map(|d| DecoderShape {
+                upscale: d.upscale(),
+                channels: d.out_channels(),
+            }),
         )
     }
 
@@ -499,7 +493,10 @@ impl Pipeline {
             &self.scheduler_config,
             &self.classes,
             options,
-            self.decoder.as_ref().map_or(1, LatentDecoder::upscale),
+            self.decoder.as_ref().map(|d| DecoderShape {
+                upscale: d.upscale(),
+                channels: d.out_channels(),
+            }),
         )
     }
 

@@ -122,6 +122,15 @@ pub struct TextRun {
     pub negative_prompts: Vec<String>,
 }
 
+/// What a latent pipeline's decoder makes of the latents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderShape {
+    /// Image pixels per latent pixel along each axis (the VAE factor).
+    pub upscale: usize,
+    /// Channels of the image.
+    pub channels: usize,
+}
+
 /// diffusers' default guidance scale of Stable Diffusion pipelines.
 pub const TEXT_GUIDANCE_DEFAULT: f64 = 7.5;
 
@@ -169,7 +178,8 @@ pub struct RunSpec<'a> {
     pub first_step: usize,
     /// How x starts: `image_coef · init_image + noise_coef · z`.
     pub init: InitRule,
-    /// The image-to-image start [C, H, W], if any.
+    /// The image-to-image start [C, H, W], if any (a latent pipeline's is the image, which the
+    /// run encodes into the latents it starts from).
     pub init_image: Option<&'a [f32]>,
     /// The stages executed, from `first_step` on.
     pub stages: Vec<RunStage>,
@@ -194,20 +204,23 @@ impl<'a> RunSpec<'a> {
         classes: &ClassNames,
         options: &'a SampleOptions,
     ) -> Result<Self> {
-        Self::prepare_latent(unet, scheduler, classes, options, 1)
+        Self::prepare_latent(unet, scheduler, classes, options, None)
     }
 
-    /// [`RunSpec::prepare`] for a latent pipeline whose decoder upscales `upscale`×: the
-    /// options' height and width are then the image's, multiples of `upscale` (diffusers'
-    /// `height`/`width` of Stable Diffusion pipelines); the spec's shape is the latents'.
+    /// [`RunSpec::prepare`] for a latent pipeline whose decoder makes `decoder.channels`-channel
+    /// images `decoder.upscale`× the latents: the options' height and width are then the
+    /// image's, multiples of `upscale` (diffusers' `height`/`width` of Stable Diffusion
+    /// pipelines), and an init image is an image of that size (the run encodes it); the spec's
+    /// shape is the latents'.
     pub fn prepare_latent(
         unet: &UNetConfig,
         scheduler: &SchedulerConfig,
         classes: &ClassNames,
         options: &'a SampleOptions,
-        upscale: usize,
+        decoder: Option<DecoderShape>,
     ) -> Result<Self> {
         options.validate()?;
+        let upscale = decoder.map_or(1, |d| d.upscale);
         let n = options.num_images;
         if unet.in_channels() != unet.out_channels() {
             return Err(Error::Config {
@@ -250,7 +263,11 @@ impl<'a> RunSpec<'a> {
             }
         };
         let plan = plan(scheduler, options)?;
-        let (first_step, init, init_image) = image_start(&plan, options, [c, h, w])?;
+        let image_shape = match decoder {
+            Some(d) => [d.channels, h * d.upscale, w * d.upscale],
+            None => [c, h, w],
+        };
+        let (first_step, init, init_image) = image_start(&plan, options, image_shape)?;
         let stages = run_stages(&plan, first_step);
 
         let init_noise = match &options.init_noise {

@@ -91,6 +91,15 @@ impl Pipeline {
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
         let tokens = self.context_tokens();
+        // A latent pipeline's init image starts from its encoded latents.
+        let encoded = match (&self.decoder, spec.init_image) {
+            (Some(decoder), Some(image)) => {
+                let f = decoder.upscale();
+                Some(decoder.encode(image, h * f, w * f)?)
+            }
+            _ => None,
+        };
+        let init_image = encoded.as_deref().or(spec.init_image);
         let prompts = match (&spec.text, &self.prompt_encoder) {
             (Some(text), Some(encoder)) => Some((text, PromptTable::encode(encoder, text)?)),
             _ => None,
@@ -127,7 +136,7 @@ impl Pipeline {
                 stages: &spec.stages,
                 init: spec.init,
                 init_noise,
-                init_image: spec.init_image,
+                init_image,
                 seed: spec.seed,
                 first_image: spec.global_first_image(chunk)?,
                 images: chunk.images,
