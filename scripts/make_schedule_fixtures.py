@@ -49,6 +49,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    PNDMScheduler,
 )
 from diffusers.schedulers.deprecated.scheduling_sde_vp import ScoreSdeVpScheduler
 
@@ -61,6 +62,7 @@ CLASSES = {
     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
     "ScoreSdeVpScheduler": ScoreSdeVpScheduler,
     "FlowMatchEulerDiscreteScheduler": FlowMatchEulerDiscreteScheduler,
+    "PNDMScheduler": PNDMScheduler,
 }
 MODULES = sorted({importlib.import_module(c.__module__) for c in CLASSES.values()}, key=lambda m: m.__name__)
 
@@ -305,6 +307,20 @@ def timestep_cases():
     for N in [1, 10, 50]:
         cases.append(("ScoreSdeVpScheduler", dict(), N))
     cases.append(("ScoreSdeVpScheduler", dict(num_train_timesteps=1000, sampling_eps=1e-5), 20))
+    # PNDM as Stable Diffusion folders configure it (PLMS only): its timesteps hold every model
+    # evaluation, the second timestep twice.
+    plms = dict(skip_prk_steps=True)
+    for spacing in ["leading", "trailing", "linspace"]:
+        for N in [1, 2, 3, 4, 10, 50]:
+            cases.append(("PNDMScheduler", dict(plms, timestep_spacing=spacing), N))
+    cases.append(("PNDMScheduler", dict(plms, timestep_spacing="leading", steps_offset=1, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012), 50))
+    cases.append(("PNDMScheduler", dict(plms, timestep_spacing="trailing"), 61))
+    cases.append(("PNDMScheduler", dict(plms, num_train_timesteps=999, beta_schedule="squaredcos_cap_v2", timestep_spacing="linspace"), 7))
+    # PNDM's default: the Runge-Kutta warm-up (12 evaluations) first; diffusers needs N >= 4.
+    for spacing in ["leading", "trailing", "linspace"]:
+        for N in [4, 5, 10, 50]:
+            cases.append(("PNDMScheduler", dict(timestep_spacing=spacing), N))
+    cases.append(("PNDMScheduler", dict(timestep_spacing="leading", steps_offset=1), 7))
     return cases
 
 
@@ -368,12 +384,29 @@ LOOP_CASES = [
     dict(name="euler_config_as_ddim", class_name="EulerDiscreteScheduler", target="DDIMScheduler", config=dict(prediction_type="v_prediction"), eta=0.0),
     dict(name="ddpm_config_as_dpmpp_2m", class_name="DDPMScheduler", target="DPMSolverMultistepScheduler", config=dict(timestep_spacing="leading", steps_offset=1)),
 ]
+# PNDM (PLMS) at the step counts where its warm-up differs (1–4), at 10 and 50, with Stable
+# Diffusion's config (scaled_linear, leading, steps_offset 1, set_alpha_to_one false), every
+# spacing, v_prediction and set_alpha_to_one.
+SD_PNDM = dict(skip_prk_steps=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, set_alpha_to_one=False)
+for _n in [1, 2, 3, 4, 10, 50]:
+    LOOP_CASES.append(dict(name=f"pndm_sd_{_n}", class_name="PNDMScheduler", config=SD_PNDM, steps=_n))
+LOOP_CASES += [
+    dict(name="pndm_v_trailing_5", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, prediction_type="v_prediction", timestep_spacing="trailing"), steps=5),
+    dict(name="pndm_v_sd2_linspace_alpha_one_3", class_name="PNDMScheduler", config=dict(SD_PNDM, prediction_type="v_prediction", timestep_spacing="linspace", set_alpha_to_one=True), steps=3),
+    dict(name="pndm_linspace_10", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, timestep_spacing="linspace"), steps=10),
+    dict(name="pndm_cosine_leading_v_2", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"), steps=2),
+    # skip_prk_steps=False (PNDMScheduler's default): the Runge-Kutta warm-up, then PLMS.
+    dict(name="pndm_prk_4", class_name="PNDMScheduler", config=dict(), steps=4),
+    dict(name="pndm_prk_10", class_name="PNDMScheduler", config=dict(), steps=10),
+    dict(name="pndm_prk_v_trailing_7", class_name="PNDMScheduler", config=dict(prediction_type="v_prediction", timestep_spacing="trailing", set_alpha_to_one=True), steps=7),
+    dict(name="pndm_prk_sd_50", class_name="PNDMScheduler", config=dict(SD_PNDM, skip_prk_steps=False), steps=50),
+]
 
 
 def run_loop(case, config_json, z, pool, dtype):
     target = CLASSES[case.get("target", case["class_name"])]
     s = target.from_config(json.loads(config_json))
-    s.set_timesteps(NUM_STEPS)
+    s.set_timesteps(case.get("steps", NUM_STEPS))
     x = z.to(dtype)
     model_timesteps = []
     trajectory = []
@@ -432,7 +465,7 @@ def make_loops(report):
             # The exact text diffusers writes to scheduler_config.json (may hold -Infinity).
             scheduler_config_json=config_json,
             kind_class_name=case.get("target", case["class_name"]),
-            num_inference_steps=NUM_STEPS,
+            num_inference_steps=case.get("steps", NUM_STEPS),
             eta=case.get("eta", 0.0),
             z=f32_list(z),
             noise=[f32_list(n) for n in noises],
@@ -474,7 +507,7 @@ def main():
             f"(CPU capability {meta['cpu_capability']}). Do not edit by hand.\n\n"
             "* `tables.json`: betas / alphas_cumprod (f64 = diffusers' code run in float64; f32 = diffusers as is).\n"
             "* `timesteps.json`: `scheduler.timesteps`, `scheduler.sigmas`, `init_noise_sigma` per class, spacing and N.\n"
-            "* `loops.json`: 10-step sampling loops with the toy model `m = 0.3 x + 0.1 sin(t / 100)`.\n\n"
+            "* `loops.json`: 10-step sampling loops (PNDM: 1 to 50 steps) with the toy model `m = 0.3 x + 0.1 sin(t / 100)`.\n\n"
             "## Measured float32-vs-float64 differences\n\n"
             + "".join(f"* {k}: {json.dumps(v)}\n" for k, v in report.items())
         )

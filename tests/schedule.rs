@@ -513,7 +513,8 @@ fn tables_match_diffusers() {
 
 /// Drops what diffusers adds after the N-th timestep when `numpy.arange(T, 0, −T/N)` yields N + 1
 /// entries under "trailing": a timestep −1 (Heun: twice) and its σ (Heun: twice). The port does
-/// not copy that bug (see `Builder::trailing` in `plan.rs`). Returns whether it did.
+/// not copy that bug (see `Builder::trailing` in `plan.rs`). Returns whether it did. PNDM's list
+/// holds N + 1 evaluations (the second timestep twice), then the −1.
 fn drop_trailing_extra(
     kind: SchedulerKind,
     n: usize,
@@ -521,7 +522,11 @@ fn drop_trailing_extra(
     sigmas: &mut Vec<f64>,
 ) -> bool {
     let heun = kind == SchedulerKind::Heun;
-    let expected_len = if heun { 2 * n - 1 } else { n };
+    let expected_len = match kind {
+        SchedulerKind::Heun => 2 * n - 1,
+        SchedulerKind::Pndm if n > 1 => n + 1,
+        _ => n,
+    };
     let extra = if heun { 2 } else { 1 };
     if timesteps.len() != expected_len + extra || timesteps.last() != Some(&-1.0) {
         return false;
@@ -563,7 +568,10 @@ fn timesteps_sigmas_and_init_noise_sigma_match_diffusers() {
         let config = config(&field(case, "config").to_string(), &name);
         let integer_timesteps = matches!(
             kind,
-            SchedulerKind::Ddpm | SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep
+            SchedulerKind::Ddpm
+                | SchedulerKind::Ddim
+                | SchedulerKind::DpmSolverMultistep
+                | SchedulerKind::Pndm
         );
         for (slot, precision) in [TablePrecision::F64, TablePrecision::DiffusersF32]
             .into_iter()
@@ -600,11 +608,12 @@ fn timesteps_sigmas_and_init_noise_sigma_match_diffusers() {
                     plan.steps.len()
                 ));
             }
-            // Heun's scheduler.timesteps / sigmas hold every model evaluation.
-            let (found_t, found_s) = if kind == SchedulerKind::Heun {
-                (plan.model_timesteps.clone(), heun_expand(&plan.sigmas))
-            } else {
-                (plan.timesteps.clone(), plan.sigmas.clone())
+            // Heun's and PNDM's scheduler.timesteps (and Heun's sigmas) hold every model
+            // evaluation.
+            let (found_t, found_s) = match kind {
+                SchedulerKind::Heun => (plan.model_timesteps.clone(), heun_expand(&plan.sigmas)),
+                SchedulerKind::Pndm => (plan.model_timesteps.clone(), plan.sigmas.clone()),
+                _ => (plan.timesteps.clone(), plan.sigmas.clone()),
             };
             compare_rel(
                 &mut failures,
