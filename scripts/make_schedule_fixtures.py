@@ -481,6 +481,53 @@ def make_loops(report):
     return out
 
 
+# PNDM image-to-image as StableDiffusionImg2ImgPipeline runs it: set_timesteps(N), then the loop
+# over scheduler.timesteps[t_start * order:] (the N + 1 PLMS evaluations, sliced) with the
+# scheduler's counter at 0, from a given sample (here z itself, as if already noised).
+IMG2IMG_CASES = [
+    dict(name="pndm_sd_img2img_10_from_1", config=SD_PNDM, steps=10, t_start=1),
+    dict(name="pndm_sd_img2img_10_from_2", config=SD_PNDM, steps=10, t_start=2),
+    dict(name="pndm_v_trailing_img2img_10_from_6", config=dict(skip_prk_steps=True, prediction_type="v_prediction", timestep_spacing="trailing"), steps=10, t_start=6),
+    dict(name="pndm_sd_img2img_10_from_9", config=SD_PNDM, steps=10, t_start=9),
+]
+
+
+def run_img2img(case, config_json, z, dtype):
+    s = PNDMScheduler.from_config(json.loads(config_json))
+    s.set_timesteps(case["steps"])
+    x = z.to(dtype)
+    model_timesteps = []
+    for t in s.timesteps[case["t_start"] * s.order:]:
+        model_timesteps.append(float(t))
+        x = s.step(toy_model(x, float(t)), t, x).prev_sample
+    return tensor_np(x).astype(np.float64).ravel(), model_timesteps
+
+
+def make_img2img(report):
+    g = torch.Generator().manual_seed(20240612)
+    out = []
+    for case in IMG2IMG_CASES:
+        config_json = PNDMScheduler(**case["config"]).to_json_string()
+        z = torch.randn(SHAPE, generator=g, dtype=torch.float32)
+        real, real_t = run_img2img(case, config_json, z, torch.float32)
+        with float64_everywhere():
+            wide, wide_t = run_img2img(case, config_json, z, torch.float64)
+        assert real_t == wide_t, case["name"]
+        err = float(np.max(np.abs(real - wide)) / np.max(np.abs(wide)))
+        report[f"img2img {case['name']} f32 vs f64 (max abs / max |x|)"] = err
+        out.append(dict(
+            name=case["name"],
+            scheduler_config_json=config_json,
+            num_inference_steps=case["steps"],
+            first_step=case["t_start"],
+            z=f32_list(z),
+            model_timesteps=wide_t,
+            final_f64=f64_list(wide),
+            final_f32=f32_list(real),
+        ))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("tests", "fixtures", "schedules"))
@@ -493,7 +540,7 @@ def main():
     files = dict(
         tables=dict(meta=meta, tables=make_tables(report)),
         timesteps=dict(meta=meta, cases=make_timesteps()),
-        loops=dict(meta=meta, toy_model="m(x, t) = 0.3 * x + 0.1 * sin(t / 100)", shape=list(SHAPE), cases=make_loops(report)),
+        loops=dict(meta=meta, toy_model="m(x, t) = 0.3 * x + 0.1 * sin(t / 100)", shape=list(SHAPE), cases=make_loops(report), img2img_cases=make_img2img(report)),
     )
     for name, content in files.items():
         with open(os.path.join(args.out, f"{name}.json"), "w") as f:
@@ -507,7 +554,8 @@ def main():
             f"(CPU capability {meta['cpu_capability']}). Do not edit by hand.\n\n"
             "* `tables.json`: betas / alphas_cumprod (f64 = diffusers' code run in float64; f32 = diffusers as is).\n"
             "* `timesteps.json`: `scheduler.timesteps`, `scheduler.sigmas`, `init_noise_sigma` per class, spacing and N.\n"
-            "* `loops.json`: 10-step sampling loops (PNDM: 1 to 50 steps) with the toy model `m = 0.3 x + 0.1 sin(t / 100)`.\n\n"
+            "* `loops.json`: 10-step sampling loops (PNDM: 1 to 50 steps) with the toy model `m = 0.3 x + 0.1 sin(t / 100)`; "
+            "`img2img_cases`: PNDM loops over `scheduler.timesteps[t_start:]` as the image-to-image pipeline runs them.\n\n"
             "## Measured float32-vs-float64 differences\n\n"
             + "".join(f"* {k}: {json.dumps(v)}\n" for k, v in report.items())
         )

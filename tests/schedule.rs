@@ -1288,3 +1288,169 @@ fn bad_plan_arguments_are_errors() {
         &["lambda_min_clipped"],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. PNDM: image-to-image, settings, history slots and its errors
+// ---------------------------------------------------------------------------------------------
+
+/// PNDM image-to-image: `StepPlan::stages_from` against diffusers' loop over
+/// `scheduler.timesteps[first_step:]` with the scheduler's counter restarted (what
+/// `StableDiffusionImg2ImgPipeline` runs), from the same sample, in float64 and float32.
+#[test]
+fn pndm_image_to_image_matches_diffusers() {
+    let file = fixture("loops.json");
+    let mut failures = Failures::default();
+    let mut worst = [Worst::default(), Worst::default()];
+    let cases = cases(&file, "img2img_cases");
+    assert!(cases.len() >= 4, "expected the PNDM img2img cases");
+    for case in cases {
+        let name = name_of(case);
+        let config = config(string(case, "scheduler_config_json"), &name);
+        let n = number(case, "num_inference_steps") as usize;
+        let first_step = number(case, "first_step") as usize;
+        let z = numbers(case, "z");
+        for (slot, precision) in [TablePrecision::F64, TablePrecision::DiffusersF32]
+            .into_iter()
+            .enumerate()
+        {
+            let p = precision_name(precision);
+            let options = PlanOptions {
+                eta: 0.0,
+                precision,
+            };
+            let plan = StepPlan::new(&config, SchedulerKind::Pndm, n, &options)
+                .unwrap_or_else(|e| panic!("{name}: {p} plan: {e}"));
+            let stages = plan
+                .stages_from(first_step)
+                .unwrap_or_else(|e| panic!("{name}: {p} stages_from: {e}"));
+            // The stages regrouped into a plan of the executed steps, for sample_reference.
+            let mut run = plan.clone();
+            run.steps.clear();
+            for (step, stage) in &stages {
+                if run.steps.last().map(|_| run.steps.len() - 1 + first_step) != Some(*step) {
+                    let mut record = plan.steps[*step].clone();
+                    record.stages.clear();
+                    run.steps.push(record);
+                }
+                if let Some(record) = run.steps.last_mut() {
+                    record.stages.push(*stage);
+                }
+            }
+            if run.steps.len() != n - first_step {
+                failures.push(format!(
+                    "{name}: {p}: {} executed steps, expected {}",
+                    run.steps.len(),
+                    n - first_step
+                ));
+            }
+            let model_timesteps: Vec<f64> = stages.iter().map(|(_, s)| s.model_timestep).collect();
+            compare_rel(
+                &mut failures,
+                &mut Worst::default(),
+                &name,
+                "model_timesteps",
+                &numbers(case, "model_timesteps"),
+                &model_timesteps,
+                0.0,
+            );
+            let found = run_plan(&run, &z, &[], &[]);
+            let (key, tol) = match precision {
+                TablePrecision::F64 => ("final_f64", LOOP_F64_REL),
+                TablePrecision::DiffusersF32 => ("final_f32", LOOP_F32_REL),
+            };
+            compare_scaled(
+                &mut failures,
+                &mut worst[slot],
+                &name,
+                key,
+                &numbers(case, key),
+                &found,
+                tol,
+            );
+        }
+    }
+    println!(
+        "pndm img2img vs diffusers: max error / max|x|: f64 {}, f32 {}",
+        worst[0], worst[1]
+    );
+    failures.assert_none("pndm img2img");
+}
+
+#[test]
+fn pndm_settings_history_slots_and_errors() {
+    let options = PlanOptions::default();
+    let sd = parse(
+        r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "steps_offset": 1,
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The folder's class selects the sampler; PNDMScheduler's own defaults apply.
+    assert_eq!(sd.class_kind().ok(), Some(SchedulerKind::Pndm));
+    assert_eq!(
+        SchedulerKind::from_cli_name("pndm").ok(),
+        Some(SchedulerKind::Pndm)
+    );
+    let settings = sd
+        .settings(SchedulerKind::Pndm)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(settings.skip_prk_steps);
+    assert!(
+        !settings.set_alpha_to_one,
+        "PNDMScheduler's default is false"
+    );
+    assert_eq!(settings.timestep_spacing.to_string(), "leading");
+    // The same file read by DDIM keeps DDIM's own set_alpha_to_one default.
+    assert!(
+        sd.settings(SchedulerKind::Ddim)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .set_alpha_to_one
+    );
+
+    // History slots: PLMS uses 4 (saved sample + 3 outputs), the warm-up 6, the rest 1.
+    let plms =
+        StepPlan::new(&sd, SchedulerKind::Pndm, 20, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plms.history_slots(), 4);
+    assert_eq!(plms.num_model_evaluations(), 21);
+    assert_eq!(
+        plms.steps[0].stages.len(),
+        2,
+        "step 0 holds the duplicated timestep"
+    );
+    let prk_config = parse(r#"{"_class_name": "PNDMScheduler"}"#).unwrap_or_else(|e| panic!("{e}"));
+    let prk = StepPlan::new(&prk_config, SchedulerKind::Pndm, 20, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prk.history_slots(), 6);
+    assert_eq!(prk.num_model_evaluations(), 29);
+    for kind in [
+        SchedulerKind::Ddim,
+        SchedulerKind::Heun,
+        SchedulerKind::DpmSolverMultistep,
+    ] {
+        let plan = StepPlan::new(&sd, kind, 20, &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.history_slots(), 1, "{kind}");
+    }
+
+    assert_config_error(
+        "pndm with sample prediction",
+        parse(r#"{"skip_prk_steps": true, "prediction_type": "sample"}"#)
+            .and_then(|c| c.settings(SchedulerKind::Pndm)),
+        "prediction_type",
+        &["\"sample\"", "pndm", "\"epsilon\"", "\"v_prediction\""],
+    );
+    assert_error_mentions(
+        "pndm warm-up with 3 steps",
+        StepPlan::new(&prk_config, SchedulerKind::Pndm, 3, &options),
+        &["skip_prk_steps", "at least 4", "got 3"],
+    );
+    assert_error_mentions(
+        "pndm warm-up image-to-image",
+        prk.stages_from(5),
+        &["image-to-image", "skip_prk_steps true"],
+    );
+    assert_error_mentions(
+        "pndm with steps_offset past T",
+        parse(r#"{"num_train_timesteps": 100, "steps_offset": 50, "skip_prk_steps": true}"#)
+            .and_then(|c| StepPlan::new(&c, SchedulerKind::Pndm, 10, &options)),
+        &["pndm", "steps_offset 50", "timestep"],
+    );
+}
