@@ -18,7 +18,7 @@ Each case runs the loop of diffusers' pipelines, in float32 on the CPU::
 ``noise`` (standard normal from a ``torch.Generator`` seeded by the case name, before the
 ``init_noise_sigma`` scaling) and the final ``latents`` (``sample``) go to ``<case>.safetensors``.
 Only deterministic samplers are exported (DDIM with eta = 0, Euler, Heun, DPM-Solver++(2M),
-flow-matching Euler): stochastic ones draw noise a GPU RNG cannot replay.
+flow-matching Euler, PNDM): stochastic ones draw noise a GPU RNG cannot replay.
 
 Every case is run a second time in float64 to measure how sensitive the result is to rounding
 (``f64_rel_diff`` = max|x_f32 - x_f64| / max|x_f64| in the manifest): the model is ``.double()``,
@@ -68,6 +68,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    PNDMScheduler,
     UNet2DModel,
 )
 
@@ -80,6 +81,7 @@ CLASSES = {
     "HeunDiscreteScheduler": HeunDiscreteScheduler,
     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
     "FlowMatchEulerDiscreteScheduler": FlowMatchEulerDiscreteScheduler,
+    "PNDMScheduler": PNDMScheduler,
 }
 CLI = {
     "DDIMScheduler": "ddim",
@@ -87,6 +89,7 @@ CLI = {
     "HeunDiscreteScheduler": "heun",
     "DPMSolverMultistepScheduler": "dpm++2m",
     "FlowMatchEulerDiscreteScheduler": "flow-euler",
+    "PNDMScheduler": "pndm",
 }
 SCHEDULER_MODULES = sorted(
     {importlib.import_module(c.__module__) for c in list(CLASSES.values()) + [DDPMScheduler]},
@@ -119,6 +122,7 @@ SCALED_LINEAR = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end
 COSINE = dict(beta_schedule="squaredcos_cap_v2")
 KARRAS = dict(use_karras_sigmas=True)
 DPMPP_2M = dict(algorithm_type="dpmsolver++", solver_order=2)  # the class defaults, made explicit
+PLMS = dict(skip_prk_steps=True)
 
 CASES = [
     # DDIM, eta = 0. DDIMScheduler's defaults: linear betas, leading spacing, clip_sample=True,
@@ -154,6 +158,13 @@ CASES = [
     case("flow_euler_shift1_10", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=1.0)),
     case("flow_euler_shift1_50", "FlowMatchEulerDiscreteScheduler", 50, dict(shift=1.0)),
     case("flow_euler_shift3_10", "FlowMatchEulerDiscreteScheduler", 10, dict(shift=3.0)),
+    # PNDM: PLMS (skip_prk_steps=True, as Stable Diffusion configures it; N + 1 evaluations) and
+    # the class default, the Runge-Kutta warm-up (N + 9 evaluations).
+    case("pndm_plms_eps_1_trailing", "PNDMScheduler", 1, dict(PLMS, timestep_spacing="trailing")),
+    case("pndm_plms_eps_10_sd", "PNDMScheduler", 10, dict(PLMS, **SCALED_LINEAR, steps_offset=1)),
+    case("pndm_plms_eps_50", "PNDMScheduler", 50, PLMS),
+    case("pndm_plms_v_10_trailing", "PNDMScheduler", 10, dict(PLMS, prediction_type="v_prediction", timestep_spacing="trailing")),
+    case("pndm_prk_eps_10", "PNDMScheduler", 10),
     # Class-conditional (num_class_embeds = 11; label 10 serves as the null label).
     case("cc_ddim_10_label", "DDIMScheduler", 10, NOCLIP, model=COND_MODEL, labels=COND_LABELS),
     case("cc_ddim_10_cfg3", "DDIMScheduler", 10, NOCLIP, model=COND_MODEL, labels=COND_LABELS, guidance=3.0),

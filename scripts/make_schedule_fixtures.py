@@ -49,6 +49,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    PNDMScheduler,
 )
 from diffusers.schedulers.deprecated.scheduling_sde_vp import ScoreSdeVpScheduler
 
@@ -61,6 +62,7 @@ CLASSES = {
     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler,
     "ScoreSdeVpScheduler": ScoreSdeVpScheduler,
     "FlowMatchEulerDiscreteScheduler": FlowMatchEulerDiscreteScheduler,
+    "PNDMScheduler": PNDMScheduler,
 }
 MODULES = sorted({importlib.import_module(c.__module__) for c in CLASSES.values()}, key=lambda m: m.__name__)
 
@@ -305,6 +307,20 @@ def timestep_cases():
     for N in [1, 10, 50]:
         cases.append(("ScoreSdeVpScheduler", dict(), N))
     cases.append(("ScoreSdeVpScheduler", dict(num_train_timesteps=1000, sampling_eps=1e-5), 20))
+    # PNDM as Stable Diffusion folders configure it (PLMS only): its timesteps hold every model
+    # evaluation, the second timestep twice.
+    plms = dict(skip_prk_steps=True)
+    for spacing in ["leading", "trailing", "linspace"]:
+        for N in [1, 2, 3, 4, 10, 50]:
+            cases.append(("PNDMScheduler", dict(plms, timestep_spacing=spacing), N))
+    cases.append(("PNDMScheduler", dict(plms, timestep_spacing="leading", steps_offset=1, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012), 50))
+    cases.append(("PNDMScheduler", dict(plms, timestep_spacing="trailing"), 61))
+    cases.append(("PNDMScheduler", dict(plms, num_train_timesteps=999, beta_schedule="squaredcos_cap_v2", timestep_spacing="linspace"), 7))
+    # PNDM's default: the Runge-Kutta warm-up (12 evaluations) first; diffusers needs N >= 4.
+    for spacing in ["leading", "trailing", "linspace"]:
+        for N in [4, 5, 10, 50]:
+            cases.append(("PNDMScheduler", dict(timestep_spacing=spacing), N))
+    cases.append(("PNDMScheduler", dict(timestep_spacing="leading", steps_offset=1), 7))
     return cases
 
 
@@ -368,12 +384,29 @@ LOOP_CASES = [
     dict(name="euler_config_as_ddim", class_name="EulerDiscreteScheduler", target="DDIMScheduler", config=dict(prediction_type="v_prediction"), eta=0.0),
     dict(name="ddpm_config_as_dpmpp_2m", class_name="DDPMScheduler", target="DPMSolverMultistepScheduler", config=dict(timestep_spacing="leading", steps_offset=1)),
 ]
+# PNDM (PLMS) at the step counts where its warm-up differs (1–4), at 10 and 50, with Stable
+# Diffusion's config (scaled_linear, leading, steps_offset 1, set_alpha_to_one false), every
+# spacing, v_prediction and set_alpha_to_one.
+SD_PNDM = dict(skip_prk_steps=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, set_alpha_to_one=False)
+for _n in [1, 2, 3, 4, 10, 50]:
+    LOOP_CASES.append(dict(name=f"pndm_sd_{_n}", class_name="PNDMScheduler", config=SD_PNDM, steps=_n))
+LOOP_CASES += [
+    dict(name="pndm_v_trailing_5", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, prediction_type="v_prediction", timestep_spacing="trailing"), steps=5),
+    dict(name="pndm_v_sd2_linspace_alpha_one_3", class_name="PNDMScheduler", config=dict(SD_PNDM, prediction_type="v_prediction", timestep_spacing="linspace", set_alpha_to_one=True), steps=3),
+    dict(name="pndm_linspace_10", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, timestep_spacing="linspace"), steps=10),
+    dict(name="pndm_cosine_leading_v_2", class_name="PNDMScheduler", config=dict(skip_prk_steps=True, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"), steps=2),
+    # skip_prk_steps=False (PNDMScheduler's default): the Runge-Kutta warm-up, then PLMS.
+    dict(name="pndm_prk_4", class_name="PNDMScheduler", config=dict(), steps=4),
+    dict(name="pndm_prk_10", class_name="PNDMScheduler", config=dict(), steps=10),
+    dict(name="pndm_prk_v_trailing_7", class_name="PNDMScheduler", config=dict(prediction_type="v_prediction", timestep_spacing="trailing", set_alpha_to_one=True), steps=7),
+    dict(name="pndm_prk_sd_50", class_name="PNDMScheduler", config=dict(SD_PNDM, skip_prk_steps=False), steps=50),
+]
 
 
 def run_loop(case, config_json, z, pool, dtype):
     target = CLASSES[case.get("target", case["class_name"])]
     s = target.from_config(json.loads(config_json))
-    s.set_timesteps(NUM_STEPS)
+    s.set_timesteps(case.get("steps", NUM_STEPS))
     x = z.to(dtype)
     model_timesteps = []
     trajectory = []
@@ -432,7 +465,7 @@ def make_loops(report):
             # The exact text diffusers writes to scheduler_config.json (may hold -Infinity).
             scheduler_config_json=config_json,
             kind_class_name=case.get("target", case["class_name"]),
-            num_inference_steps=NUM_STEPS,
+            num_inference_steps=case.get("steps", NUM_STEPS),
             eta=case.get("eta", 0.0),
             z=f32_list(z),
             noise=[f32_list(n) for n in noises],
@@ -448,6 +481,53 @@ def make_loops(report):
     return out
 
 
+# PNDM image-to-image as StableDiffusionImg2ImgPipeline runs it: set_timesteps(N), then the loop
+# over scheduler.timesteps[t_start * order:] (the N + 1 PLMS evaluations, sliced) with the
+# scheduler's counter at 0, from a given sample (here z itself, as if already noised).
+IMG2IMG_CASES = [
+    dict(name="pndm_sd_img2img_10_from_1", config=SD_PNDM, steps=10, t_start=1),
+    dict(name="pndm_sd_img2img_10_from_2", config=SD_PNDM, steps=10, t_start=2),
+    dict(name="pndm_v_trailing_img2img_10_from_6", config=dict(skip_prk_steps=True, prediction_type="v_prediction", timestep_spacing="trailing"), steps=10, t_start=6),
+    dict(name="pndm_sd_img2img_10_from_9", config=SD_PNDM, steps=10, t_start=9),
+]
+
+
+def run_img2img(case, config_json, z, dtype):
+    s = PNDMScheduler.from_config(json.loads(config_json))
+    s.set_timesteps(case["steps"])
+    x = z.to(dtype)
+    model_timesteps = []
+    for t in s.timesteps[case["t_start"] * s.order:]:
+        model_timesteps.append(float(t))
+        x = s.step(toy_model(x, float(t)), t, x).prev_sample
+    return tensor_np(x).astype(np.float64).ravel(), model_timesteps
+
+
+def make_img2img(report):
+    g = torch.Generator().manual_seed(20240612)
+    out = []
+    for case in IMG2IMG_CASES:
+        config_json = PNDMScheduler(**case["config"]).to_json_string()
+        z = torch.randn(SHAPE, generator=g, dtype=torch.float32)
+        real, real_t = run_img2img(case, config_json, z, torch.float32)
+        with float64_everywhere():
+            wide, wide_t = run_img2img(case, config_json, z, torch.float64)
+        assert real_t == wide_t, case["name"]
+        err = float(np.max(np.abs(real - wide)) / np.max(np.abs(wide)))
+        report[f"img2img {case['name']} f32 vs f64 (max abs / max |x|)"] = err
+        out.append(dict(
+            name=case["name"],
+            scheduler_config_json=config_json,
+            num_inference_steps=case["steps"],
+            first_step=case["t_start"],
+            z=f32_list(z),
+            model_timesteps=wide_t,
+            final_f64=f64_list(wide),
+            final_f32=f32_list(real),
+        ))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("tests", "fixtures", "schedules"))
@@ -460,7 +540,7 @@ def main():
     files = dict(
         tables=dict(meta=meta, tables=make_tables(report)),
         timesteps=dict(meta=meta, cases=make_timesteps()),
-        loops=dict(meta=meta, toy_model="m(x, t) = 0.3 * x + 0.1 * sin(t / 100)", shape=list(SHAPE), cases=make_loops(report)),
+        loops=dict(meta=meta, toy_model="m(x, t) = 0.3 * x + 0.1 * sin(t / 100)", shape=list(SHAPE), cases=make_loops(report), img2img_cases=make_img2img(report)),
     )
     for name, content in files.items():
         with open(os.path.join(args.out, f"{name}.json"), "w") as f:
@@ -474,7 +554,8 @@ def main():
             f"(CPU capability {meta['cpu_capability']}). Do not edit by hand.\n\n"
             "* `tables.json`: betas / alphas_cumprod (f64 = diffusers' code run in float64; f32 = diffusers as is).\n"
             "* `timesteps.json`: `scheduler.timesteps`, `scheduler.sigmas`, `init_noise_sigma` per class, spacing and N.\n"
-            "* `loops.json`: 10-step sampling loops with the toy model `m = 0.3 x + 0.1 sin(t / 100)`.\n\n"
+            "* `loops.json`: 10-step sampling loops (PNDM: 1 to 50 steps) with the toy model `m = 0.3 x + 0.1 sin(t / 100)`; "
+            "`img2img_cases`: PNDM loops over `scheduler.timesteps[t_start:]` as the image-to-image pipeline runs them.\n\n"
             "## Measured float32-vs-float64 differences\n\n"
             + "".join(f"* {k}: {json.dumps(v)}\n" for k, v in report.items())
         )

@@ -1397,3 +1397,73 @@ fn bad_first_image_fails_cleanly() {
         },
     );
 }
+
+/// `--scheduler pndm`: a folder whose scheduler_config.json names `PNDMScheduler` samples with
+/// it by default (the same tensor as `--scheduler pndm`, not DDIM's); a config without
+/// `skip_prk_steps` gets PNDM's Runge–Kutta warm-up, which needs 4 steps; the unknown-sampler
+/// error lists pndm.
+#[test]
+fn pndm_from_the_folder_class_and_its_bad_inputs() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let model = dir.join("sd_like");
+    std::fs::create_dir(&model).unwrap();
+    for name in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture(UNCOND).join(name), model.join(name)).unwrap();
+    }
+    std::fs::write(
+        model.join("scheduler_config.json"),
+        r#"{"_class_name": "PNDMScheduler", "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+            "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#,
+    )
+    .unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "--steps",
+            "5",
+            "--num-images",
+            "2",
+            "--seed",
+            "3",
+            "--save-tensor",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = sample(dir, &model, &args);
+        assert_ok(&out, &format!("sample {extra:?}"));
+        std::fs::read(&path).unwrap()
+    };
+    let default = run("default.st", &[]);
+    let explicit = run("pndm.st", &["--scheduler", "pndm"]);
+    let ddim = run("ddim.st", &["--scheduler", "ddim"]);
+    assert!(
+        default == explicit,
+        "the PNDMScheduler folder did not sample with pndm"
+    );
+    assert!(default != ddim, "pndm and ddim gave the same tensor");
+    let (_, shape, values) = parse_tensor(&default);
+    assert_eq!(shape, [2, 3, 16, 16]);
+    assert!(
+        values.iter().all(|v| v.is_finite()),
+        "non-finite pndm output"
+    );
+
+    let u = fixture(UNCOND);
+    check_bad(
+        &[
+            bad(
+                &u,
+                &["--scheduler", "pndm", "--steps", "3"],
+                &["skip_prk_steps", "at least 4", "got 3"],
+            ),
+            bad(
+                &u,
+                &["--scheduler", "plms"],
+                &["--scheduler", "plms", "pndm"],
+            ),
+        ],
+        &|_| {},
+    );
+}

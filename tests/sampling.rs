@@ -148,6 +148,13 @@ fn analytic_cases() -> Vec<(&'static str, SamplerSettings, usize, f64)> {
     let mut dpm_karras = SamplerSettings::defaults(SchedulerKind::DpmSolverMultistep);
     dpm_karras.use_karras_sigmas = true;
     cases.push(("dpm++2m karras", dpm_karras, 12, 0.0));
+    // PNDM's default is the Runge–Kutta warm-up (above); Stable Diffusion folders use PLMS only.
+    let mut plms = SamplerSettings::defaults(SchedulerKind::Pndm);
+    plms.skip_prk_steps = true;
+    cases.push(("pndm plms", plms.clone(), 12, 0.0));
+    cases.push(("pndm plms 2 steps", plms.clone(), 2, 0.0));
+    plms.set_alpha_to_one = true;
+    cases.push(("pndm plms set_alpha_to_one", plms, 5, 0.0));
     cases
 }
 
@@ -276,6 +283,8 @@ fn samplers_reproduce_the_gaussian_data_distribution() {
             50,
             0.0,
         ),
+        ("pndm 50 steps", SchedulerKind::Pndm, 50, 0.0),
+        ("pndm plms 50 steps", SchedulerKind::Pndm, 50, 0.0),
     ];
     for (name, kind, steps, eta) in cases {
         let mut settings = SamplerSettings::defaults(kind);
@@ -285,6 +294,7 @@ fn samplers_reproduce_the_gaussian_data_distribution() {
         }
         // Clipping x̂₀ to [−1, 1] deliberately biases the tails of N(0.3, 0.6²).
         settings.clip_sample = false;
+        settings.skip_prk_steps = name.contains("plms");
         let plan = StepPlan::from_settings(
             &settings,
             steps,

@@ -513,7 +513,8 @@ fn tables_match_diffusers() {
 
 /// Drops what diffusers adds after the N-th timestep when `numpy.arange(T, 0, −T/N)` yields N + 1
 /// entries under "trailing": a timestep −1 (Heun: twice) and its σ (Heun: twice). The port does
-/// not copy that bug (see `Builder::trailing` in `plan.rs`). Returns whether it did.
+/// not copy that bug (see `Builder::trailing` in `plan.rs`). Returns whether it did. PNDM's list
+/// holds N + 1 evaluations (the second timestep twice), then the −1.
 fn drop_trailing_extra(
     kind: SchedulerKind,
     n: usize,
@@ -521,7 +522,11 @@ fn drop_trailing_extra(
     sigmas: &mut Vec<f64>,
 ) -> bool {
     let heun = kind == SchedulerKind::Heun;
-    let expected_len = if heun { 2 * n - 1 } else { n };
+    let expected_len = match kind {
+        SchedulerKind::Heun => 2 * n - 1,
+        SchedulerKind::Pndm if n > 1 => n + 1,
+        _ => n,
+    };
     let extra = if heun { 2 } else { 1 };
     if timesteps.len() != expected_len + extra || timesteps.last() != Some(&-1.0) {
         return false;
@@ -563,7 +568,10 @@ fn timesteps_sigmas_and_init_noise_sigma_match_diffusers() {
         let config = config(&field(case, "config").to_string(), &name);
         let integer_timesteps = matches!(
             kind,
-            SchedulerKind::Ddpm | SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep
+            SchedulerKind::Ddpm
+                | SchedulerKind::Ddim
+                | SchedulerKind::DpmSolverMultistep
+                | SchedulerKind::Pndm
         );
         for (slot, precision) in [TablePrecision::F64, TablePrecision::DiffusersF32]
             .into_iter()
@@ -600,11 +608,12 @@ fn timesteps_sigmas_and_init_noise_sigma_match_diffusers() {
                     plan.steps.len()
                 ));
             }
-            // Heun's scheduler.timesteps / sigmas hold every model evaluation.
-            let (found_t, found_s) = if kind == SchedulerKind::Heun {
-                (plan.model_timesteps.clone(), heun_expand(&plan.sigmas))
-            } else {
-                (plan.timesteps.clone(), plan.sigmas.clone())
+            // Heun's and PNDM's scheduler.timesteps (and Heun's sigmas) hold every model
+            // evaluation.
+            let (found_t, found_s) = match kind {
+                SchedulerKind::Heun => (plan.model_timesteps.clone(), heun_expand(&plan.sigmas)),
+                SchedulerKind::Pndm => (plan.model_timesteps.clone(), plan.sigmas.clone()),
+                _ => (plan.timesteps.clone(), plan.sigmas.clone()),
             };
             compare_rel(
                 &mut failures,
@@ -1277,5 +1286,171 @@ fn bad_plan_arguments_are_errors() {
         "lambda_min_clipped 100",
         StepPlan::new(&clipped, SchedulerKind::DpmSolverMultistep, 10, &options),
         &["lambda_min_clipped"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. PNDM: image-to-image, settings, history slots and its errors
+// ---------------------------------------------------------------------------------------------
+
+/// PNDM image-to-image: `StepPlan::stages_from` against diffusers' loop over
+/// `scheduler.timesteps[first_step:]` with the scheduler's counter restarted (what
+/// `StableDiffusionImg2ImgPipeline` runs), from the same sample, in float64 and float32.
+#[test]
+fn pndm_image_to_image_matches_diffusers() {
+    let file = fixture("loops.json");
+    let mut failures = Failures::default();
+    let mut worst = [Worst::default(), Worst::default()];
+    let cases = cases(&file, "img2img_cases");
+    assert!(cases.len() >= 4, "expected the PNDM img2img cases");
+    for case in cases {
+        let name = name_of(case);
+        let config = config(string(case, "scheduler_config_json"), &name);
+        let n = number(case, "num_inference_steps") as usize;
+        let first_step = number(case, "first_step") as usize;
+        let z = numbers(case, "z");
+        for (slot, precision) in [TablePrecision::F64, TablePrecision::DiffusersF32]
+            .into_iter()
+            .enumerate()
+        {
+            let p = precision_name(precision);
+            let options = PlanOptions {
+                eta: 0.0,
+                precision,
+            };
+            let plan = StepPlan::new(&config, SchedulerKind::Pndm, n, &options)
+                .unwrap_or_else(|e| panic!("{name}: {p} plan: {e}"));
+            let stages = plan
+                .stages_from(first_step)
+                .unwrap_or_else(|e| panic!("{name}: {p} stages_from: {e}"));
+            // The stages regrouped into a plan of the executed steps, for sample_reference.
+            let mut run = plan.clone();
+            run.steps.clear();
+            for (step, stage) in &stages {
+                if run.steps.last().map(|_| run.steps.len() - 1 + first_step) != Some(*step) {
+                    let mut record = plan.steps[*step].clone();
+                    record.stages.clear();
+                    run.steps.push(record);
+                }
+                if let Some(record) = run.steps.last_mut() {
+                    record.stages.push(*stage);
+                }
+            }
+            if run.steps.len() != n - first_step {
+                failures.push(format!(
+                    "{name}: {p}: {} executed steps, expected {}",
+                    run.steps.len(),
+                    n - first_step
+                ));
+            }
+            let model_timesteps: Vec<f64> = stages.iter().map(|(_, s)| s.model_timestep).collect();
+            compare_rel(
+                &mut failures,
+                &mut Worst::default(),
+                &name,
+                "model_timesteps",
+                &numbers(case, "model_timesteps"),
+                &model_timesteps,
+                0.0,
+            );
+            let found = run_plan(&run, &z, &[], &[]);
+            let (key, tol) = match precision {
+                TablePrecision::F64 => ("final_f64", LOOP_F64_REL),
+                TablePrecision::DiffusersF32 => ("final_f32", LOOP_F32_REL),
+            };
+            compare_scaled(
+                &mut failures,
+                &mut worst[slot],
+                &name,
+                key,
+                &numbers(case, key),
+                &found,
+                tol,
+            );
+        }
+    }
+    println!(
+        "pndm img2img vs diffusers: max error / max|x|: f64 {}, f32 {}",
+        worst[0], worst[1]
+    );
+    failures.assert_none("pndm img2img");
+}
+
+#[test]
+fn pndm_settings_history_slots_and_errors() {
+    let options = PlanOptions::default();
+    let sd = parse(
+        r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "steps_offset": 1,
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The folder's class selects the sampler; PNDMScheduler's own defaults apply.
+    assert_eq!(sd.class_kind().ok(), Some(SchedulerKind::Pndm));
+    assert_eq!(
+        SchedulerKind::from_cli_name("pndm").ok(),
+        Some(SchedulerKind::Pndm)
+    );
+    let settings = sd
+        .settings(SchedulerKind::Pndm)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(settings.skip_prk_steps);
+    assert!(
+        !settings.set_alpha_to_one,
+        "PNDMScheduler's default is false"
+    );
+    assert_eq!(settings.timestep_spacing.to_string(), "leading");
+    // The same file read by DDIM keeps DDIM's own set_alpha_to_one default.
+    assert!(
+        sd.settings(SchedulerKind::Ddim)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .set_alpha_to_one
+    );
+
+    // History slots: PLMS uses 4 (saved sample + 3 outputs), the warm-up 6, the rest 1.
+    let plms =
+        StepPlan::new(&sd, SchedulerKind::Pndm, 20, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plms.history_slots(), 4);
+    assert_eq!(plms.num_model_evaluations(), 21);
+    assert_eq!(
+        plms.steps[0].stages.len(),
+        2,
+        "step 0 holds the duplicated timestep"
+    );
+    let prk_config = parse(r#"{"_class_name": "PNDMScheduler"}"#).unwrap_or_else(|e| panic!("{e}"));
+    let prk = StepPlan::new(&prk_config, SchedulerKind::Pndm, 20, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prk.history_slots(), 6);
+    assert_eq!(prk.num_model_evaluations(), 29);
+    for kind in [
+        SchedulerKind::Ddim,
+        SchedulerKind::Heun,
+        SchedulerKind::DpmSolverMultistep,
+    ] {
+        let plan = StepPlan::new(&sd, kind, 20, &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.history_slots(), 1, "{kind}");
+    }
+
+    assert_config_error(
+        "pndm with sample prediction",
+        parse(r#"{"skip_prk_steps": true, "prediction_type": "sample"}"#)
+            .and_then(|c| c.settings(SchedulerKind::Pndm)),
+        "prediction_type",
+        &["\"sample\"", "pndm", "\"epsilon\"", "\"v_prediction\""],
+    );
+    assert_error_mentions(
+        "pndm warm-up with 3 steps",
+        StepPlan::new(&prk_config, SchedulerKind::Pndm, 3, &options),
+        &["skip_prk_steps", "at least 4", "got 3"],
+    );
+    assert_error_mentions(
+        "pndm warm-up image-to-image",
+        prk.stages_from(5),
+        &["image-to-image", "skip_prk_steps true"],
+    );
+    assert_error_mentions(
+        "pndm with steps_offset past T",
+        parse(r#"{"num_train_timesteps": 100, "steps_offset": 50, "skip_prk_steps": true}"#)
+            .and_then(|c| StepPlan::new(&c, SchedulerKind::Pndm, 10, &options)),
+        &["pndm", "steps_offset 50", "timestep"],
     );
 }

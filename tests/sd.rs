@@ -128,13 +128,15 @@ fn check_pipeline(name: &str, cases: &[&str]) {
             .find(|c| c["case"] == *case)
             .expect("case in manifest")
             .clone();
+        // The folder's own class (SD1: PNDMScheduler) runs when none is chosen.
         let scheduler = match m["sampler"].as_str().expect("sampler") {
-            "DDIMScheduler" => SchedulerKind::Ddim,
-            "EulerDiscreteScheduler" => SchedulerKind::Euler,
+            "DDIMScheduler" => Some(SchedulerKind::Ddim),
+            "EulerDiscreteScheduler" => Some(SchedulerKind::Euler),
+            "PNDMScheduler" => None,
             other => panic!("{other}"),
         };
         let options = SampleOptions {
-            scheduler: Some(scheduler),
+            scheduler,
             steps: m["steps"].as_u64().expect("steps") as usize,
             num_images: 2,
             guidance_scale: m["guidance_scale"].as_f64(),
@@ -164,8 +166,8 @@ fn check_pipeline(name: &str, cases: &[&str]) {
 }
 
 #[test]
-fn sd1_pipeline_matches_diffusers_with_and_without_guidance() {
-    check_pipeline("sd1", &["ddim_cfg", "ddim_nocfg"]);
+fn sd1_pipeline_matches_diffusers_with_and_without_guidance_ddim_and_its_pndm() {
+    check_pipeline("sd1", &["ddim_cfg", "ddim_nocfg", "pndm_cfg"]);
 }
 
 #[test]

@@ -47,8 +47,9 @@ pub struct SampleArgs {
     /// optional classes.json). Default: the bundled weights/fashion-ddpm.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Sampler: ddpm, ddim, euler, heun, euler-ancestral, dpm++2m, sde-vp, flow-euler.
-    /// Default: the scheduler config's class (a DDPMScheduler config samples with ddim).
+    /// Sampler: ddpm, ddim, euler, heun, euler-ancestral, dpm++2m, sde-vp, flow-euler, pndm.
+    /// Default: the scheduler config's class (a DDPMScheduler config samples with ddim; a
+    /// PNDMScheduler config, as Stable Diffusion folders have, with pndm).
     #[arg(long, value_parser = parse_scheduler)]
     pub scheduler: Option<SchedulerKind>,
     /// Inference steps (1 to num_train_timesteps).

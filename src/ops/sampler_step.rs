@@ -10,15 +10,15 @@ use crate::gpu::{
     SharedBindingsArgs, SharedDispatchArgs, Tensor, UniformLayout, UniformTable,
 };
 use crate::ops::elementwise::{element_grid, to_u32};
-use crate::schedule::{HistoryWrite, Stage};
+use crate::schedule::{HistoryWrite, Stage, HISTORY_SLOTS};
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader).
 const WORKGROUP_SIZE: u32 = 256;
 
 const CONSTANTS: &[(&str, f64)] = &[("WORKGROUP_SIZE", WORKGROUP_SIZE as f64)];
 
-/// The shader's storage bindings 0..=6: src, noise (read); x, hist, model_in, timesteps, x0
-/// (read_write). The parameter block follows at binding 7 with a dynamic offset.
+/// The shader's storage bindings 0..=6: src, noise (read); x, hist (the history slots, one
+/// after the other), model_in, timesteps, x0 (read_write). The parameter block follows at binding 7 with a dynamic offset.
 const ACCESS: &[Access] = &[
     Access::Read,
     Access::Read,
@@ -37,7 +37,8 @@ uniform_struct! {
         /// Rows of `timesteps` to write (B).
         rows: u32,
         flags: u32,
-        _pad0: u32,
+        /// History slots the run uses (1 ..= 6): the stage reads (and `init` zeroes) these.
+        hist_slots: u32,
         x0_from_sample: f32,
         x0_from_model: f32,
         clip_range: f32,
@@ -45,11 +46,21 @@ uniform_struct! {
         coef_sample: f32,
         coef_x0: f32,
         coef_model: f32,
+        /// h₀: coefficient of history slot 0.
         coef_history: f32,
         noise_std: f32,
         next_input_scale: f32,
         next_timestep: f32,
-        _pad1: f32,
+        /// What each slot k stores afterwards, in bits 4k..4k+3: one of the `HIST_*` codes.
+        hist_write: u32,
+        coef_history_1: f32,
+        coef_history_2: f32,
+        coef_history_3: f32,
+        coef_history_4: f32,
+        coef_history_5: f32,
+        _pad1: u32,
+        _pad2: u32,
+        _pad3: u32,
     }
 }
 
@@ -63,12 +74,30 @@ shader_flags! {
     FLAG_NOISE = 2,
     /// Classifier-free guidance: the model batch is [conditional; null].
     FLAG_CFG = 4,
-    /// The history buffer takes x̂₀.
-    FLAG_HIST_X0 = 8,
-    /// The history buffer takes x before the update.
-    FLAG_HIST_X = 16,
     /// The last stage: no next model input.
     FLAG_LAST = 32,
+}
+
+/// `hist_write` code: the slot keeps its value.
+pub const HIST_KEEP: u32 = 0;
+/// `hist_write` code: the slot takes x̂₀.
+pub const HIST_X0: u32 = 1;
+/// `hist_write` code: the slot takes x before the update.
+pub const HIST_X: u32 = 2;
+/// `hist_write` code: the slot takes the (guided) model output.
+pub const HIST_MODEL: u32 = 3;
+
+/// The packed `hist_write` of a stage.
+fn hist_write(history: &[HistoryWrite; HISTORY_SLOTS]) -> u32 {
+    history.iter().enumerate().fold(0, |packed, (k, write)| {
+        let code = match write {
+            HistoryWrite::Keep => HIST_KEEP,
+            HistoryWrite::PredictedSample => HIST_X0,
+            HistoryWrite::SampleBeforeUpdate => HIST_X,
+            HistoryWrite::ModelOutput => HIST_MODEL,
+        };
+        packed | code << (4 * k)
+    })
 }
 
 /// What every parameter block of a run shares.
@@ -80,6 +109,9 @@ pub struct StepShape {
     pub rows: u32,
     /// Classifier-free guidance scale, if any.
     pub guidance: Option<f64>,
+    /// History slots the run's stages use (1 ..= [`HISTORY_SLOTS`]); the history buffer holds
+    /// this many times `numel` elements.
+    pub history_slots: u32,
 }
 
 impl StepParams {
@@ -95,11 +127,6 @@ impl StepParams {
         if shape.guidance.is_some() {
             flags |= FLAG_CFG;
         }
-        match stage.history {
-            HistoryWrite::Keep => {}
-            HistoryWrite::PredictedSample => flags |= FLAG_HIST_X0,
-            HistoryWrite::SampleBeforeUpdate => flags |= FLAG_HIST_X,
-        }
         if next.is_none() {
             flags |= FLAG_LAST;
         }
@@ -107,6 +134,7 @@ impl StepParams {
             numel: shape.numel,
             rows: shape.rows,
             flags,
+            hist_slots: shape.history_slots,
             x0_from_sample: stage.x0_from_sample as f32,
             x0_from_model: stage.x0_from_model as f32,
             clip_range: stage.clip_x0.unwrap_or(0.0) as f32,
@@ -114,7 +142,13 @@ impl StepParams {
             coef_sample: stage.coef_sample as f32,
             coef_x0: stage.coef_x0 as f32,
             coef_model: stage.coef_model as f32,
-            coef_history: stage.coef_history as f32,
+            coef_history: stage.coef_history[0] as f32,
+            coef_history_1: stage.coef_history[1] as f32,
+            coef_history_2: stage.coef_history[2] as f32,
+            coef_history_3: stage.coef_history[3] as f32,
+            coef_history_4: stage.coef_history[4] as f32,
+            coef_history_5: stage.coef_history[5] as f32,
+            hist_write: hist_write(&stage.history),
             noise_std: stage.noise_std as f32,
             next_input_scale: next.map_or(0.0, |n| n.model_input_scale as f32),
             next_timestep: next.map_or(0.0, |n| n.model_timestep as f32),
@@ -133,6 +167,7 @@ impl StepParams {
         StepParams {
             numel: shape.numel,
             rows: shape.rows,
+            hist_slots: shape.history_slots,
             flags: if shape.guidance.is_some() {
                 FLAG_CFG
             } else {
@@ -154,7 +189,7 @@ pub struct SamplerState<'a> {
     pub noise: &'a Tensor,
     /// `[n, C, H, W]` the sample x.
     pub x: &'a Tensor,
-    /// `[n, C, H, W]` the history buffer H.
+    /// `[slots·n, C, H, W]` the history slots H₀ … (slot k at element k·n·C·H·W).
     pub hist: &'a Tensor,
     /// `[B, C, H, W]` the network's next input.
     pub model_in: &'a Tensor,
@@ -205,12 +240,28 @@ pub fn sampler_steps(
     const OP: &str = "sampler_step";
     let s = args.state;
     let numel = args.init.numel;
-    for (name, t) in [
-        ("noise", s.noise),
-        ("x", s.x),
-        ("hist", s.hist),
-        ("x0", s.x0),
-    ] {
+    let slots = args.init.hist_slots;
+    if !(1..=HISTORY_SLOTS as u32).contains(&slots)
+        || args.stages.iter().any(|u| u.params.hist_slots != slots)
+    {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "every block must use the same number of history slots, 1 to {HISTORY_SLOTS}; the setup's is {slots}"
+            ),
+        ));
+    }
+    let hist_numel = to_u32(OP, "history elements", numel as usize * slots as usize)?;
+    if s.hist.numel() != hist_numel as usize {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "hist has shape {:?}, expected {hist_numel} elements ({slots} slots of {numel})",
+                s.hist.shape
+            ),
+        ));
+    }
+    for (name, t) in [("noise", s.noise), ("x", s.x), ("x0", s.x0)] {
         if t.numel() != numel as usize {
             return Err(Error::invalid(
                 OP,

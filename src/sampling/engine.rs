@@ -163,7 +163,18 @@ pub fn run_chunk(
     let first_image = to_u32(OP, "first image index", job.first_image)?;
 
     let x = Tensor::zeros(ctx, &shape, "sampler x")?;
-    let hist = Tensor::zeros(ctx, &shape, "sampler history")?;
+    // The history slots the stages use, one after the other (one for most samplers).
+    let history_slots = job
+        .stages
+        .iter()
+        .map(|rs| rs.stage.history_slots())
+        .max()
+        .unwrap_or(1);
+    let hist = Tensor::zeros(
+        ctx,
+        &[history_slots * n, shape[1], shape[2], shape[3]],
+        "sampler history",
+    )?;
     let x0 = Tensor::zeros(ctx, &shape, "sampler x0")?;
     let noise = Tensor::zeros(ctx, &shape, "sampler noise")?;
     let image = match job.init_image {
@@ -182,6 +193,7 @@ pub fn run_chunk(
         numel,
         rows: rows_u,
         guidance: job.guidance,
+        history_slots: to_u32(OP, "history slots", history_slots)?,
     };
     // Noise keys, in recording order: the initial z (when seeded), then each stage that draws.
     let seeded = matches!(job.init_noise, InitNoise::Seeded);

@@ -268,7 +268,7 @@ impl<'a> RunSpec<'a> {
             None => [c, h, w],
         };
         let (first_step, init, init_image) = image_start(&plan, options, image_shape)?;
-        let stages = run_stages(&plan, first_step);
+        let stages = run_stages(&plan, first_step)?;
 
         let init_noise = match &options.init_noise {
             None => NoiseSource::Seeded,
@@ -799,26 +799,21 @@ fn image_start<'a>(
 
 /// The plan's stages from `first_step` on. A multistep solver's first executed step has no
 /// previous x̂₀: it runs first order, the second-order update with the history term folded
-/// into x̂₀.
-fn run_stages(plan: &StepPlan, first_step: usize) -> Vec<RunStage> {
+/// into x̂₀. PNDM restarts its PLMS warm-up there, as diffusers' image-to-image pipeline does
+/// ([`StepPlan::stages_from`]).
+fn run_stages(plan: &StepPlan, first_step: usize) -> Result<Vec<RunStage>> {
     let mut stages: Vec<RunStage> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .skip(first_step)
-        .flat_map(|(step, rec)| {
-            rec.stages
-                .iter()
-                .map(move |&stage| RunStage { step, stage })
-        })
+        .stages_from(first_step)?
+        .into_iter()
+        .map(|(step, stage)| RunStage { step, stage })
         .collect();
     if first_step > 0 && plan.kind == SchedulerKind::DpmSolverMultistep {
         if let Some(first) = stages.first_mut() {
-            first.stage.coef_x0 += first.stage.coef_history;
-            first.stage.coef_history = 0.0;
+            first.stage.coef_x0 += first.stage.coef_history[0];
+            first.stage.coef_history[0] = 0.0;
         }
     }
-    stages
+    Ok(stages)
 }
 
 /// Snapshot steps: every `every` steps from `first_step`, and the last step.
@@ -1147,10 +1142,10 @@ mod tests {
         let spec = unconditional(&spec_options).unwrap();
         assert_eq!(spec.first_step, 5);
         let planned = spec.plan.steps[5].stages[0];
-        assert!(planned.coef_history != 0.0, "step 5 is second order");
+        assert!(planned.coef_history[0] != 0.0, "step 5 is second order");
         let first = spec.stages[0].stage;
-        assert_eq!(first.coef_history, 0.0);
-        assert_eq!(first.coef_x0, planned.coef_x0 + planned.coef_history);
+        assert_eq!(first.coef_history[0], 0.0);
+        assert_eq!(first.coef_x0, planned.coef_x0 + planned.coef_history[0]);
         assert_eq!(first.coef_sample, planned.coef_sample);
         // Later steps keep their history term, and a full run is the plan unchanged.
         assert_eq!(spec.stages[1].stage, spec.plan.steps[6].stages[0]);

@@ -1,7 +1,7 @@
 //! `SchedulerConfig`: a diffusers `scheduler_config.json` (follows diffusers 0.42
 //! `configuration_utils.py` `ConfigMixin.from_config` / `extract_init_dict`, and the `__init__`
 //! signatures and defaults of `schedulers/scheduling_{ddpm,ddim,euler_discrete,heun_discrete,
-//! euler_ancestral_discrete,dpmsolver_multistep,flow_match_euler_discrete}.py` and
+//! euler_ancestral_discrete,dpmsolver_multistep,flow_match_euler_discrete,pndm}.py` and
 //! `schedulers/deprecated/scheduling_sde_vp.py`).
 //!
 //! The file keeps the raw values it holds ([`SchedulerConfig`]); a sampler reads the keys its
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The eight samplers. Each follows one diffusers scheduler class.
+/// The nine samplers. Each follows one diffusers scheduler class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// `DDPMScheduler`: ancestral sampling of Ho et al. 2020.
@@ -35,11 +35,14 @@ pub enum SchedulerKind {
     ScoreSdeVp,
     /// `FlowMatchEulerDiscreteScheduler`: Euler's method on a rectified-flow velocity.
     FlowMatchEuler,
+    /// `PNDMScheduler` with `skip_prk_steps=True`: PLMS, the linear multistep method of
+    /// Liu et al. 2022 on the model outputs (what Stable Diffusion 1.x/2.x folders name).
+    Pndm,
 }
 
 impl SchedulerKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [SchedulerKind; 8] = [
+    pub const ALL: [SchedulerKind; 9] = [
         SchedulerKind::Ddpm,
         SchedulerKind::Ddim,
         SchedulerKind::Euler,
@@ -48,6 +51,7 @@ impl SchedulerKind {
         SchedulerKind::DpmSolverMultistep,
         SchedulerKind::ScoreSdeVp,
         SchedulerKind::FlowMatchEuler,
+        SchedulerKind::Pndm,
     ];
 
     /// The `--sampler` name.
@@ -61,6 +65,7 @@ impl SchedulerKind {
             SchedulerKind::DpmSolverMultistep => "dpm++2m",
             SchedulerKind::ScoreSdeVp => "sde-vp",
             SchedulerKind::FlowMatchEuler => "flow-euler",
+            SchedulerKind::Pndm => "pndm",
         }
     }
 
@@ -75,6 +80,7 @@ impl SchedulerKind {
             SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             SchedulerKind::ScoreSdeVp => "ScoreSdeVpScheduler",
             SchedulerKind::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
+            SchedulerKind::Pndm => "PNDMScheduler",
         }
     }
 
@@ -333,6 +339,8 @@ pub struct SchedulerConfig {
     pub timestep_spacing: Option<TimestepSpacing>,
     pub steps_offset: Option<usize>,
     pub set_alpha_to_one: Option<bool>,
+    /// `PNDMScheduler`: PLMS only (true) or the Runge–Kutta warm-up first (false, its default).
+    pub skip_prk_steps: Option<bool>,
     pub rescale_betas_zero_snr: Option<bool>,
     pub interpolation_type: Option<InterpolationType>,
     pub use_karras_sigmas: Option<bool>,
@@ -570,6 +578,7 @@ impl SchedulerConfig {
             timestep_spacing: r.choice(TimestepSpacing::KEY, TimestepSpacing::parse)?,
             steps_offset: r.integer("steps_offset")?,
             set_alpha_to_one: r.boolean("set_alpha_to_one")?,
+            skip_prk_steps: r.boolean("skip_prk_steps")?,
             rescale_betas_zero_snr: r.boolean("rescale_betas_zero_snr")?,
             interpolation_type: r.choice(InterpolationType::KEY, InterpolationType::parse)?,
             use_karras_sigmas: r.boolean("use_karras_sigmas")?,
@@ -719,6 +728,19 @@ impl SchedulerConfig {
                 s.final_sigmas_type = self.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
             }
             K::Heun => {}
+            K::Pndm => {
+                // PNDMScheduler's own default is false (diffusers' `__init__`).
+                s.set_alpha_to_one = self.set_alpha_to_one.unwrap_or(false);
+                // Its default is the Runge–Kutta warm-up; SD configs set true (PLMS only).
+                s.skip_prk_steps = self.skip_prk_steps.unwrap_or(false);
+                if s.prediction_type == PredictionType::Sample {
+                    return Err(self.err(
+                        PredictionType::KEY,
+                        "\"sample\" is not supported by the pndm sampler (PNDMScheduler raises \
+                         ValueError); supported: \"epsilon\", \"v_prediction\"",
+                    ));
+                }
+            }
             K::EulerAncestral => {
                 if s.prediction_type == PredictionType::Sample {
                     return Err(self.err(
@@ -828,8 +850,10 @@ pub struct SamplerSettings {
     pub variance_type: VarianceType,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: usize,
-    /// DDIM: whether ᾱ after the last step is 1 (else ᾱ₀).
+    /// DDIM and PNDM: whether ᾱ after the last step is 1 (else ᾱ₀).
     pub set_alpha_to_one: bool,
+    /// PNDM: PLMS only (true), or its Runge–Kutta warm-up first (false).
+    pub skip_prk_steps: bool,
     /// Rescale betas to zero terminal SNR (Lin et al. 2023, Algorithm 1).
     pub rescale_betas_zero_snr: bool,
     /// Karras et al. 2022 σ spacing (ρ = 7).
@@ -864,7 +888,7 @@ impl SamplerSettings {
             _ => (0.0001, 0.02),
         };
         let timestep_spacing = match kind {
-            K::Ddpm | K::Ddim => TimestepSpacing::Leading,
+            K::Ddpm | K::Ddim | K::Pndm => TimestepSpacing::Leading,
             _ => TimestepSpacing::Linspace,
         };
         SamplerSettings {
@@ -880,7 +904,9 @@ impl SamplerSettings {
             variance_type: VarianceType::FixedSmall,
             timestep_spacing,
             steps_offset: 0,
-            set_alpha_to_one: true,
+            set_alpha_to_one: kind != K::Pndm,
+            // PNDMScheduler's default is false; every Stable Diffusion config sets true.
+            skip_prk_steps: false,
             rescale_betas_zero_snr: false,
             use_karras_sigmas: false,
             sigma_min: None,

@@ -1,7 +1,7 @@
 //! Noise schedules and sampler step plans on the CPU in f64 (follows diffusers 0.42
 //! `schedulers/`: `scheduling_ddpm.py`, `scheduling_ddim.py`, `scheduling_euler_discrete.py`,
 //! `scheduling_heun_discrete.py`, `scheduling_euler_ancestral_discrete.py`,
-//! `scheduling_dpmsolver_multistep.py`, `scheduling_flow_match_euler_discrete.py`,
+//! `scheduling_dpmsolver_multistep.py`, `scheduling_flow_match_euler_discrete.py`, `scheduling_pndm.py`,
 //! `deprecated/scheduling_sde_vp.py`).
 //!
 //! * [`SchedulerConfig`]: a `scheduler_config.json`, raw; [`SchedulerConfig::settings`] resolves
@@ -23,5 +23,7 @@ pub use config::{
     VarianceType,
 };
 pub use noise::{posterior_between, NoiseSchedule, Posterior, TablePrecision};
-pub use plan::{HistoryWrite, NoiseLevels, PlanOptions, Stage, StepPlan, StepRecord};
+pub use plan::{
+    HistoryWrite, NoiseLevels, PlanOptions, Stage, StepPlan, StepRecord, HISTORY_SLOTS,
+};
 pub use reference::sample_reference;

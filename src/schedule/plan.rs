@@ -2,24 +2,28 @@
 //! in f64 (follows diffusers 0.42 `set_timesteps` and `step` of `schedulers/scheduling_ddpm.py`,
 //! `scheduling_ddim.py`, `scheduling_euler_discrete.py`, `scheduling_heun_discrete.py`,
 //! `scheduling_euler_ancestral_discrete.py`, `scheduling_dpmsolver_multistep.py`,
-//! `scheduling_flow_match_euler_discrete.py` and `deprecated/scheduling_sde_vp.py`).
+//! `scheduling_flow_match_euler_discrete.py`, `scheduling_pndm.py` and
+//! `deprecated/scheduling_sde_vp.py`).
 //!
 //! # The generic update
 //!
 //! Every sampler is a sequence of *stages*, one per model evaluation (Heun has two per step,
 //! the others one). A stage is an element-wise affine update, so one GPU kernel serves all
-//! samplers. With `x` the current sample, `H` a per-element history buffer (zero-initialised),
-//! `z` standard normal noise and `m` the model output for the input `c_in·x` at `model_timestep`:
+//! samplers. With `x` the current sample, `H₀ … H₃` per-element history slots
+//! (zero-initialised; [`HISTORY_SLOTS`]), `z` standard normal noise and `m` the model output for
+//! the input `c_in·x` at `model_timestep`:
 //!
 //! ```text
 //! x̂₀ = p_x·x + p_m·m                      (x0_from_sample, x0_from_model)
 //! x̂₀ = clamp(x̂₀, −r, r)                   (only when clip_x0 = Some(r))
-//! x' = a·x + b·x̂₀ + c·m + h·H + d·z       (coef_sample, coef_x0, coef_model, coef_history, noise_std)
-//! H' = x̂₀ | x (before the update) | H     (history: PredictedSample | SampleBeforeUpdate | Keep)
+//! x' = a·x + b·x̂₀ + c·m + Σₖ hₖ·Hₖ + d·z  (coef_sample, coef_x0, coef_model, coef_history, noise_std)
+//! Hₖ' = x̂₀ | x (before the update) | m | Hₖ  (history[k]: PredictedSample | SampleBeforeUpdate |
+//!                                           ModelOutput | Keep)
 //! ```
 //!
-//! `H` is read before it is written. Noise is drawn only where `draws_noise` is set (at most
-//! one stage per step). [`Stage::update`] is this formula for one element.
+//! Every slot is read before any is written. Noise is drawn only where `draws_noise` is set (at
+//! most one stage per step). [`Stage::update`] is this formula for one element. Heun and
+//! DPM-Solver++ use slot 0 only; PLMS (PNDM) uses all four.
 //!
 //! # x̂₀ from the prediction type
 //!
@@ -65,6 +69,18 @@
 //!   step returns the noise-free mean (score_sde's `noise_removal`), so it draws no noise.
 //! * **Flow-match Euler**: x' = x + (σ_next − σ)·m (m is the velocity); with
 //!   `stochastic_sampling`: x' = (1 − σ_next)·(x − σ·m) + σ_next·z. The network sees σ·T.
+//! * **PNDM / PLMS** (`skip_prk_steps=True`; δ = T div N): the network sees
+//!   t_{N−1}, t_{N−2}, t_{N−2}, t_{N−3}, …, t₀ (N + 1 evaluations, the second timestep twice;
+//!   one for N = 1). Evaluation k combines the model outputs kept in `ets` (the newest four;
+//!   the second evaluation's output is not kept) into M: M = m (k = 0), (m + m₀)/2 (k = 1,
+//!   applied to the sample x₀ saved at k = 0, from t + δ to t), then (3m − e₁)/2,
+//!   (23m − 16e₁ + 5e₂)/12 and (55m − 59e₁ + 37e₂ − 9e₃)/24 with eⱼ the j-th previous kept
+//!   output; every other evaluation steps from t to t − δ. The update is `_get_prev_sample`
+//!   (PNDM paper eq. 9) with ᾱ' = ᾱ of the target (1 or ᾱ₀ per `set_alpha_to_one` below 0):
+//!   x' = √(ᾱ'/ᾱ)·x − (ᾱ' − ᾱ)·ε̂ / (ᾱ·√(1−ᾱ') + √(ᾱ(1−ᾱ)ᾱ')), ε̂ = M (epsilon) or
+//!   √ᾱ·M + √(1−ᾱ)·x (v_prediction). Slot 0 keeps x₀, slots 1–3 a ring of the kept outputs, so
+//!   the weights become per-slot coefficients. Step 0 holds the first two evaluations (it
+//!   lands on t_{N−2}), step s ≥ 1 evaluation s + 1.
 
 use crate::error::{Error, Result};
 
@@ -95,15 +111,30 @@ impl Default for PlanOptions {
     }
 }
 
-/// What a stage stores in the history buffer after its update.
+/// History slots per element: the one the 2nd-order samplers need; PNDM uses slot 0 for its
+/// saved sample, 1–3 for a ring of three past model outputs and 4–5 for the Runge–Kutta
+/// warm-up's middle outputs.
+pub const HISTORY_SLOTS: usize = 6;
+
+/// PNDM: the slot of the sample saved by a step's first evaluation.
+const SAVED_SAMPLE: usize = 0;
+/// PNDM: ring slots 1..=3 hold the kept model outputs (`ets` but its newest entry).
+const ETS_SLOTS: usize = 3;
+/// PNDM's Runge–Kutta warm-up: the second and third outputs of a step.
+const RK_SECOND: usize = 4;
+const RK_THIRD: usize = 5;
+
+/// What a stage stores in one history slot after its update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryWrite {
     /// Leave it unchanged.
     Keep,
     /// Store this stage's (clipped) x̂₀ (DPM-Solver++ multistep).
     PredictedSample,
-    /// Store x as it was before this stage's update (Heun's first stage).
+    /// Store x as it was before this stage's update (Heun's first stage, PLMS's first sample).
     SampleBeforeUpdate,
+    /// Store this stage's (guided) model output (PLMS's `ets`).
+    ModelOutput,
 }
 
 /// One model evaluation and the element-wise update that follows it (see the module docs).
@@ -128,14 +159,14 @@ pub struct Stage {
     pub coef_x0: f64,
     /// c: coefficient of the raw model output.
     pub coef_model: f64,
-    /// h: coefficient of the history buffer.
-    pub coef_history: f64,
+    /// hₖ: coefficient of history slot k.
+    pub coef_history: [f64; HISTORY_SLOTS],
     /// d: coefficient of the noise (0 when `draws_noise` is false).
     pub noise_std: f64,
     /// Whether diffusers draws noise at this stage (even when `noise_std` is 0).
     pub draws_noise: bool,
-    /// What goes into the history buffer afterwards.
-    pub history: HistoryWrite,
+    /// What goes into each history slot afterwards.
+    pub history: [HistoryWrite; HISTORY_SLOTS],
 }
 
 impl Stage {
@@ -148,26 +179,49 @@ impl Stage {
         }
     }
 
-    /// The update of one element: returns (new sample, new history). `noise` is ignored when
-    /// the stage draws none.
-    pub fn update(&self, sample: f64, model_output: f64, history: f64, noise: f64) -> (f64, f64) {
+    /// The update of one element: returns the new sample and updates its history slots in
+    /// place (all read before any is written). `noise` is ignored when the stage draws none.
+    pub fn update(
+        &self,
+        sample: f64,
+        model_output: f64,
+        history: &mut [f64; HISTORY_SLOTS],
+        noise: f64,
+    ) -> f64 {
         let x0 = self.predicted_x0(sample, model_output);
         let noise_term = if self.draws_noise {
             self.noise_std * noise
         } else {
             0.0
         };
+        let history_term: f64 = self
+            .coef_history
+            .iter()
+            .zip(history.iter())
+            .map(|(h, v)| h * v)
+            .sum();
         let next = self.coef_sample * sample
             + self.coef_x0 * x0
             + self.coef_model * model_output
-            + self.coef_history * history
+            + history_term
             + noise_term;
-        let next_history = match self.history {
-            HistoryWrite::Keep => history,
-            HistoryWrite::PredictedSample => x0,
-            HistoryWrite::SampleBeforeUpdate => sample,
-        };
-        (next, next_history)
+        for (slot, write) in history.iter_mut().zip(self.history) {
+            match write {
+                HistoryWrite::Keep => {}
+                HistoryWrite::PredictedSample => *slot = x0,
+                HistoryWrite::SampleBeforeUpdate => *slot = sample,
+                HistoryWrite::ModelOutput => *slot = model_output,
+            }
+        }
+        next
+    }
+
+    /// The history slots this stage reads or writes: 1 + the highest such slot (at least 1).
+    pub fn history_slots(&self) -> usize {
+        (0..HISTORY_SLOTS)
+            .rev()
+            .find(|&k| self.coef_history[k] != 0.0 || self.history[k] != HistoryWrite::Keep)
+            .map_or(1, |k| k + 1)
     }
 
     fn new(model_timestep: f64) -> Self {
@@ -181,14 +235,14 @@ impl Stage {
             coef_sample: 0.0,
             coef_x0: 0.0,
             coef_model: 0.0,
-            coef_history: 0.0,
+            coef_history: [0.0; HISTORY_SLOTS],
             noise_std: 0.0,
             draws_noise: false,
-            history: HistoryWrite::Keep,
+            history: [HistoryWrite::Keep; HISTORY_SLOTS],
         }
     }
 
-    fn coefficients(&self) -> [(&'static str, f64); 9] {
+    fn coefficients(&self) -> [(&'static str, f64); 14] {
         [
             ("model_timestep", self.model_timestep),
             ("model_input_scale", self.model_input_scale),
@@ -197,7 +251,12 @@ impl Stage {
             ("coef_sample", self.coef_sample),
             ("coef_x0", self.coef_x0),
             ("coef_model", self.coef_model),
-            ("coef_history", self.coef_history),
+            ("coef_history[0]", self.coef_history[0]),
+            ("coef_history[1]", self.coef_history[1]),
+            ("coef_history[2]", self.coef_history[2]),
+            ("coef_history[3]", self.coef_history[3]),
+            ("coef_history[4]", self.coef_history[4]),
+            ("coef_history[5]", self.coef_history[5]),
             ("noise_std", self.noise_std),
         ]
     }
@@ -303,6 +362,7 @@ impl StepPlan {
             SchedulerKind::DpmSolverMultistep => builder.dpm_solver()?,
             SchedulerKind::ScoreSdeVp => builder.score_sde_vp(),
             SchedulerKind::FlowMatchEuler => builder.flow_match(),
+            SchedulerKind::Pndm => builder.pndm()?,
         };
         plan.check_finite()?;
         Ok(plan)
@@ -316,9 +376,52 @@ impl StepPlan {
             .flat_map(|(index, step)| step.stages.iter().map(move |stage| (index, stage)))
     }
 
-    /// The number of model evaluations (N, or 2N − 1 for Heun).
+    /// The number of model evaluations (N, 2N − 1 for Heun, N + 1 for PNDM with N > 1).
     pub fn num_model_evaluations(&self) -> usize {
         self.steps.iter().map(|s| s.stages.len()).sum()
+    }
+
+    /// History slots the plan's stages use (see [`HISTORY_SLOTS`]).
+    pub fn history_slots(&self) -> usize {
+        self.stages()
+            .map(|(_, stage)| stage.history_slots())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// PNDM image-to-image: the stages diffusers runs when the pipeline starts at inference step
+    /// `first_step` (`StableDiffusionImg2ImgPipeline` slices `scheduler.timesteps` — the
+    /// N + 1 model timesteps — at `first_step` and the scheduler's PLMS counter restarts at 0),
+    /// each with its step index (the first executed step holds the first two evaluations).
+    /// For the other kinds, and at step 0, the plan's own stages from `first_step`.
+    pub fn stages_from(&self, first_step: usize) -> Result<Vec<(usize, Stage)>> {
+        if self.kind != SchedulerKind::Pndm || first_step == 0 {
+            return Ok(self
+                .stages()
+                .filter(|(step, _)| *step >= first_step)
+                .map(|(step, stage)| (step, *stage))
+                .collect());
+        }
+        let builder = Builder {
+            settings: &self.settings,
+            steps: self.steps.len(),
+            precision: self.precision,
+        };
+        if !self.settings.skip_prk_steps {
+            return Err(Error::invalid(
+                "sampler",
+                "image-to-image with the pndm sampler needs skip_prk_steps true (diffusers' \
+                 Runge–Kutta warm-up does not follow a shortened timestep list)",
+            ));
+        }
+        let schedule = builder.schedule()?;
+        let evaluations = self.model_timesteps.get(first_step..).unwrap_or(&[]);
+        let stages = builder.plms_stages(&schedule, evaluations, 0, &mut Vec::new())?;
+        Ok(stages
+            .into_iter()
+            .enumerate()
+            .map(|(k, (stage, _))| (first_step + k.saturating_sub(1), stage))
+            .collect())
     }
 
     fn check_finite(&self) -> Result<()> {
@@ -344,6 +447,16 @@ impl StepPlan {
         }
         Ok(())
     }
+}
+
+/// One PNDM model evaluation: its stage and the noise levels it steps between.
+type Evaluation = (Stage, NoiseLevels);
+
+/// A per-slot array with `first` in slot 0 and `rest` elsewhere (the one-slot samplers).
+fn slot_zero<T: Copy>(first: T, rest: T) -> [T; HISTORY_SLOTS] {
+    let mut slots = [rest; HISTORY_SLOTS];
+    slots[0] = first;
+    slots
 }
 
 /// x̂₀ coefficients (p_x, p_m) on the VP sample with ᾱ.
@@ -679,7 +792,7 @@ impl Builder<'_> {
                     clip_x0: clip,
                     coef_sample: 1.0 + dt / sigma,
                     coef_x0: -dt / sigma,
-                    history: HistoryWrite::SampleBeforeUpdate,
+                    history: slot_zero(HistoryWrite::SampleBeforeUpdate, HistoryWrite::Keep),
                     ..Stage::new(timesteps[i])
                 };
                 let mut stages = vec![first];
@@ -694,7 +807,7 @@ impl Builder<'_> {
                         clip_x0: clip,
                         coef_sample: 0.5 + half_ratio,
                         coef_x0: -half_ratio,
-                        coef_history: 0.5,
+                        coef_history: slot_zero(0.5, 0.0),
                         ..Stage::new(timesteps[i + 1])
                     });
                 }
@@ -886,8 +999,8 @@ impl Builder<'_> {
                 x0_from_model,
                 coef_sample,
                 coef_x0,
-                coef_history,
-                history: HistoryWrite::PredictedSample,
+                coef_history: slot_zero(coef_history, 0.0),
+                history: slot_zero(HistoryWrite::PredictedSample, HistoryWrite::Keep),
                 ..Stage::new(timesteps[i])
             };
             steps.push(StepRecord {
@@ -1012,5 +1125,252 @@ impl Builder<'_> {
             })
             .collect();
         self.plan(timesteps, sigmas, 1.0, steps)
+    }
+
+    /// PNDMScheduler: the Runge–Kutta warm-up unless `skip_prk_steps`, then PLMS (see the
+    /// module docs).
+    fn pndm(&self) -> Result<StepPlan> {
+        let schedule = self.schedule()?;
+        let timesteps = self.integer_timesteps();
+        self.check_discrete(&timesteps)?;
+        let (stages, steps_of) = if self.settings.skip_prk_steps {
+            // scheduler.timesteps: t_{N−1}, t_{N−2}, t_{N−2}, t_{N−3}, …, t₀ (t₀ for N = 1).
+            let mut evaluations = timesteps.clone();
+            if timesteps.len() > 1 {
+                evaluations.insert(1, timesteps[1]);
+            }
+            let stages = self.plms_stages(&schedule, &evaluations, 0, &mut Vec::new())?;
+            // Step 0 holds the first two evaluations, step s ≥ 1 evaluation s + 1.
+            let steps_of: Vec<usize> = (0..stages.len()).map(|k| k.saturating_sub(1)).collect();
+            (stages, steps_of)
+        } else {
+            let (mut stages, mut kept) = self.prk_stages(&schedule, &timesteps)?;
+            // PLMS over t_{N−4}, …, t₀ with the three outputs the warm-up kept.
+            let plms = self.plms_stages(&schedule, &timesteps[3..], stages.len(), &mut kept)?;
+            stages.extend(plms);
+            // Steps 0–2 hold four Runge–Kutta evaluations each, step s ≥ 3 evaluation s + 9.
+            let steps_of: Vec<usize> = (0..stages.len())
+                .map(|k| if k < 12 { k / 4 } else { k - 9 })
+                .collect();
+            (stages, steps_of)
+        };
+        let mut steps: Vec<StepRecord> = Vec::with_capacity(self.steps);
+        for ((stage, levels), step) in stages.into_iter().zip(steps_of) {
+            match steps.get_mut(step) {
+                // Later evaluations of a step complete it: the step lands where the last goes.
+                Some(record) => {
+                    if let (
+                        NoiseLevels::Discrete {
+                            prev_timestep,
+                            alpha_cumprod_prev,
+                            ..
+                        },
+                        NoiseLevels::Discrete {
+                            prev_timestep: to,
+                            alpha_cumprod_prev: alpha_to,
+                            ..
+                        },
+                    ) = (&mut record.levels, levels)
+                    {
+                        *prev_timestep = to;
+                        *alpha_cumprod_prev = alpha_to;
+                    }
+                    record.stages.push(stage);
+                }
+                None => steps.push(StepRecord {
+                    timestep: timesteps[step],
+                    levels,
+                    stages: vec![stage],
+                }),
+            }
+        }
+        Ok(self.plan(timesteps, Vec::new(), 1.0, steps))
+    }
+
+    /// ᾱ of training timestep `t`; an error naming the plan when `t` is past the table.
+    fn pndm_alpha(&self, schedule: &NoiseSchedule, t: i64) -> Result<f64> {
+        schedule.alpha_cumprod(t).ok_or_else(|| {
+            let s = self.settings;
+            Error::invalid(
+                "sampler",
+                format!(
+                    "the pndm plan for {} steps (timestep_spacing {}, steps_offset {}) steps from \
+                     timestep {t}, outside the {} training timesteps; use fewer steps",
+                    self.steps, s.timestep_spacing, s.steps_offset, s.num_train_timesteps
+                ),
+            )
+        })
+    }
+
+    /// One `PNDMScheduler._get_prev_sample` call from training timestep `from` to `to` on the
+    /// network's output at `model_t`: the stage with x' = a·x + b·M where M is the combined
+    /// model output (`coef_sample = a`, `coef_model = b`; the callers distribute them), and its
+    /// noise levels.
+    fn pndm_update(
+        &self,
+        schedule: &NoiseSchedule,
+        model_t: f64,
+        from: i64,
+        to: i64,
+    ) -> Result<Evaluation> {
+        let s = self.settings;
+        let alpha = self.pndm_alpha(schedule, from)?;
+        let final_alpha_cumprod = if s.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        let alpha_prev = schedule.alpha_cumprod(to).unwrap_or(final_alpha_cumprod);
+        let model_alpha = self.pndm_alpha(schedule, model_t as i64)?;
+        // x' = sample_coeff·x − k·ε̂ (PNDM eq. 9).
+        let sample_coeff = (alpha_prev / alpha).sqrt();
+        let k = (alpha_prev - alpha)
+            / (alpha * (1.0 - alpha_prev).sqrt() + (alpha * (1.0 - alpha) * alpha_prev).sqrt());
+        // ε̂ = M, or √ᾱ·M + √(1−ᾱ)·x for v_prediction.
+        let (a, b) = match s.prediction_type {
+            PredictionType::VPrediction => {
+                (sample_coeff - k * (1.0 - alpha).sqrt(), -k * alpha.sqrt())
+            }
+            _ => (sample_coeff, -k),
+        };
+        let (x0_from_sample, x0_from_model) = x0_discrete(s.prediction_type, model_alpha);
+        let stage = Stage {
+            model_alpha_cumprod: Some(model_alpha),
+            x0_from_sample,
+            x0_from_model,
+            coef_sample: a,
+            coef_model: b,
+            ..Stage::new(model_t)
+        };
+        let levels = NoiseLevels::Discrete {
+            prev_timestep: to,
+            alpha_cumprod: alpha,
+            alpha_cumprod_prev: alpha_prev,
+        };
+        Ok((stage, levels))
+    }
+
+    /// The 12 evaluations of `PNDMScheduler.step_prk` (`skip_prk_steps=False`): three
+    /// Runge–Kutta steps t_{N−1} → t_{N−2} → t_{N−3} → t_{N−4}, each from the sample saved at
+    /// its first evaluation with the outputs m₁ … m₄ at t, t − h, t − h and t − δ (h = δ div 2),
+    /// the last combining (m₁ + 2m₂ + 2m₃ + m₄)/6. Returns the stages and the ring slots of the
+    /// three kept outputs (each step's m₁, diffusers' `ets`).
+    fn prk_stages(
+        &self,
+        schedule: &NoiseSchedule,
+        timesteps: &[f64],
+    ) -> Result<(Vec<Evaluation>, Vec<usize>)> {
+        let s = self.settings;
+        let n = self.steps;
+        if n < 4 {
+            return Err(Error::invalid(
+                "sampler",
+                format!(
+                    "the pndm sampler's Runge–Kutta warm-up (skip_prk_steps false) needs at least 4 \
+                     steps, got {n} (diffusers fails there too); use more steps or set \
+                     skip_prk_steps true"
+                ),
+            ));
+        }
+        let half = (s.num_train_timesteps / n / 2) as i64;
+        // prk_timesteps: for each of the three steps t → t', [t, t' + h, t' + h, t'].
+        let mut prk = Vec::with_capacity(12);
+        for pair in timesteps[..4].windows(2) {
+            let (t, next) = (pair[0] as i64, pair[1] as i64);
+            prk.extend([t, next + half, next + half, next]);
+        }
+        let mut kept = Vec::with_capacity(3);
+        let mut out = Vec::with_capacity(12);
+        for (counter, &t) in prk.iter().enumerate() {
+            let to = if counter % 2 == 1 { t } else { t - half };
+            let from = prk[counter / 4 * 4];
+            let (mut stage, levels) = self.pndm_update(schedule, t as f64, from, to)?;
+            let (a, b) = (stage.coef_sample, stage.coef_model);
+            // Every evaluation steps the sample saved by the step's first one.
+            stage.coef_sample = 0.0;
+            stage.coef_history[SAVED_SAMPLE] = a;
+            match counter % 4 {
+                0 => {
+                    stage.history[SAVED_SAMPLE] = HistoryWrite::SampleBeforeUpdate;
+                    let slot = kept.len() + 1;
+                    stage.history[slot] = HistoryWrite::ModelOutput;
+                    kept.push(slot);
+                    // From the current sample: it is the one being saved.
+                    stage.coef_sample = a;
+                    stage.coef_history[SAVED_SAMPLE] = 0.0;
+                }
+                1 => stage.history[RK_SECOND] = HistoryWrite::ModelOutput,
+                2 => stage.history[RK_THIRD] = HistoryWrite::ModelOutput,
+                _ => {
+                    stage.coef_model = b / 6.0;
+                    if let Some(&first) = kept.last() {
+                        stage.coef_history[first] = b / 6.0;
+                    }
+                    stage.coef_history[RK_SECOND] = b / 3.0;
+                    stage.coef_history[RK_THIRD] = b / 3.0;
+                }
+            }
+            out.push((stage, levels));
+        }
+        Ok((out, kept))
+    }
+
+    /// `PNDMScheduler.step_plms` for the model timesteps `evaluations`, its counter starting at
+    /// `counter_start` with `kept` (oldest first) the ring slots of the outputs `ets` holds
+    /// (after the Runge–Kutta warm-up: three; otherwise none). Each stage with its noise levels.
+    fn plms_stages(
+        &self,
+        schedule: &NoiseSchedule,
+        evaluations: &[f64],
+        counter_start: usize,
+        kept: &mut Vec<usize>,
+    ) -> Result<Vec<Evaluation>> {
+        let delta = (self.settings.num_train_timesteps / self.steps) as i64;
+        let mut out = Vec::with_capacity(evaluations.len());
+        for (index, &model_t) in evaluations.iter().enumerate() {
+            let counter = counter_start + index;
+            let t = model_t as i64;
+            // The second call re-does the first step, from t + δ to t.
+            let (from, to) = if counter == 1 {
+                (t + delta, t)
+            } else {
+                (t, t - delta)
+            };
+            let (mut stage, levels) = self.pndm_update(schedule, model_t, from, to)?;
+            let (a, b) = (stage.coef_sample, stage.coef_model);
+            // Weights of (m, e₁, e₂, e₃): the current output and the kept ones, newest first.
+            let weights: &[f64] = match (counter, kept.len()) {
+                (0, _) => &[1.0],
+                (1, _) => &[0.5, 0.5],
+                (_, 1) => &[1.5, -0.5],
+                (_, 2) => &[23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0],
+                _ => &[55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0],
+            };
+            stage.coef_model = b * weights[0];
+            for (w, &slot) in weights[1..].iter().zip(kept.iter().rev()) {
+                stage.coef_history[slot] += b * w;
+            }
+            if counter == 1 {
+                // ... on the sample the first call saved, not the current one.
+                stage.coef_sample = 0.0;
+                stage.coef_history[SAVED_SAMPLE] += a;
+            }
+            if counter == 0 {
+                stage.history[SAVED_SAMPLE] = HistoryWrite::SampleBeforeUpdate;
+            }
+            if counter != 1 {
+                // ets keeps the newest four: the oldest kept output's slot takes this one
+                // (slots are read before they are written).
+                let slot = if kept.len() == ETS_SLOTS {
+                    kept.remove(0)
+                } else {
+                    kept.len() + 1
+                };
+                stage.history[slot] = HistoryWrite::ModelOutput;
+                kept.push(slot);
+            }
+            out.push((stage, levels));
+        }
+        Ok(out)
     }
 }

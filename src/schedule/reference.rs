@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 
-use super::plan::StepPlan;
+use super::plan::{StepPlan, HISTORY_SLOTS};
 
 /// Runs `plan` on the CPU.
 ///
@@ -25,7 +25,7 @@ pub fn sample_reference(
 ) -> Result<Vec<f64>> {
     let len = x_t.len();
     let mut sample = x_t.to_vec();
-    let mut history = vec![0.0; len];
+    let mut history = vec![[0.0; HISTORY_SLOTS]; len];
     let mut input = vec![0.0; len];
     for (step, stage) in plan.stages() {
         for (scaled, &x) in input.iter_mut().zip(&sample) {
@@ -58,9 +58,7 @@ pub fn sample_reference(
         };
         for j in 0..len {
             let z = drawn.get(j).copied().unwrap_or(0.0);
-            let (next, next_history) = stage.update(sample[j], output[j], history[j], z);
-            sample[j] = next;
-            history[j] = next_history;
+            sample[j] = stage.update(sample[j], output[j], &mut history[j], z);
         }
     }
     Ok(sample)
