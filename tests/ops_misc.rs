@@ -810,6 +810,42 @@ fn upsample_nearest2x_matches_reference() {
     }
 }
 
+/// The odd sizes a UNet2DConditionModel's up path forwards (OH = 2H − 1): torch's nearest index
+/// floor(dst · (f32)in/out), computed here in f32 as torch does.
+#[test]
+fn upsample_to_odd_sizes_matches_torch_nearest() {
+    let ctx = ctx();
+    for (h, w, oh, ow) in [(3, 2, 5, 4), (5, 4, 9, 7), (1, 1, 1, 2), (4, 3, 8, 5)] {
+        let (n, c) = (2, 3);
+        let mut rng = Rng::new(900 + h as u64);
+        let xs = rng.vec(n * c * h * w, -1.0, 1.0);
+        let x = upload(&ctx, &[n, c, h, w], &xs);
+        let out = zeros(&ctx, &[n, c, oh, ow]);
+        let d = upsample::upsample_nearest2x(
+            &ctx,
+            &upsample::UpsampleNearest2x {
+                input: &x,
+                out: &out,
+            },
+            "t",
+        )
+        .unwrap();
+        let got = run(&ctx, &d, &out);
+        let index = |dst: usize, i: usize, o: usize| {
+            let scale = i as f32 / o as f32;
+            ((dst as f32 * scale).floor() as usize).min(i - 1)
+        };
+        let want: Vec<f64> = (0..n * c * oh * ow)
+            .map(|k| {
+                let (plane, y, x) = (k / (oh * ow), (k / ow) % oh, k % ow);
+                f64::from(xs[(plane * h + index(y, h, oh)) * w + index(x, w, ow)])
+            })
+            .collect();
+        let cmp = compare(&format!("resize {h}x{w}->{oh}x{ow}"), &got, &want, 0.0, 0.0);
+        assert!(cmp.ok(), "{cmp}");
+    }
+}
+
 #[test]
 fn upsample_rejects_bad_shapes() {
     let ctx = ctx();
@@ -818,7 +854,9 @@ fn upsample_rejects_bad_shapes() {
         upsample::upsample_nearest2x(ctx, &upsample::UpsampleNearest2x { input, out }, label)
     };
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 10]), "t").is_ok());
+    assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 5, 9]), "t").is_ok());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 11]), "t").is_err());
+    assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 2, 10]), "t").is_err());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 10, 6]), "t").is_err());
     assert!(up(
         &ctx,
