@@ -516,3 +516,20 @@ fn window_launchers_reject_windows_outside_their_tensors() {
         "{err}"
     );
 }
+
+/// The figures README.md quotes: Stable Diffusion 1.5 at 512×512 (8 heads of 4096² scores per
+/// image, batch 2 for guidance) and a 128×128-latent VAE mid block (one head of 16384² scores)
+/// under the default 64 MiB budget.
+#[test]
+fn attention_plan_of_the_readme_workloads() {
+    let mib = 1u64 << 20;
+    let sd = plan_attention(1, 2 * 8, 4096, 4096, 64 * mib).unwrap();
+    assert_eq!(sd.chunks.len(), 16);
+    assert_eq!(sd.scores_shape, [1, 4096, 4096]);
+    // Cross-attention over 77 text tokens fits whole: 16 × 4096 × 77 f32 ≈ 19 MiB.
+    let cross = plan_attention(1, 2 * 8, 4096, 77, 64 * mib).unwrap();
+    assert_eq!(cross.chunks.len(), 1);
+    let vae = plan_attention(1, 1, 16384, 16384, 64 * mib).unwrap();
+    assert_eq!(vae.chunks.len(), 16);
+    assert_eq!(vae.scores_shape, [1, 1024, 16384]);
+}
