@@ -533,3 +533,111 @@ fn attention_plan_of_the_readme_workloads() {
     assert_eq!(vae.chunks.len(), 16);
     assert_eq!(vae.scores_shape, [1, 1024, 16384]);
 }
+
+/// Time of one attention (`ATTN_BENCH` = `batch,heads,head_dim,tokens`, default `1,8,40,1024`)
+/// materialised and under smaller budgets: `cargo test --release --test ops_attention
+/// bench_attention_budgets -- --ignored --nocapture`. Prints milliseconds per attention (median of
+/// 3 trials of 5 back-to-back runs in one submit) and checks the outputs agree bit for bit.
+#[test]
+#[ignore = "a measurement, not a check: run by hand"]
+fn bench_attention_budgets() {
+    use std::time::Instant;
+    let spec: Vec<usize> = std::env::var("ATTN_BENCH")
+        .unwrap_or_else(|_| "1,8,40,1024".into())
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .expect("ATTN_BENCH: batch,heads,head_dim,tokens")
+        })
+        .collect();
+    let [batch, heads, d, t] = spec[..] else {
+        panic!("ATTN_BENCH needs 4 numbers: batch,heads,head_dim,tokens");
+    };
+    let ctx = ctx();
+    let case = Case {
+        batch,
+        heads,
+        d,
+        tq: t,
+        tk: t,
+        causal: false,
+        q_layout: Layout::Channels,
+        kv_layout: Layout::Channels,
+    };
+    let inputs = Inputs::new(&case, &mut Rng::new(19));
+    let scores_bytes = 4 * (batch * heads * t * t) as u64;
+    let mib = 1u64 << 20;
+    let mut budgets = vec![scores_bytes];
+    for b in [64 * mib, 16 * mib, 4 * mib] {
+        if b < scores_bytes {
+            budgets.push(b);
+        }
+    }
+    let mut reference_out: Option<Vec<f32>> = None;
+    for budget in budgets {
+        let mut g = Graph::new(&ctx);
+        g.set_attention_budget(budget);
+        let [q, k, v] =
+            [&inputs.q, &inputs.k, &inputs.v].map(|data| g.input(&[data.len()], "input").unwrap());
+        let out_shape = [inputs.q.len()];
+        let out = attention(
+            &mut g,
+            &AttentionArgs {
+                q: &q,
+                k: &k,
+                v: &v,
+                strides: case.all_strides(),
+                batch,
+                heads,
+                head_dim: d,
+                q_tokens: t,
+                kv_tokens: t,
+                causal: false,
+                out_shape: &out_shape,
+            },
+            "attn",
+        )
+        .unwrap();
+        g.keep(&out);
+        let memory = g.plan();
+        let finished = g.finish().unwrap();
+        for (value, data) in [(&q, &inputs.q), (&k, &inputs.k), (&v, &inputs.v)] {
+            finished.tensor(value).write(&ctx, data).unwrap();
+        }
+        let once: Vec<_> = finished.dispatches.iter().collect();
+        ctx.submit(&once).unwrap();
+        ctx.wait().unwrap();
+        let reps: Vec<_> = (0..5).flat_map(|_| once.iter().copied()).collect();
+        let mut trials: Vec<f64> = (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                ctx.submit(&reps).unwrap();
+                ctx.wait().unwrap();
+                start.elapsed().as_secs_f64() * 1e3 / 5.0
+            })
+            .collect();
+        trials.sort_by(f64::total_cmp);
+        let got = finished.tensor(&out).read(&ctx).unwrap();
+        match &reference_out {
+            None => reference_out = Some(got),
+            Some(want) => assert!(
+                want.iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "budget {budget}: chunked output differs from the materialised one"
+            ),
+        }
+        println!(
+            "attention {batch}×{heads} heads, d {d}, T {t} on {}: budget {:.1} MiB, {} \
+             dispatches, largest value {:.1} MiB, planned {:.1} MiB: {:.2} ms (best {:.2})",
+            ctx.adapter.info.name,
+            budget as f64 / mib as f64,
+            once.len(),
+            memory.largest.1 as f64 / mib as f64,
+            memory.planned_bytes as f64 / mib as f64,
+            trials[1],
+            trials[0]
+        );
+    }
+}
