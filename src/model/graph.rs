@@ -86,11 +86,16 @@ pub struct MemoryReport {
     pub buffers: usize,
 }
 
+/// The default attention scores budget's cap: 64 MiB.
+pub const DEFAULT_ATTENTION_BUDGET_CAP: u64 = 64 << 20;
+
 /// A graph being recorded. `'a` is the lifetime of the weights the op closures borrow.
 pub struct Graph<'a> {
     ctx: &'a GpuContext,
     values: Vec<ValueInfo>,
     ops: Vec<PendingOp<'a>>,
+    /// Bytes the attention scores of one chunk may take (see [`Graph::set_attention_budget`]).
+    attention_budget: u64,
 }
 
 /// A finished graph: the tensor of every value and the dispatches, in order.
@@ -113,7 +118,27 @@ impl<'a> Graph<'a> {
             ctx,
             values: Vec::new(),
             ops: Vec::new(),
+            attention_budget: Self::default_attention_budget(ctx),
         }
+    }
+
+    /// The attention scores budget a new graph starts with: `min(64 MiB, max binding / 2)` of
+    /// `ctx`'s device, so a scores chunk always binds and leaves room for the rest of the graph.
+    pub fn default_attention_budget(ctx: &GpuContext) -> u64 {
+        DEFAULT_ATTENTION_BUDGET_CAP.min(ctx.max_binding_bytes() / 2)
+    }
+
+    /// Sets the most bytes one attention scores buffer may take in ops recorded from now on
+    /// ([`crate::model::blocks::attention::attention`] chunks its queries and heads to fit).
+    /// Tests force it small to exercise the chunked path; a budget below one row of scores
+    /// (4 bytes per key) makes recording attention fail with an error naming the budget.
+    pub fn set_attention_budget(&mut self, bytes: u64) {
+        self.attention_budget = bytes;
+    }
+
+    /// The attention scores budget in bytes.
+    pub fn attention_budget(&self) -> u64 {
+        self.attention_budget
     }
 
     /// The device the graph is recorded for (its limits bound every value).
