@@ -89,6 +89,8 @@ pub struct MemoryReport {
 /// A graph being recorded. `'a` is the lifetime of the weights the op closures borrow.
 pub struct Graph<'a> {
     ctx: &'a GpuContext,
+    /// The largest value, in bytes: the device's binding limit, or a lower one to plan against.
+    binding_limit: u64,
     values: Vec<ValueInfo>,
     ops: Vec<PendingOp<'a>>,
 }
@@ -111,9 +113,23 @@ impl<'a> Graph<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
         Graph {
             ctx,
+            binding_limit: ctx.max_binding_bytes(),
             values: Vec::new(),
             ops: Vec::new(),
         }
+    }
+
+    /// A graph whose values must each fit `limit` bytes (or the device's binding limit when that
+    /// is lower): a lowered limit makes a small device's splits happen on any adapter.
+    pub fn with_binding_limit(ctx: &'a GpuContext, limit: u64) -> Self {
+        let mut graph = Self::new(ctx);
+        graph.binding_limit = graph.binding_limit.min(limit);
+        graph
+    }
+
+    /// The largest value this graph accepts, in bytes.
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
     }
 
     /// The device the graph is recorded for (its limits bound every value).
@@ -127,7 +143,7 @@ impl<'a> Graph<'a> {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| Error::invalid(label, format!("shape {shape:?} overflows")))?;
         let bytes = (numel.max(1) as u64).saturating_mul(4);
-        let limit = self.ctx.max_binding_bytes();
+        let limit = self.binding_limit;
         if bytes > limit {
             return Err(Error::BufferTooLarge {
                 what: format!("tensor {label} {shape:?}"),
