@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::planner::default_memory_budget;
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
+use wgpu_diffusion::model::autoencoder::DecodeOptions;
 use wgpu_diffusion::sampling::{LatentDecoder, Pipeline, SampleOptions};
 use wgpu_diffusion::Error;
 
@@ -62,6 +63,14 @@ enum Command {
         /// Width (default: the config's sample_size).
         #[arg(long)]
         width: Option<usize>,
+        /// Plan a latent pipeline's decode against this binding limit (bytes) instead of the
+        /// adapter's, as `sample --decode-binding-limit` does.
+        #[arg(
+            long,
+            value_name = "BYTES",
+            env = "WGPU_DIFFUSION_DECODE_BINDING_LIMIT"
+        )]
+        decode_binding_limit: Option<u64>,
     },
 }
 
@@ -126,9 +135,8 @@ fn yes(b: bool) -> &'static str {
 fn inspect(
     cli: &Cli,
     dir: &Path,
-    batch: usize,
-    height: Option<usize>,
-    width: Option<usize>,
+    (batch, height, width): (usize, Option<usize>, Option<usize>),
+    decode: &DecodeOptions,
 ) -> Result<ExitCode> {
     let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
     let pipeline = Pipeline::load_with(&ctx, dir)
@@ -244,7 +252,7 @@ fn inspect(
         100.0 * *bytes as f64 / limit as f64
     );
     if let Some(decoder) = &pipeline.decoder {
-        print_decoder(decoder, &ctx, h, w)?;
+        print_decoder(decoder, &ctx, (h, w), decode)?;
     }
     print_auto_batch(&pipeline, h, w)?;
     println!("pipelines    {} compiled", ctx.pipeline_count());
@@ -255,8 +263,8 @@ fn inspect(
 fn print_decoder(
     decoder: &LatentDecoder,
     ctx: &GpuContext,
-    latent_h: usize,
-    latent_w: usize,
+    (latent_h, latent_w): (usize, usize),
+    options: &DecodeOptions,
 ) -> Result<()> {
     let class = match decoder {
         LatentDecoder::VQModel(_) => "VQModel",
@@ -272,7 +280,7 @@ fn print_decoder(
         decoder.parameters(),
         mib(decoder.parameters() as u64 * 4)
     );
-    let graph = decoder.decode_graph(1, latent_h, latent_w)?;
+    let graph = decoder.decode_graph_with(1, latent_h, latent_w, options)?;
     let memory = &graph.memory;
     let (label, bytes) = &memory.largest;
     println!(
@@ -284,6 +292,19 @@ fn print_decoder(
         mib(*bytes),
         mib(ctx.max_binding_bytes())
     );
+    let device_limit = ctx.max_binding_bytes();
+    let limit = match options.binding_limit {
+        Some(l) if l < device_limit => format!("{} = {l} B (lowered)", mib(l)),
+        _ => format!("{} = {device_limit} B", mib(device_limit)),
+    };
+    if graph.bands == 1 {
+        println!("decode bands 1 (unsplit): every activation fits the binding limit {limit}");
+    } else {
+        println!(
+            "decode bands {} row bands after the mid block (exact: halo rows per conv, whole-image group norm), every activation within the binding limit {limit}",
+            graph.bands
+        );
+    }
     Ok(())
 }
 
@@ -336,7 +357,14 @@ fn main() -> ExitCode {
             batch,
             height,
             width,
-        } => inspect(&cli, model, *batch as usize, *height, *width),
+            decode_binding_limit,
+        } => {
+            let size = (*batch as usize, *height, *width);
+            let decode = DecodeOptions {
+                binding_limit: *decode_binding_limit,
+            };
+            inspect(&cli, model, size, &decode)
+        }
     };
     match result {
         Ok(code) => code,

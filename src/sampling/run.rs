@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
-use crate::model::autoencoder::AutoencoderGraph;
+use crate::model::autoencoder::{AutoencoderGraph, DecodeOptions};
 use crate::model::unet_2d::UNetGraph;
 
 use super::engine::{self, ChunkJob, InitNoise};
@@ -27,6 +27,9 @@ impl Pipeline {
         let mut latents = Vec::new();
         // A latent pipeline decodes each chunk with a decode graph per chunk size.
         let mut decoders: Vec<(usize, AutoencoderGraph)> = Vec::new();
+        let decode_options = DecodeOptions {
+            binding_limit: spec.decode_binding_limit,
+        };
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
         // One graph per model batch size (the last chunk may be smaller).
@@ -71,8 +74,9 @@ impl Pipeline {
                     let graph = match decoders.iter().position(|(b, _)| *b == chunk.images) {
                         Some(i) => &decoders[i].1,
                         None => {
-                            decoders
-                                .push((chunk.images, decoder.decode_graph(chunk.images, h, w)?));
+                            let graph =
+                                decoder.decode_graph_with(chunk.images, h, w, &decode_options)?;
+                            decoders.push((chunk.images, graph));
                             &decoders[decoders.len() - 1].1
                         }
                     };
