@@ -281,6 +281,10 @@ fn print_decoder(
         mib(decoder.parameters() as u64 * 4)
     );
     let graph = decoder.decode_graph_with(1, latent_h, latent_w, options)?;
+    let device_limit = ctx.max_binding_bytes();
+    let binding_limit = options
+        .binding_limit
+        .map_or(device_limit, |l| l.min(device_limit));
     let memory = &graph.memory;
     let (label, bytes) = &memory.largest;
     println!(
@@ -290,9 +294,8 @@ fn print_decoder(
         memory.buffers,
         mib(memory.unplanned_bytes),
         mib(*bytes),
-        mib(ctx.max_binding_bytes())
+        mib(binding_limit)
     );
-    let device_limit = ctx.max_binding_bytes();
     let limit = match options.binding_limit {
         Some(l) if l < device_limit => format!("{} = {l} B (lowered)", mib(l)),
         _ => format!("{} = {device_limit} B", mib(device_limit)),

@@ -112,9 +112,10 @@ pub struct DecodePlan {
 
 /// The fewest bands (1 = unsplit, up to one latent row per band) whose graph fits the binding
 /// limit: `record(bands)` records the graph, failing with [`Error::BufferTooLarge`] when a value
-/// does not fit.
+/// does not fit. `lowered` is the limit of [`DecodeOptions`] when it is below the device's.
 fn fewest_bands<'a>(
     latent_h: usize,
+    lowered: Option<u64>,
     mut record: impl FnMut(usize) -> Result<Recorded<'a>>,
 ) -> Result<Recorded<'a>> {
     let mut bands = 1;
@@ -126,20 +127,35 @@ fn fewest_bands<'a>(
                 limit,
                 adapter,
             }) if bands >= latent_h => {
+                let lowered = match lowered {
+                    Some(l) if l == limit => format!(
+                        "; {limit} bytes is the lowered decode binding limit \
+                         (DecodeOptions::binding_limit / --decode-binding-limit), not the \
+                         adapter's"
+                    ),
+                    _ => String::new(),
+                };
                 return Err(Error::BufferTooLarge {
                     what: format!(
                         "{what} (the decode does not fit even in {bands} row band(s), one per \
-                         latent row; the latent-resolution part runs whole)"
+                         latent row; the latent-resolution part runs whole{lowered})"
                     ),
                     size,
                     limit,
                     adapter,
-                })
+                });
             }
             Err(Error::BufferTooLarge { .. }) => bands += 1,
             other => return other,
         }
     }
+}
+
+/// The limit of `options` when it is below the device's.
+fn lowered_limit(ctx: &GpuContext, options: &DecodeOptions) -> Option<u64> {
+    options
+        .binding_limit
+        .filter(|&l| l < ctx.max_binding_bytes())
 }
 
 /// The graph a decode records into: the device's binding limit, or the lower one of `options`.
@@ -275,7 +291,10 @@ impl AutoencoderKL {
         size: (usize, usize, usize),
         options: &DecodeOptions,
     ) -> Result<Recorded<'_>> {
-        fewest_bands(size.1, |bands| self.record_decode(size, options, bands))
+        let lowered = lowered_limit(&self.ctx, options);
+        fewest_bands(size.1, lowered, |bands| {
+            self.record_decode(size, options, bands)
+        })
     }
 
     /// The decode graph for `batch` latents of `latent_h`×`latent_w`: `sample = decoder(
@@ -528,7 +547,8 @@ impl VQModel {
         quantize: bool,
         options: &DecodeOptions,
     ) -> Result<Recorded<'_>> {
-        fewest_bands(size.1, |bands| {
+        let lowered = lowered_limit(&self.ctx, options);
+        fewest_bands(size.1, lowered, |bands| {
             self.record_decode(size, quantize, options, bands)
         })
     }
