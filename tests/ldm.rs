@@ -270,3 +270,66 @@ fn inspect_says_how_the_decode_is_banded() {
         "{want}: {text}"
     );
 }
+
+#[test]
+fn sample_cli_with_a_lowered_decode_limit_saves_the_unsplit_images() {
+    let ctx = common::ctx();
+    let pipeline = Pipeline::load_with(&ctx, &fixture().join("pipeline")).expect("LDM folder");
+    let (limit, bands) = three_band_limit(&pipeline);
+    let tmp = tempfile::tempdir().unwrap();
+    let command = |limit: Option<u64>, name: &str| {
+        let path = tmp.path().join(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+        cmd.env("XDG_RUNTIME_DIR", "/tmp")
+            .env_remove("WGPU_DIFFUSION_DECODE_BINDING_LIMIT")
+            .args(["sample", "--quiet", "--model"])
+            .arg(fixture().join("pipeline"))
+            .args(["--num-images", "2", "--steps", "3", "--seed", "9"])
+            .args([
+                "--height",
+                &LATENT_H.to_string(),
+                "--width",
+                &LATENT_W.to_string(),
+            ])
+            .arg("--save-tensor")
+            .arg(&path);
+        if let Some(l) = limit {
+            // The environment variable spells the flag.
+            cmd.env("WGPU_DIFFUSION_DECODE_BINDING_LIMIT", l.to_string());
+        }
+        (cmd, path)
+    };
+    let run = |limit: Option<u64>, name: &str| {
+        let (mut cmd, path) = command(limit, name);
+        let out = cmd.output().expect("run sample");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = fs::read(&path).expect("tensor written");
+        let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+        let t = st.tensor("sample").expect("sample tensor");
+        assert_eq!(t.shape(), &[2, 3, 2 * LATENT_H, 2 * LATENT_W]);
+        tensor(&st, "sample")
+    };
+    let whole = run(None, "whole.safetensors");
+    let split = run(Some(limit), "split.safetensors");
+    let max_abs = split
+        .iter()
+        .zip(&whole)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!("sample CLI, decode in {bands} bands vs unsplit: max abs {max_abs:e}");
+    assert!(max_abs <= 1e-5, "max abs {max_abs}");
+    // The variable is read: a limit no band split can meet fails, naming it.
+    let (mut cmd, path) = command(Some(256), "none.safetensors");
+    let out = cmd.output().expect("run sample");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("256 bytes is the lowered decode binding limit"),
+        "{stderr}"
+    );
+    assert!(!path.exists(), "no tensor written on an error");
+}

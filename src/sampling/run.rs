@@ -124,6 +124,9 @@ impl Pipeline {
         let max_buffer = self.ctx.adapter.limits.max_buffer_size;
         let rows_per_image = if spec.guidance.is_some() { 2 } else { 1 };
         let mut smallest = 0;
+        let decode_options = DecodeOptions {
+            binding_limit: spec.decode_binding_limit,
+        };
         let fits = |images: usize| -> Result<bool> {
             let memory = match self.model.plan_memory(images * rows_per_image, h, w) {
                 Ok(memory) => memory,
@@ -133,8 +136,8 @@ impl Pipeline {
             };
             let decode = match &self.decoder {
                 None => 0,
-                Some(decoder) => match decoder.plan_memory(images, h, w) {
-                    Ok(m) => decoder.parameters() as u64 * 4 + m.planned_bytes,
+                Some(decoder) => match decoder.decode_plan(images, h, w, &decode_options) {
+                    Ok(plan) => decoder.parameters() as u64 * 4 + plan.memory.planned_bytes,
                     Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
                     Err(e) => return Err(e),
                 },

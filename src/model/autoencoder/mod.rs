@@ -112,42 +112,61 @@ pub struct DecodePlan {
 
 /// The fewest bands (1 = unsplit, up to one latent row per band) whose graph fits the binding
 /// limit: `record(bands)` records the graph, failing with [`Error::BufferTooLarge`] when a value
-/// does not fit. `lowered` is the limit of [`DecodeOptions`] when it is below the device's.
+/// does not fit. Fitting depends on the band height, which only shrinks as bands are added, so
+/// after 1 and `latent_h` bands a bisection finds the fewest (O(log h) recordings, none of which
+/// allocates). `lowered` is the limit of [`DecodeOptions`] when it is below the device's.
 fn fewest_bands<'a>(
     latent_h: usize,
     lowered: Option<u64>,
     mut record: impl FnMut(usize) -> Result<Recorded<'a>>,
 ) -> Result<Recorded<'a>> {
-    let mut bands = 1;
-    loop {
+    let whole = record(1);
+    if latent_h <= 1 || !matches!(whole, Err(Error::BufferTooLarge { .. })) {
+        return whole.map_err(|e| no_band_fits(e, 1, lowered));
+    }
+    let (mut fails, mut fits) = (1, latent_h);
+    let mut best = record(latent_h).map_err(|e| no_band_fits(e, latent_h, lowered))?;
+    while fits - fails > 1 {
+        let bands = fails + (fits - fails) / 2;
         match record(bands) {
-            Err(Error::BufferTooLarge {
-                what,
-                size,
-                limit,
-                adapter,
-            }) if bands >= latent_h => {
-                let lowered = match lowered {
-                    Some(l) if l == limit => format!(
-                        "; {limit} bytes is the lowered decode binding limit \
-                         (DecodeOptions::binding_limit / --decode-binding-limit), not the \
-                         adapter's"
-                    ),
-                    _ => String::new(),
-                };
-                return Err(Error::BufferTooLarge {
-                    what: format!(
-                        "{what} (the decode does not fit even in {bands} row band(s), one per \
-                         latent row; the latent-resolution part runs whole{lowered})"
-                    ),
-                    size,
-                    limit,
-                    adapter,
-                });
+            Ok(recorded) => {
+                fits = bands;
+                best = recorded;
             }
-            Err(Error::BufferTooLarge { .. }) => bands += 1,
-            other => return other,
+            Err(Error::BufferTooLarge { .. }) => fails = bands,
+            Err(e) => return Err(e),
         }
+    }
+    Ok(best)
+}
+
+/// A decode that does not fit even in `bands` bands of one latent row: the error says so (and
+/// whether the limit was lowered); any other error passes through.
+fn no_band_fits(e: Error, bands: usize, lowered: Option<u64>) -> Error {
+    let Error::BufferTooLarge {
+        what,
+        size,
+        limit,
+        adapter,
+    } = e
+    else {
+        return e;
+    };
+    let lowered = match lowered {
+        Some(l) if l == limit => format!(
+            "; {limit} bytes is the lowered decode binding limit \
+             (DecodeOptions::binding_limit / --decode-binding-limit), not the adapter's"
+        ),
+        _ => String::new(),
+    };
+    Error::BufferTooLarge {
+        what: format!(
+            "{what} (the decode does not fit even in {bands} row band(s), one per latent row; \
+             the latent-resolution part runs whole{lowered})"
+        ),
+        size,
+        limit,
+        adapter,
     }
 }
 
