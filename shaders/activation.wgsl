@@ -1,8 +1,10 @@
-// The GELU-family activations of transformers' CLIP MLP, element-wise.
+// The GELU-family activations of transformers' CLIP MLP, element-wise, and diffusers' GEGLU.
 // PyTorch: quick_gelu: y = x * torch.sigmoid(1.702 * x) (transformers' QuickGELUActivation);
-//          gelu:       y = F.gelu(x) = 0.5 * x * (1 + erf(x / √2)) (the exact, erf form).
+//          gelu:       y = F.gelu(x) = 0.5 * x * (1 + erf(x / √2)) (the exact, erf form);
+//          geglu:      h, gate = x.chunk(2, dim=-1); y = h * F.gelu(gate) (diffusers' GEGLU, the
+//                      feed-forward of SD's transformer blocks), x [rows, 2F] → y [rows, F].
 //
-// Bindings: 0 x [count], 1 y [count] (distinct buffers), 2 params.
+// Bindings: 0 x [count] ([rows, 2·features] for geglu), 1 y [count] (distinct buffers), 2 params.
 //
 // One invocation per element; the grid may be 2-D (linear id = (wid.x + wid.y · nwg.x) ·
 // WORKGROUP_SIZE + lid) and invocations past `count` return at once.
@@ -24,9 +26,10 @@
 override WORKGROUP_SIZE: u32 = 256u;
 
 struct Params {
-    // Number of elements.
+    // Number of output elements.
     count: u32,
-    _pad0: u32,
+    // geglu: F, the width of one output row (x rows hold 2F: h then gate). Unused otherwise.
+    features: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -78,12 +81,32 @@ fn gelu(
     if (i >= p.count) {
         return;
     }
-    let v = x[i];
+    y[i] = gelu_of(x[i]);
+}
+
+// 0.5·v·erfc(−v/√2), written per sign so neither tail cancels.
+fn gelu_of(v: f32) -> f32 {
     var phi2: f32;
     if (v < 0.0) {
         phi2 = gauss_tail(-v);
     } else {
         phi2 = 2.0 - gauss_tail(v);
     }
-    y[i] = 0.5 * v * phi2;
+    return 0.5 * v * phi2;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn geglu(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = element(wid, nwg, lid);
+    if (i >= p.count) {
+        return;
+    }
+    let row = i / p.features;
+    let j = i - row * p.features;
+    let base = row * 2u * p.features + j;
+    y[i] = x[base] * gelu_of(x[base + p.features]);
 }

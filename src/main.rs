@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::planner::default_memory_budget;
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
 use wgpu_diffusion::model::autoencoder::DecodeOptions;
-use wgpu_diffusion::sampling::{LatentDecoder, Pipeline, SampleOptions};
+use wgpu_diffusion::model::clip_text::PromptEncoder;
+use wgpu_diffusion::model::unet_2d::UNet2DModel;
+use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
+use wgpu_diffusion::sampling::engine::Denoiser;
+use wgpu_diffusion::sampling::{LatentDecoder, Pipeline, SampleOptions, UNet};
 use wgpu_diffusion::Error;
 
 mod cli;
@@ -142,10 +146,76 @@ fn inspect(
     let pipeline = Pipeline::load_with(&ctx, dir)
         .with_context(|| format!("loading model {}", dir.display()))?;
     let model = &pipeline.model;
-    let cfg = &model.config;
-    let (h, w) = cfg.resolution(height, width);
+    // A latent pipeline's --height/--width are the image's.
+    let f = pipeline.decoder.as_ref().map_or(1, LatentDecoder::upscale);
+    let (h, w) = pipeline
+        .unet_config
+        .resolution(height.map(|v| v / f), width.map(|v| v / f));
     println!("model        {}", dir.display());
     println!("adapter      {}", ctx.adapter.describe());
+    match model {
+        UNet::Plain(m) => describe_unet_2d(m, h, w),
+        UNet::Text(m) => describe_unet_2d_condition(m, h, w),
+    }
+    let tokens = pipeline
+        .prompt_encoder
+        .as_ref()
+        .map_or(0, |p| p.tokenizer.model_max_length());
+    let graph = model.graph(batch, h, w, tokens)?;
+    let macs = graph.flops() / 2 / batch as u64;
+    println!(
+        "parameters   {} ({:.2} M)",
+        model.parameters(),
+        model.parameters() as f64 / 1e6
+    );
+    println!(
+        "MACs         {:.3} G per image per forward ({} dispatches per forward)",
+        macs as f64 / 1e9,
+        graph.dispatches().len()
+    );
+    println!(
+        "weights      {} on the GPU (f32)",
+        mib(model.parameters() as u64 * 4)
+    );
+    let memory = graph.memory();
+    println!(
+        "activations  {} planned at batch {batch} ({} per image, {} buffers; one buffer per op would be {}, {:.1}x more)",
+        mib(memory.planned_bytes),
+        mib(memory.planned_bytes / batch as u64),
+        memory.buffers,
+        mib(memory.unplanned_bytes),
+        memory.unplanned_bytes as f64 / memory.planned_bytes.max(1) as f64
+    );
+    let limit = ctx.max_binding_bytes();
+    let (label, bytes) = &memory.largest;
+    println!(
+        "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
+        mib(*bytes),
+        mib(limit),
+        100.0 * *bytes as f64 / limit as f64
+    );
+    let mut total = model.parameters() as u64 * 4 + memory.planned_bytes;
+    if let Some(encoder) = &pipeline.prompt_encoder {
+        total += print_text_encoder(encoder, &ctx)?;
+    }
+    if let Some(decoder) = &pipeline.decoder {
+        total += print_decoder(decoder, &ctx, (h, w), decode)?;
+    }
+    if pipeline.decoder.is_some() || pipeline.prompt_encoder.is_some() {
+        println!(
+            "total        {} at batch {batch}: every part's weights plus the U-Net's planned activations and one image's {}decode",
+            mib(total),
+            if pipeline.prompt_encoder.is_some() { "prompt encode and " } else { "" }
+        );
+    }
+    print_auto_batch(&pipeline, h, w)?;
+    println!("pipelines    {} compiled", ctx.pipeline_count());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `UNet2DModel`'s structure.
+fn describe_unet_2d(model: &UNet2DModel, h: usize, w: usize) {
+    let cfg = &model.config;
     println!(
         "in/out       {} -> {} channels, sample {}x{}{}",
         cfg.in_channels,
@@ -218,54 +288,128 @@ fn inspect(
             res = (res.0 * 2, res.1 * 2);
         }
     }
-    let graph = model.graph(batch, h, w)?;
-    let macs = graph.flops() / 2 / batch as u64;
+}
+
+/// A `UNet2DConditionModel`'s structure.
+fn describe_unet_2d_condition(model: &UNet2DConditionModel, h: usize, w: usize) {
+    let cfg = &model.config;
     println!(
-        "parameters   {} ({:.2} M)",
-        model.parameters,
-        model.parameters as f64 / 1e6
+        "in/out       {} -> {} latent channels, sample {h}x{w}; text context {} wide",
+        cfg.in_channels,
+        cfg.out_channels,
+        cfg.context_dim()
     );
     println!(
-        "MACs         {:.3} G per image per forward ({} dispatches per forward)",
-        macs as f64 / 1e9,
-        graph.dispatches.len()
+        "time         sinusoidal dim {} (flip_sin_to_cos {}, freq_shift {}), embedding {}",
+        cfg.block_out_channels[0],
+        cfg.flip_sin_to_cos,
+        cfg.freq_shift,
+        cfg.time_embed_dim()
     );
     println!(
-        "weights      {} on the GPU (f32)",
-        mib(model.parameters as u64 * 4)
+        "norm         {} groups, eps {:e}; {} projections{}",
+        cfg.norm_num_groups,
+        cfg.norm_eps,
+        if cfg.use_linear_projection {
+            "linear"
+        } else {
+            "1x1 conv"
+        },
+        if cfg.upcast_attention {
+            "; upcast_attention (f32 anyway)"
+        } else {
+            ""
+        }
     );
-    let memory = &graph.memory;
-    println!(
-        "activations  {} planned at batch {batch} ({} per image, {} buffers; one buffer per op would be {}, {:.1}x more)",
-        mib(memory.planned_bytes),
-        mib(memory.planned_bytes / batch as u64),
-        memory.buffers,
-        mib(memory.unplanned_bytes),
-        memory.unplanned_bytes as f64 / memory.planned_bytes.max(1) as f64
-    );
-    let limit = ctx.max_binding_bytes();
+    let mut res = (h, w);
+    let describe = |s: &wgpu_diffusion::model::unet_2d_condition::config::BlockSettings,
+                    c: usize| {
+        if s.cross_attention {
+            format!(
+                ", {} transformer layer(s) of {} head(s) x {}{}",
+                s.transformer_layers,
+                s.heads,
+                c / s.heads.max(1),
+                if s.only_cross_attention {
+                    " (only cross-attention)"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            String::new()
+        }
+    };
+    for (i, c) in cfg.block_out_channels.iter().enumerate() {
+        let s = cfg.down_block(i);
+        println!(
+            "down {i}       {:?} {c} ch at {}x{}, {} resnet(s){}",
+            cfg.down_block_types[i],
+            res.0,
+            res.1,
+            s.layers,
+            describe(&s, *c)
+        );
+        if i + 1 < cfg.block_out_channels.len() {
+            res = (res.0 / 2, res.1 / 2);
+        }
+    }
+    let last = cfg.block_out_channels[cfg.block_out_channels.len() - 1];
+    if model.mid_block.is_some() {
+        println!(
+            "mid          UNetMidBlock2DCrossAttn {last} ch at {}x{}{}",
+            res.0,
+            res.1,
+            describe(&cfg.mid_block(), last)
+        );
+    }
+    let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+    for (i, c) in rev.iter().enumerate() {
+        let s = cfg.up_block(i);
+        println!(
+            "up {i}         {:?} {c} ch at {}x{}, {} resnet(s){}",
+            cfg.up_block_types[i],
+            res.0,
+            res.1,
+            s.layers,
+            describe(&s, *c)
+        );
+        if i + 1 < rev.len() {
+            res = (res.0 * 2, res.1 * 2);
+        }
+    }
+}
+
+/// A text-to-image pipeline's prompt encoder: parameters and the plan of encoding one prompt and
+/// its negative prompt. Returns its weights plus that plan, in bytes.
+fn print_text_encoder(encoder: &PromptEncoder, ctx: &GpuContext) -> Result<u64> {
+    let cfg = &encoder.text_encoder.config;
+    let tokens = encoder.tokenizer.model_max_length();
+    let params = encoder.text_encoder.parameters as u64;
+    let memory = encoder.text_encoder.plan_memory(2, tokens)?;
     let (label, bytes) = &memory.largest;
     println!(
-        "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
+        "text encoder CLIPTextModel {} layers x {} wide ({}), {tokens} tokens; {} parameters ({} f32); encode of 2 prompts plans {}, largest {label}: {} vs binding limit {}",
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.hidden_act.name(),
+        params,
+        mib(params * 4),
+        mib(memory.planned_bytes),
         mib(*bytes),
-        mib(limit),
-        100.0 * *bytes as f64 / limit as f64
+        mib(ctx.max_binding_bytes())
     );
-    if let Some(decoder) = &pipeline.decoder {
-        print_decoder(decoder, &ctx, (h, w), decode)?;
-    }
-    print_auto_batch(&pipeline, h, w)?;
-    println!("pipelines    {} compiled", ctx.pipeline_count());
-    Ok(ExitCode::SUCCESS)
+    Ok(params * 4 + memory.planned_bytes)
 }
 
 /// A latent pipeline's decoder: class, output, parameters, MACs and memory of one decode.
+/// Returns its weights plus one decode's plan, in bytes.
 fn print_decoder(
     decoder: &LatentDecoder,
     ctx: &GpuContext,
     (latent_h, latent_w): (usize, usize),
     options: &DecodeOptions,
-) -> Result<()> {
+) -> Result<u64> {
     let class = match decoder {
         LatentDecoder::VQModel(_) => "VQModel",
         LatentDecoder::AutoencoderKL(_) => "AutoencoderKL",
@@ -308,25 +452,39 @@ fn print_decoder(
             graph.bands
         );
     }
-    Ok(())
+    Ok(decoder.parameters() as u64 * 4 + memory.planned_bytes)
 }
 
 /// The batch `sample` picks without --batch-size at this resolution (up to 4096 images), plain
 /// and with classifier-free guidance (two model rows per image) where the model has a null label.
 fn print_auto_batch(pipeline: &Pipeline, height: usize, width: usize) -> Result<()> {
     const MAX_IMAGES: usize = 4096;
-    let cfg = &pipeline.model.config;
+    let cfg = &pipeline.unet_config;
+    let f = pipeline.decoder.as_ref().map_or(1, LatentDecoder::upscale);
     let budget = default_memory_budget(&pipeline.context().adapter);
+    let text = cfg.context_dim().is_some();
     let options = SampleOptions {
         num_images: MAX_IMAGES,
         steps: 1,
-        height: Some(height),
-        width: Some(width),
-        class_labels: cfg.num_class_embeds.map(|_| vec![0]),
+        height: Some(height * f),
+        width: Some(width * f),
+        class_labels: cfg.num_class_embeds().map(|_| vec![0]),
+        prompts: text.then(|| vec![String::new()]),
+        guidance_scale: text.then_some(1.0),
         ..SampleOptions::default()
     };
     let plain = pipeline.batch_for(&pipeline.prepare(&options)?)?;
-    let guided = match (cfg.num_class_embeds, pipeline.classes.null) {
+    let guided = match (cfg.num_class_embeds(), pipeline.classes.null) {
+        _ if text => {
+            let guided = SampleOptions {
+                guidance_scale: Some(7.5),
+                ..options.clone()
+            };
+            format!(
+                ", {} with guidance",
+                pipeline.batch_for(&pipeline.prepare(&guided)?)?
+            )
+        }
         (Some(_), Some(_)) => {
             let guided = SampleOptions {
                 guidance_scale: Some(2.0),

@@ -45,8 +45,8 @@ fn a_pipeline_folder_samples_like_the_single_folder() {
     let single = PipelineConfig::load(&bundled()).expect("single");
     let folder = PipelineConfig::load(tmp.path()).expect("pipeline folder");
     assert_eq!(
-        single.unet.block_out_channels,
-        folder.unet.block_out_channels
+        single.unet.plain().unwrap().block_out_channels,
+        folder.unet.plain().unwrap().block_out_channels
     );
     assert_eq!(
         single.scheduler_config.class_name,

@@ -151,6 +151,10 @@ fn latent_pipelines_refuse_what_they_cannot_do_yet() {
 /// at 8×2 they are 16 times smaller.
 const LATENT_H: usize = 8;
 const LATENT_W: usize = 2;
+/// The image those latents decode to (the fixture's VQModel upscales 2×): what `height` and
+/// `width` (`--height`, `--width`) of a latent pipeline give.
+const IMAGE_H: usize = 2 * LATENT_H;
+const IMAGE_W: usize = 2 * LATENT_W;
 
 /// The largest binding limit (a multiple of 256 B) that splits the fixture pipeline's 8×2-latent
 /// decode (batch 2) into at least 3 row bands, and the bands it gives.
@@ -185,8 +189,8 @@ fn ldm_pipeline_with_a_banded_decode_equals_the_unsplit_run() {
         steps: 10,
         num_images: 2,
         seed: 5,
-        height: Some(LATENT_H),
-        width: Some(LATENT_W),
+        height: Some(IMAGE_H),
+        width: Some(IMAGE_W),
         ..SampleOptions::default()
     };
     let whole = pipeline.sample(&options).expect("unsplit sample");
@@ -246,9 +250,9 @@ fn inspect_says_how_the_decode_is_banded() {
             .arg(&dir)
             .args([
                 "--height",
-                &LATENT_H.to_string(),
+                &IMAGE_H.to_string(),
                 "--width",
-                &LATENT_W.to_string(),
+                &IMAGE_W.to_string(),
             ])
             .args(extra)
             .output()
@@ -287,9 +291,9 @@ fn sample_cli_with_a_lowered_decode_limit_saves_the_unsplit_images() {
             .args(["--num-images", "2", "--steps", "3", "--seed", "9"])
             .args([
                 "--height",
-                &LATENT_H.to_string(),
+                &IMAGE_H.to_string(),
                 "--width",
-                &LATENT_W.to_string(),
+                &IMAGE_W.to_string(),
             ])
             .arg("--save-tensor")
             .arg(&path);
@@ -311,7 +315,7 @@ fn sample_cli_with_a_lowered_decode_limit_saves_the_unsplit_images() {
         let bytes = fs::read(&path).expect("tensor written");
         let st = SafeTensors::deserialize(&bytes).expect("safetensors");
         let t = st.tensor("sample").expect("sample tensor");
-        assert_eq!(t.shape(), &[2, 3, 2 * LATENT_H, 2 * LATENT_W]);
+        assert_eq!(t.shape(), &[2, 3, IMAGE_H, IMAGE_W]);
         tensor(&st, "sample")
     };
     let whole = run(None, "whole.safetensors");

@@ -376,3 +376,32 @@ fn reference_erfc_matches_known_values() {
         );
     }
 }
+
+// ---- GEGLU ------------------------------------------------------------------------------------
+
+#[test]
+fn geglu_matches_reference_on_odd_shapes() {
+    let ctx = ctx();
+    let mut rng = Rng::new(41);
+    for (rows, f) in [(1, 1), (7, 13), (37, 5), (3, 129)] {
+        let x = rng.vec(rows * 2 * f, -6.0, 6.0);
+        let gates: Vec<f32> = (0..rows)
+            .flat_map(|r| x[r * 2 * f + f..(r + 1) * 2 * f].to_vec())
+            .collect();
+        let g = text::gelu(&gates);
+        let want: Vec<f64> = (0..rows * f)
+            .map(|i| f64::from(x[(i / f) * 2 * f + i % f]) * g[i])
+            .collect();
+        let xt = upload(&ctx, &[rows, 2 * f], &x);
+        let out = zeros(&ctx, &[rows, f]);
+        let d = activation::geglu(&ctx, &activation::Geglu { x: &xt, out: &out }, "t").unwrap();
+        let got = run(&ctx, &d, &out);
+        let c = compare(&format!("geglu [{rows}, {f}]"), &got, &want, 1e-5, 1e-5);
+        println!("{c}");
+        assert!(c.ok(), "{c}");
+    }
+    let x = zeros(&ctx, &[4, 6]);
+    let out = zeros(&ctx, &[4, 4]);
+    let err = activation::geglu(&ctx, &activation::Geglu { x: &x, out: &out }, "t").unwrap_err();
+    assert!(err.to_string().contains("twice as wide"), "{err}");
+}

@@ -470,10 +470,10 @@ fn automatic_batch_fits_the_budget_and_keeps_the_images() {
     let spec = pipeline.prepare(&base).expect("spec");
     let [_, _, h, w] = spec.shape;
     // Exactly what two images need: the automatic batch must be 2 (3 would not fit).
-    let two = pipeline.model.parameters as u64 * 4
+    let two = pipeline.model.parameters() as u64 * 4
         + pipeline
             .model
-            .plan_memory(2, h, w)
+            .plan_memory(2, h, w, 0)
             .expect("plan")
             .planned_bytes
         + spec.sampler_bytes(2);

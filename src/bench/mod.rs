@@ -549,30 +549,27 @@ fn bench_adapter(
         report.load_s
     ));
     for &batch in &args.batch {
-        let result = bench_batch(ctx, &model, workload, args, batch, height, width)
-            .map(|mut r| {
-                if let Some(decoder) = &decoder {
-                    let decode = bench_decode(ctx, decoder, args, batch, (height, width))
-                        .unwrap_or_else(|e| DecodeResult::failed(e.to_string()));
-                    r.peak_allocated_bytes +=
-                        decoder.parameters() as u64 * 4 + decode.activation_bytes;
-                    match (&decode.error, &decode.decode_ms) {
-                        (Some(e), _) => note(format!("  batch {batch} decode: error: {e}")),
-                        (None, Some(t)) => note(format!(
-                            "  batch {batch} decode: median {:.2} ms ({} band(s))",
-                            t.median, decode.bands
-                        )),
-                        _ => {}
-                    }
-                    r.decode = Some(decode);
-                }
-                r
-            })
+        let mut result = bench_batch(ctx, &model, workload, args, batch, height, width)
             .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
         match (&result.error, &result.forward_ms) {
             (Some(e), _) => note(format!("  batch {batch}: error: {e}")),
             (None, Some(t)) => note(format!("  batch {batch}: median {:.2} ms", t.median)),
             _ => {}
+        }
+        if let (Some(decoder), None) = (&decoder, &result.error) {
+            let decode = bench_decode(ctx, decoder, args, batch, (height, width))
+                .unwrap_or_else(|e| DecodeResult::failed(e.to_string()));
+            result.peak_allocated_bytes +=
+                decoder.parameters() as u64 * 4 + decode.activation_bytes;
+            match (&decode.error, &decode.decode_ms) {
+                (Some(e), _) => note(format!("  batch {batch} decode: error: {e}")),
+                (None, Some(t)) => note(format!(
+                    "  batch {batch} decode: median {:.2} ms ({} band(s))",
+                    t.median, decode.bands
+                )),
+                _ => {}
+            }
+            result.decode = Some(decode);
         }
         report.results.push(result);
     }

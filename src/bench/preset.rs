@@ -16,6 +16,7 @@ use crate::model::unet_2d::config::UNet2DConfig;
 use crate::model::unet_2d::{UNet2DModel, CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::weights::WeightSource;
 use crate::sampling::latent::{DecoderConfig, LatentDecoder};
+use crate::sampling::UNetConfig;
 
 /// A named workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -273,7 +274,7 @@ impl Workload {
         let (config, weights) = UNet2DModel::read_dir(&layout.unet)?;
         let decoder = match &layout.decoder {
             Some(part) => Some(DecoderWorkload {
-                config: DecoderConfig::read(part, &config)?,
+                config: DecoderConfig::read(part, &UNetConfig::Plain(config.clone()))?,
                 weights: WeightSource::file(&part.dir.join(WEIGHTS_FILE))?,
             }),
             None => None,

@@ -120,9 +120,17 @@ pub struct SampleArgs {
     /// Class label (integer); a comma list cycles over the images.
     #[arg(long, value_delimiter = ',', conflicts_with = "class")]
     pub class_label: Option<Vec<usize>>,
-    /// Classifier-free guidance scale (1 = plain conditional sampling).
+    /// Classifier-free guidance scale (class-conditional models: 1 = plain conditional
+    /// sampling; text-to-image pipelines: default 7.5, ≤ 1 turns guidance off as diffusers).
     #[arg(long)]
     pub guidance_scale: Option<f64>,
+    /// Prompt of a text-to-image (Stable Diffusion) pipeline; repeat the flag to cycle several
+    /// prompts over the images.
+    #[arg(long = "prompt", value_name = "TEXT")]
+    pub prompts: Option<Vec<String>>,
+    /// Negative prompt (what guidance steers away from; default empty); repeat to cycle.
+    #[arg(long = "negative-prompt", value_name = "TEXT")]
+    pub negative_prompts: Option<Vec<String>>,
     /// Start from this standard-normal noise ([N, C, H, W] f32, one tensor) instead of the seed.
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
@@ -170,6 +178,8 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("decode_binding_limit", "--decode-binding-limit"),
     ("class_labels", "--class-label"),
     ("guidance_scale", "--guidance-scale"),
+    ("prompts", "--prompt"),
+    ("negative_prompts", "--negative-prompt"),
     ("init_noise", "--init-noise"),
     ("init_image.image", "--init-image"),
     ("init_image.strength", "--strength"),
@@ -237,8 +247,12 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         (None, Some(labels)) => Some(labels.clone()),
         (None, None) => None,
     };
-    let (h, w) = config.unet.resolution(a.height, a.width);
-    let c = config.unet.in_channels;
+    // A latent pipeline's --height/--width are the image's; the noise is the latents'.
+    let f = config.decoder.as_ref().map_or(1, |d| d.upscale());
+    let (h, w) = config
+        .unet
+        .resolution(a.height.map(|v| v / f), a.width.map(|v| v / f));
+    let c = config.unet.in_channels();
     let init_noise = match &a.init_noise {
         Some(path) => {
             let tensor = io::read_single_tensor(path).context("--init-noise")?;
@@ -275,6 +289,8 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         decode_binding_limit: a.decode_binding_limit,
         class_labels,
         guidance_scale: a.guidance_scale,
+        prompts: a.prompts.clone(),
+        negative_prompts: a.negative_prompts.clone(),
         init_noise,
         init_image,
         overrides: ScheduleOverrides {
@@ -454,12 +470,13 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let mut written = Vec::new();
     if let Some(f) = grid_file {
         let names = caption_names(a, &config);
-        let source = match &spec.labels {
-            Some(labels) => CaptionSource::Class {
+        let source = match (&spec.labels, &spec.text) {
+            (Some(labels), _) => CaptionSource::Class {
                 labels,
                 names: &names,
             },
-            None => CaptionSource::None,
+            (None, Some(text)) => CaptionSource::Prompt(&text.prompts),
+            (None, None) => CaptionSource::None,
         };
         // Captions carry the global image index.
         let mut captions = source.captions(n);

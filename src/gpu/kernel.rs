@@ -144,8 +144,8 @@ kernels! {
     LayerNorm(layer_norm) { MAIN = "main" },
     /// Causal row softmax of square attention-score blocks (CLIP text encoder).
     CausalSoftmax(causal_softmax) { MAIN = "main" },
-    /// The CLIP MLP activations: quick_gelu and the exact (erf) gelu.
-    Activation(activation) { QUICK_GELU = "quick_gelu", GELU = "gelu" },
+    /// The CLIP MLP activations (quick_gelu, the exact erf gelu) and diffusers' GEGLU.
+    Activation(activation) { QUICK_GELU = "quick_gelu", GELU = "gelu", GEGLU = "geglu" },
 }
 
 impl std::fmt::Display for Kernel {

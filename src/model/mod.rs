@@ -7,4 +7,5 @@ pub mod blocks;
 pub mod clip_text;
 pub mod graph;
 pub mod unet_2d;
+pub mod unet_2d_condition;
 pub mod weights;

@@ -587,7 +587,9 @@ pub enum WeightSource {
 impl WeightSource {
     /// Opens a safetensors file (memory-mapped).
     pub fn file(path: &Path) -> Result<Self> {
-        Ok(WeightSource::Checkpoint(Weights::open(path)?))
+        Ok(WeightSource::Checkpoint(Weights::open(&with_variant(
+            path,
+        ))?))
     }
 
     /// Random weights from `seed`.
@@ -754,5 +756,26 @@ impl<'a> VarBuilder<'a> {
         let (key, data) = self.source.get_any(&keys, shape, init)?;
         self.parameters.set(self.parameters.get() + data.len());
         Tensor::from_slice(self.ctx, shape, &data, &key)
+    }
+}
+
+/// `path`, or its diffusers `fp16` variant (`name.fp16.safetensors`, what
+/// `save_pretrained(variant="fp16")` writes) when only that exists.
+pub fn with_variant(path: &Path) -> PathBuf {
+    if path.exists() {
+        return path.to_path_buf();
+    }
+    let variant = match (path.file_stem(), path.extension()) {
+        (Some(stem), Some(ext)) => path.with_file_name(format!(
+            "{}.fp16.{}",
+            stem.to_string_lossy(),
+            ext.to_string_lossy()
+        )),
+        _ => return path.to_path_buf(),
+    };
+    if variant.exists() {
+        variant
+    } else {
+        path.to_path_buf()
     }
 }

@@ -1,7 +1,9 @@
 //! The layout of a folder `--model` points at: a single-model folder (config.json, weights,
 //! scheduler_config.json and classes.json side by side, as our bundled models), or a diffusers
 //! pipeline folder whose `model_index.json` names each part and its subfolder (diffusers
-//! `DiffusionPipeline.save_pretrained`: `unet/`, `scheduler/`, …).
+//! `DiffusionPipeline.save_pretrained`: `unet/`, `scheduler/`, …). Stable Diffusion folders
+//! (`StableDiffusionPipeline`) add `vae/`, `text_encoder/` and `tokenizer/`; their optional
+//! `safety_checker` and `feature_extractor` parts are not used (no image is filtered).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,9 @@ pub const MODEL_INDEX_FILE: &str = "model_index.json";
 const UNET_PIPELINES: &[&str] = &["DDPMPipeline", "DDIMPipeline"];
 /// Pipeline classes that add a latent decoder part `vqvae` (`LDMPipeline`).
 const LATENT_PIPELINES: &[&str] = &["LDMPipeline"];
+/// Text-to-image pipelines: a `UNet2DConditionModel`, a `vae`, a CLIP `text_encoder` and its
+/// `tokenizer`.
+const TEXT_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
 
 /// Where a folder's parts live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +36,12 @@ pub struct FolderLayout {
     pub scheduler: PathBuf,
     /// The folder holding classes.json, our own addition for class-conditional models.
     pub classes: PathBuf,
-    /// The latent decoder of a latent pipeline (`vqvae/`), `None` for pixel-space sampling.
+    /// The latent decoder of a latent pipeline (`vqvae/` or `vae/`), `None` for pixel-space
+    /// sampling.
     pub decoder: Option<DecoderPart>,
+    /// Whether the U-Net is a text-conditioned `UNet2DConditionModel` whose prompts go through
+    /// `tokenizer/` and `text_encoder/` of [`FolderLayout::root`].
+    pub text_conditioned: bool,
 }
 
 impl FolderLayout {
@@ -58,25 +67,43 @@ impl FolderLayout {
                 scheduler: dir.to_path_buf(),
                 classes: dir.to_path_buf(),
                 decoder: None,
+                text_conditioned: false,
             });
         }
         let parts = ModelIndex::read(&index)?;
         let class = parts.class_name.as_str();
-        if !UNET_PIPELINES.contains(&class) && !LATENT_PIPELINES.contains(&class) {
+        let text = TEXT_PIPELINES.contains(&class);
+        if !UNET_PIPELINES.contains(&class) && !LATENT_PIPELINES.contains(&class) && !text {
             return Err(Error::Config {
                 path: index,
                 key: "_class_name".into(),
                 message: format!(
                     "pipeline class {:?} is not supported; supported: {}",
                     parts.class_name,
-                    [UNET_PIPELINES, LATENT_PIPELINES].concat().join(", ")
+                    [UNET_PIPELINES, LATENT_PIPELINES, TEXT_PIPELINES]
+                        .concat()
+                        .join(", ")
                 ),
             });
         }
-        let unet = parts.part(&index, "unet", &["UNet2DModel"])?;
+        let unet_class = if text {
+            "UNet2DConditionModel"
+        } else {
+            "UNet2DModel"
+        };
+        let unet = parts.part(&index, "unet", &[unet_class])?;
         let scheduler = parts.part(&index, "scheduler", &[])?;
-        let decoder = if LATENT_PIPELINES.contains(&class) {
-            let name = parts.part(&index, "vqvae", DecoderClass::NAMES)?;
+        if text {
+            parts.part(&index, "text_encoder", &["CLIPTextModel"])?;
+            parts.part(&index, "tokenizer", &["CLIPTokenizer", "CLIPTokenizerFast"])?;
+        }
+        let decoder = if LATENT_PIPELINES.contains(&class) || text {
+            let (part, classes) = if text {
+                ("vae", &["AutoencoderKL"][..])
+            } else {
+                ("vqvae", DecoderClass::NAMES)
+            };
+            let name = parts.part(&index, part, classes)?;
             let class = parts
                 .parts
                 .get(&name)
@@ -96,6 +123,7 @@ impl FolderLayout {
             scheduler: dir.join(scheduler),
             classes: dir.to_path_buf(),
             decoder,
+            text_conditioned: text,
         })
     }
 }

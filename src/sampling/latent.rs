@@ -12,8 +12,8 @@ use crate::model::autoencoder::{
     AutoencoderGraph, AutoencoderKL, DecodeOptions, DecodePlan, VQModel,
 };
 use crate::model::graph::MemoryReport;
-use crate::model::unet_2d::config::UNet2DConfig;
 use crate::model::unet_2d::CONFIG_FILE;
+use crate::sampling::unet::UNetConfig;
 
 /// A decoder part's class, as `model_index.json` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub enum DecoderConfig {
 
 impl DecoderConfig {
     /// Reads `part`'s config.json and checks its latents are the U-Net's samples.
-    pub fn read(part: &DecoderPart, unet: &UNet2DConfig) -> Result<Self> {
+    pub fn read(part: &DecoderPart, unet: &UNetConfig) -> Result<Self> {
         let path = part.dir.join(CONFIG_FILE);
         let config = match part.class {
             DecoderClass::VQModel => DecoderConfig::VQModel(VQModelConfig::from_file(&path)?),
@@ -60,15 +60,15 @@ impl DecoderConfig {
             }
         };
         let (key, channels) = config.latent_channels();
-        if channels != unet.in_channels || channels != unet.out_channels {
+        if channels != unet.in_channels() || channels != unet.out_channels() {
             return Err(Error::Config {
                 path,
                 key: key.into(),
                 message: format!(
                     "the decoder takes {channels}-channel latents but the U-Net ({}) maps {} to {} channels",
-                    unet.source.display(),
-                    unet.in_channels,
-                    unet.out_channels
+                    unet.source().display(),
+                    unet.in_channels(),
+                    unet.out_channels()
                 ),
             });
         }

@@ -30,6 +30,7 @@ pub mod io;
 pub mod latent;
 pub mod prepare;
 mod run;
+pub mod unet;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,15 +38,19 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
+use crate::model::clip_text::tokenizer::ClipTokenizer;
+use crate::model::clip_text::{CLIPTextConfig, PromptEncoder};
 use crate::model::unet_2d::config::UNet2DConfig;
 use crate::model::unet_2d::{UNet2DModel, CONFIG_FILE};
+use crate::model::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::schedule::{
     BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, StepPlan, TimestepSpacing,
 };
 
 pub use folder::FolderLayout;
 pub use latent::{DecoderConfig, LatentDecoder};
-pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec};
+pub use prepare::{Chunk, Guidance, NoiseSource, RunSpec, TextRun};
+pub use unet::{UNet, UNetConfig};
 
 /// The scheduler config file of a model directory.
 pub const SCHEDULER_FILE: &str = "scheduler_config.json";
@@ -94,8 +99,16 @@ pub struct SampleOptions {
     /// Class labels, cycled over the images (`None`: the null label of a class-conditional
     /// model; unconditional models take none).
     pub class_labels: Option<Vec<usize>>,
-    /// Classifier-free guidance scale w (m = m_null + w·(m_class − m_null)); `None` or 1 = none.
+    /// Classifier-free guidance scale w (m = m_null + w·(m_class − m_null)). Class-conditional
+    /// models: `None` or 1 = none. Text-to-image pipelines: `None` = 7.5 (diffusers' default for
+    /// them), ≤ 1 = none (as diffusers: `guidance_scale > 1` turns it on).
     pub guidance_scale: Option<f64>,
+    /// Prompts of a text-to-image pipeline, cycled over the images by global image index
+    /// (required there; an error for models without a text encoder).
+    pub prompts: Option<Vec<String>>,
+    /// Negative prompts (the guidance's unconditional side), cycled the same way; `None`: the
+    /// empty prompt, as diffusers.
+    pub negative_prompts: Option<Vec<String>>,
     /// Standard-normal starting noise [num_images, C, H, W] instead of the seeded noise.
     pub init_noise: Option<Vec<f32>>,
     pub init_image: Option<InitImage>,
@@ -124,6 +137,8 @@ impl Default for SampleOptions {
             memory_budget: None,
             class_labels: None,
             guidance_scale: None,
+            prompts: None,
+            negative_prompts: None,
             init_noise: None,
             init_image: None,
             overrides: ScheduleOverrides::default(),
@@ -261,30 +276,86 @@ fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassName
     Ok(classes)
 }
 
+/// The text side of a text-to-image pipeline, read without a GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    /// `text_encoder/config.json`.
+    pub encoder: CLIPTextConfig,
+    /// Tokens per prompt (the tokenizer's `model_max_length`, 77 for CLIP).
+    pub tokens: usize,
+}
+
+impl TextConfig {
+    /// Reads `tokenizer/` and `text_encoder/config.json` of `root` and checks the encoder's
+    /// width against the U-Net's `cross_attention_dim`.
+    fn read(root: &Path, unet: &UNet2DConditionConfig) -> Result<Self> {
+        let tokenizer = ClipTokenizer::from_folder(&root.join("tokenizer"))?;
+        let encoder = CLIPTextConfig::from_file(&root.join("text_encoder").join(CONFIG_FILE))?;
+        check_text_width(&encoder, unet)?;
+        Ok(TextConfig {
+            encoder,
+            tokens: tokenizer.model_max_length(),
+        })
+    }
+}
+
+/// The text encoder's `hidden_size` must be the U-Net's `cross_attention_dim`.
+fn check_text_width(encoder: &CLIPTextConfig, unet: &UNet2DConditionConfig) -> Result<()> {
+    if encoder.hidden_size != unet.context_dim() {
+        return Err(Error::Config {
+            path: encoder.source.clone(),
+            key: "hidden_size".into(),
+            message: format!(
+                "the text encoder writes {}-wide embeddings but the U-Net ({}) attends to                  cross_attention_dim = {}; the parts are not from the same model",
+                encoder.hidden_size,
+                unet.source.display(),
+                unet.context_dim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the U-Net config of a layout: a `UNet2DConditionModel` in text-to-image pipelines.
+fn read_unet_config(layout: &FolderLayout) -> Result<UNetConfig> {
+    let path = layout.unet.join(CONFIG_FILE);
+    Ok(if layout.text_conditioned {
+        UNetConfig::Text(UNet2DConditionConfig::from_file(&path)?)
+    } else {
+        UNetConfig::Plain(UNet2DConfig::from_file(&path)?)
+    })
+}
+
 /// A model directory's config files (config.json, scheduler_config.json, classes.json) without
 /// its weights or a GPU: enough to validate options and prepare a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     pub dir: PathBuf,
-    pub unet: UNet2DConfig,
+    pub unet: UNetConfig,
     pub scheduler_config: SchedulerConfig,
     /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
     pub has_scheduler_file: bool,
     pub classes: ClassNames,
     /// A latent pipeline's decoder config (its latents checked against the U-Net's channels).
     pub decoder: Option<DecoderConfig>,
+    /// A text-to-image pipeline's tokenizer and text encoder settings.
+    pub text: Option<TextConfig>,
 }
 
 impl PipelineConfig {
     /// Reads `dir`'s config files (the same ones [`Pipeline::load_with`] reads).
     pub fn load(dir: &Path) -> Result<Self> {
         let layout = FolderLayout::resolve(dir)?;
-        let unet = UNet2DConfig::from_file(&layout.unet.join(CONFIG_FILE))?;
+        let unet = read_unet_config(&layout)?;
         let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
-        let classes = read_classes(&layout.classes, unet.num_class_embeds)?;
+        let classes = read_classes(&layout.classes, unet.num_class_embeds())?;
         let decoder = match &layout.decoder {
             Some(part) => Some(DecoderConfig::read(part, &unet)?),
             None => None,
+        };
+        let text = match &unet {
+            UNetConfig::Text(c) => Some(TextConfig::read(&layout.root, c)?),
+            UNetConfig::Plain(_) => None,
         };
         Ok(PipelineConfig {
             dir: dir.to_path_buf(),
@@ -293,6 +364,7 @@ impl PipelineConfig {
             has_scheduler_file,
             classes,
             decoder,
+            text,
         })
     }
 
@@ -315,7 +387,13 @@ impl PipelineConfig {
     /// loaded from the same directory.
     pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
         check_latent_options(self.decoder.is_some(), options)?;
-        RunSpec::prepare(&self.unet, &self.scheduler_config, &self.classes, options)
+        RunSpec::prepare_latent(
+            &self.unet,
+            &self.scheduler_config,
+            &self.classes,
+            options,
+            self.decoder.as_ref().map_or(1, DecoderConfig::upscale),
+        )
     }
 
     /// The shape of the images `spec` produces: its samples, or their decoded image in a latent
@@ -329,10 +407,13 @@ impl PipelineConfig {
     }
 }
 
-/// A model directory ready to sample: the U-Net on the GPU, its scheduler config and classes.
+/// A model directory ready to sample: the U-Net on the GPU, its scheduler config and classes,
+/// and the decoder and prompt encoder of latent and text-to-image pipelines.
 pub struct Pipeline {
     ctx: Arc<GpuContext>,
-    pub model: UNet2DModel,
+    pub model: UNet,
+    /// The U-Net's config (what [`RunSpec::prepare`] checks options against).
+    pub unet_config: UNetConfig,
     pub dir: PathBuf,
     pub scheduler_config: SchedulerConfig,
     /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
@@ -340,6 +421,8 @@ pub struct Pipeline {
     pub classes: ClassNames,
     /// A latent pipeline's decoder: the U-Net samples latents, this turns them into images.
     pub decoder: Option<LatentDecoder>,
+    /// A text-to-image pipeline's tokenizer and text encoder.
+    pub prompt_encoder: Option<PromptEncoder>,
 }
 
 impl Pipeline {
@@ -351,27 +434,44 @@ impl Pipeline {
 
     /// Loads `dir` onto `ctx`: a model folder (config.json, diffusion_pytorch_model.safetensors,
     /// and when present scheduler_config.json and classes.json) or a diffusers pipeline folder
-    /// (`model_index.json` with `unet/` and `scheduler/`; see [`FolderLayout`]).
+    /// (`model_index.json` with `unet/` and `scheduler/`, and `vqvae/` or `vae/`,
+    /// `text_encoder/` and `tokenizer/` in latent and text-to-image pipelines; see
+    /// [`FolderLayout`]).
     pub fn load_with(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
         let layout = FolderLayout::resolve(dir)?;
-        let model = UNet2DModel::load(ctx, &layout.unet)?;
+        let unet_config = read_unet_config(&layout)?;
+        // Cheap checks between the parts before any weights are read.
+        let text = match &unet_config {
+            UNetConfig::Text(c) => Some(TextConfig::read(&layout.root, c)?),
+            UNetConfig::Plain(_) => None,
+        };
+        if let Some(part) = &layout.decoder {
+            DecoderConfig::read(part, &unet_config)?;
+        }
+        let model = match &unet_config {
+            UNetConfig::Plain(_) => UNet::Plain(UNet2DModel::load(ctx, &layout.unet)?),
+            UNetConfig::Text(_) => UNet::Text(UNet2DConditionModel::load(ctx, &layout.unet)?),
+        };
         let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
-        let classes = read_classes(&layout.classes, model.config.num_class_embeds)?;
+        let classes = read_classes(&layout.classes, unet_config.num_class_embeds())?;
         let decoder = match &layout.decoder {
-            Some(part) => {
-                DecoderConfig::read(part, &model.config)?;
-                Some(LatentDecoder::load(ctx, part)?)
-            }
+            Some(part) => Some(LatentDecoder::load(ctx, part)?),
+            None => None,
+        };
+        let prompt_encoder = match text {
+            Some(_) => Some(PromptEncoder::load(ctx, &layout.root)?),
             None => None,
         };
         Ok(Pipeline {
             ctx: Arc::clone(ctx),
             model,
+            unet_config,
             dir: dir.to_path_buf(),
             scheduler_config,
             has_scheduler_file,
             classes,
             decoder,
+            prompt_encoder,
         })
     }
 
@@ -388,7 +488,7 @@ impl Pipeline {
 
     /// The label for a class name (case-insensitive, from classes.json) or a decimal label.
     pub fn resolve_class(&self, name: &str) -> Result<usize> {
-        prepare::resolve_class(&self.model.config, &self.classes, name)
+        prepare::resolve_class(&self.unet_config, &self.classes, name)
     }
 
     /// The step plan `options` ask for (before any image-to-image truncation).
@@ -399,11 +499,12 @@ impl Pipeline {
     /// Validates `options` against this model and prepares the run (no GPU work).
     pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
         check_latent_options(self.decoder.is_some(), options)?;
-        RunSpec::prepare(
-            &self.model.config,
+        RunSpec::prepare_latent(
+            &self.unet_config,
             &self.scheduler_config,
             &self.classes,
             options,
+            self.decoder.as_ref().map_or(1, LatentDecoder::upscale),
         )
     }
 

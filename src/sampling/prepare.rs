@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::model::unet_2d::config::UNet2DConfig;
+use crate::sampling::unet::UNetConfig;
 use crate::schedule::{NoiseLevels, PlanOptions, SchedulerConfig, SchedulerKind, StepPlan};
 
 use super::engine::{InitRule, RunStage};
@@ -105,12 +105,25 @@ impl SampleOptions {
 }
 
 /// Classifier-free guidance: `m = m_null + scale·(m_class − m_null)`, the null rows labelled
-/// `null_label`.
+/// `null_label` (class-conditional models) or conditioned on the negative prompts
+/// (text-to-image pipelines: `null_label` is `None`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Guidance {
     pub scale: f64,
-    pub null_label: usize,
+    pub null_label: Option<usize>,
 }
+
+/// The prompts of a text-to-image run, per image (cycled by global image index).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRun {
+    /// Each image's prompt.
+    pub prompts: Vec<String>,
+    /// Each image's negative prompt (empty without guidance).
+    pub negative_prompts: Vec<String>,
+}
+
+/// diffusers' default guidance scale of Stable Diffusion pipelines.
+pub const TEXT_GUIDANCE_DEFAULT: f64 = 7.5;
 
 /// Where the starting noise z comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -149,6 +162,8 @@ pub struct RunSpec<'a> {
     pub labels: Option<Vec<usize>>,
     /// `None` without guidance, and also for w = 1 or an all-null batch (plain sampling).
     pub guidance: Option<Guidance>,
+    /// A text-to-image run's prompts; `None` for other models.
+    pub text: Option<TextRun>,
     /// The whole plan (an image-to-image run starts at `first_step`).
     pub plan: StepPlan,
     pub first_step: usize,
@@ -176,30 +191,66 @@ impl<'a> RunSpec<'a> {
     /// Validates `options` against the model's configs and resolves everything the GPU run
     /// needs. Reads no file and touches no GPU.
     pub fn prepare(
-        unet: &UNet2DConfig,
+        unet: &UNetConfig,
         scheduler: &SchedulerConfig,
         classes: &ClassNames,
         options: &'a SampleOptions,
     ) -> Result<Self> {
+        Self::prepare_latent(unet, scheduler, classes, options, 1)
+    }
+
+    /// [`RunSpec::prepare`] for a latent pipeline whose decoder upscales `upscale`×: the
+    /// options' height and width are then the image's, multiples of `upscale` (diffusers'
+    /// `height`/`width` of Stable Diffusion pipelines); the spec's shape is the latents'.
+    pub fn prepare_latent(
+        unet: &UNetConfig,
+        scheduler: &SchedulerConfig,
+        classes: &ClassNames,
+        options: &'a SampleOptions,
+        upscale: usize,
+    ) -> Result<Self> {
         options.validate()?;
         let n = options.num_images;
-        if unet.in_channels != unet.out_channels {
+        if unet.in_channels() != unet.out_channels() {
             return Err(Error::Config {
-                path: unet.source.clone(),
+                path: unet.source().to_path_buf(),
                 key: "out_channels".into(),
                 message: format!(
                     "the model maps {} channels to {}; sampling needs out_channels = in_channels",
-                    unet.in_channels, unet.out_channels
+                    unet.in_channels(),
+                    unet.out_channels()
                 ),
             });
         }
-        let (h, w) = unet.resolution(options.height, options.width);
-        unet.check_resolution(h, w)?;
-        let c = unet.in_channels;
+        let (h, w) = latent_resolution(unet, options, upscale)?;
+        let c = unet.in_channels();
         let chw = c * h * w;
 
-        let labels = image_labels(unet, classes, options)?;
-        let guidance = guidance(unet, classes, labels.as_deref(), options.guidance_scale)?;
+        let (labels, guidance, text) = match unet {
+            UNetConfig::Text(_) => {
+                let (guidance, text) = text_run(unet, options)?;
+                (None, guidance, Some(text))
+            }
+            UNetConfig::Plain(_) => {
+                if options.prompts.is_some() || options.negative_prompts.is_some() {
+                    let field = if options.prompts.is_some() {
+                        "prompts"
+                    } else {
+                        "negative_prompts"
+                    };
+                    return Err(Error::option(
+                        field,
+                        format!(
+                            "the model in {} has no text encoder (it is not a text-to-image                              pipeline); prompts need a StableDiffusionPipeline folder",
+                            model_dir(unet)
+                        ),
+                    ));
+                }
+                let labels = image_labels(unet, classes, options)?;
+                let guidance = guidance(unet, classes, labels.as_deref(), options.guidance_scale)?;
+                (labels, guidance, None)
+            }
+        };
         let plan = plan(scheduler, options)?;
         let (first_step, init, init_image) = image_start(&plan, options, [c, h, w])?;
         let stages = run_stages(&plan, first_step);
@@ -227,6 +278,7 @@ impl<'a> RunSpec<'a> {
             first_image: options.first_image,
             labels,
             guidance,
+            text,
             plan,
             first_step,
             init,
@@ -261,8 +313,8 @@ impl<'a> RunSpec<'a> {
         let all = self.labels.as_ref()?;
         let end = (chunk.first_image + chunk.images).min(all.len());
         let mut rows = all[chunk.first_image.min(end)..end].to_vec();
-        if let Some(g) = self.guidance {
-            rows.extend(std::iter::repeat_n(g.null_label, chunk.images));
+        if let Some(null) = self.guidance.and_then(|g| g.null_label) {
+            rows.extend(std::iter::repeat_n(null, chunk.images));
         }
         Some(rows)
     }
@@ -352,21 +404,26 @@ pub fn split_chunks(num_images: usize, chunk: usize) -> Vec<Chunk> {
 }
 
 /// The directory a config was read from, for messages.
-fn model_dir(unet: &UNet2DConfig) -> String {
-    match unet.source.parent() {
+fn model_dir(unet: &UNetConfig) -> String {
+    match unet.source().parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.display().to_string(),
         _ => "the model directory".into(),
     }
 }
 
 /// Checks that `label` is a class of the model.
-pub fn check_label(unet: &UNet2DConfig, label: usize) -> Result<()> {
-    match unet.num_class_embeds {
+pub fn check_label(unet: &UNetConfig, label: usize) -> Result<()> {
+    match unet.num_class_embeds() {
         None => Err(Error::option(
             "class_labels",
             format!(
-                "the model in {} is not class-conditional (no num_class_embeds)",
-                model_dir(unet)
+                "the model in {} is not class-conditional (no num_class_embeds{})",
+                model_dir(unet),
+                if unet.context_dim().is_some() {
+                    "; it is text-to-image: give prompts"
+                } else {
+                    ""
+                }
             ),
         )),
         Some(num) if label >= num => Err(Error::option(
@@ -381,7 +438,7 @@ pub fn check_label(unet: &UNet2DConfig, label: usize) -> Result<()> {
 }
 
 /// The label for a class name (case-insensitive, from classes.json) or a decimal label.
-pub fn resolve_class(unet: &UNet2DConfig, classes: &ClassNames, name: &str) -> Result<usize> {
+pub fn resolve_class(unet: &UNetConfig, classes: &ClassNames, name: &str) -> Result<usize> {
     let label = match name.trim().parse::<usize>() {
         Ok(label) => label,
         Err(_) => match classes.names.get(&name.trim().to_lowercase()) {
@@ -409,12 +466,12 @@ pub fn resolve_class(unet: &UNet2DConfig, classes: &ClassNames, name: &str) -> R
 /// Each image's label: `class_labels` cycled, the null label of a class-conditional model
 /// without them, `None` for an unconditional model.
 fn image_labels(
-    unet: &UNet2DConfig,
+    unet: &UNetConfig,
     classes: &ClassNames,
     options: &SampleOptions,
 ) -> Result<Option<Vec<usize>>> {
     let n = options.num_images;
-    match (&options.class_labels, unet.num_class_embeds) {
+    match (&options.class_labels, unet.num_class_embeds()) {
         (Some(list), _) => {
             for &label in list {
                 check_label(unet, label)?;
@@ -442,7 +499,7 @@ fn image_labels(
 
 /// Guidance of `scale` over `labels`; w = 1 and an all-null batch are plain sampling (`None`).
 fn guidance(
-    unet: &UNet2DConfig,
+    unet: &UNetConfig,
     classes: &ClassNames,
     labels: Option<&[usize]>,
     scale: Option<f64>,
@@ -450,7 +507,7 @@ fn guidance(
     let Some(scale) = scale else {
         return Ok(None);
     };
-    let null_label = match (unet.num_class_embeds, classes.null) {
+    let null_label = match (unet.num_class_embeds(), classes.null) {
         (None, _) => {
             return Err(Error::option(
                 "guidance_scale",
@@ -475,8 +532,120 @@ fn guidance(
     Ok(if scale == 1.0 || all_null {
         None
     } else {
-        Some(Guidance { scale, null_label })
+        Some(Guidance {
+            scale,
+            null_label: Some(null_label),
+        })
     })
+}
+
+/// The U-Net's sample resolution: the options' height / width divided by the decoder's
+/// `upscale` (each a multiple of it), else the config's `sample_size`; checked against the
+/// U-Net's down path, in image pixels when there is a decoder.
+fn latent_resolution(
+    unet: &UNetConfig,
+    options: &SampleOptions,
+    upscale: usize,
+) -> Result<(usize, usize)> {
+    let f = upscale.max(1);
+    let mut latent = [None, None];
+    for (slot, (field, v)) in latent
+        .iter_mut()
+        .zip([("height", options.height), ("width", options.width)])
+    {
+        if let Some(v) = v {
+            if v == 0 || !v.is_multiple_of(f) {
+                return Err(Error::option(
+                    field,
+                    format!(
+                        "{v} is not a positive multiple of {f}: the decoder upsamples the latents                          {f}× (the VAE factor), so the image's {field} must be a multiple of it"
+                    ),
+                ));
+            }
+            *slot = Some(v / f);
+        }
+    }
+    let (h, w) = unet.resolution(latent[0], latent[1]);
+    if f == 1 {
+        unet.check_resolution(h, w)?;
+        return Ok((h, w));
+    }
+    let m = unet.downscale() * f;
+    if unet.check_resolution(h, w).is_err() {
+        return Err(Error::Resolution {
+            height: h * f,
+            width: w * f,
+            message: format!(
+                "the image's height and width must be positive multiples of {m}: the VAE factor                  {f} times the U-Net's {} (it halves the {}x{} latents {} time(s))",
+                unet.downscale(),
+                h,
+                w,
+                unet.downscale().trailing_zeros()
+            ),
+        });
+    }
+    Ok((h, w))
+}
+
+/// The guidance and per-image prompts of a text-to-image run: prompts required, guidance 7.5
+/// unless given, off at ≤ 1 (diffusers' `do_classifier_free_guidance = guidance_scale > 1`),
+/// negative prompts empty unless given.
+fn text_run(unet: &UNetConfig, options: &SampleOptions) -> Result<(Option<Guidance>, TextRun)> {
+    if options.class_labels.is_some() {
+        return Err(Error::option(
+            "class_labels",
+            format!(
+                "the model in {} is text-to-image: it takes prompts, not class labels",
+                model_dir(unet)
+            ),
+        ));
+    }
+    let cycle = |list: &[String]| -> Vec<String> {
+        (0..options.num_images)
+            .map(|i| list[(options.first_image + i) % list.len()].clone())
+            .collect()
+    };
+    let prompts = match &options.prompts {
+        Some(list) if !list.is_empty() => cycle(list),
+        _ => {
+            return Err(Error::option(
+                "prompts",
+                format!(
+                    "the model in {} is text-to-image: give at least one prompt (the empty                      prompt \"\" samples unconditionally)",
+                    model_dir(unet)
+                ),
+            ))
+        }
+    };
+    let scale = options.guidance_scale.unwrap_or(TEXT_GUIDANCE_DEFAULT);
+    if !scale.is_finite() {
+        return Err(Error::option(
+            "guidance_scale",
+            format!("must be a finite number, got {scale}"),
+        ));
+    }
+    let guidance = (scale > 1.0).then_some(Guidance {
+        scale,
+        null_label: None,
+    });
+    let negative_prompts = match (&options.negative_prompts, guidance) {
+        (_, None) => Vec::new(),
+        (Some(list), Some(_)) if !list.is_empty() => cycle(list),
+        (Some(_), Some(_)) => {
+            return Err(Error::option(
+                "negative_prompts",
+                "is an empty list; give at least one (\"\" is the default)",
+            ))
+        }
+        (None, Some(_)) => vec![String::new(); options.num_images],
+    };
+    Ok((
+        guidance,
+        TextRun {
+            prompts,
+            negative_prompts,
+        },
+    ))
 }
 
 /// The sampler used when none is chosen: the scheduler config's class, except that a
@@ -689,6 +858,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::model::unet_2d::config::UNet2DConfig;
     use crate::sampling::InitImage;
 
     const UNET_JSON: &str = r#"{
@@ -699,12 +869,15 @@ mod tests {
         "sample_size": 16
     }"#;
 
-    fn unet(num_class_embeds: Option<usize>) -> UNet2DConfig {
+    fn unet(num_class_embeds: Option<usize>) -> UNetConfig {
         let mut value: serde_json::Value = serde_json::from_str(UNET_JSON).unwrap();
         if let Some(num) = num_class_embeds {
             value["num_class_embeds"] = num.into();
         }
-        UNet2DConfig::from_json_str(&value.to_string(), Path::new("model/config.json")).unwrap()
+        UNetConfig::Plain(
+            UNet2DConfig::from_json_str(&value.to_string(), Path::new("model/config.json"))
+                .unwrap(),
+        )
     }
 
     fn scheduler() -> SchedulerConfig {
@@ -830,7 +1003,7 @@ mod tests {
             spec.guidance,
             Some(Guidance {
                 scale: 3.0,
-                null_label: 10
+                null_label: Some(10)
             })
         );
         let chunks = spec.chunks(2);
@@ -1150,8 +1323,9 @@ mod tests {
     fn a_model_with_other_output_channels_cannot_sample() {
         let mut value: serde_json::Value = serde_json::from_str(UNET_JSON).unwrap();
         value["out_channels"] = 6.into();
-        let cfg =
-            UNet2DConfig::from_json_str(&value.to_string(), Path::new("m/config.json")).unwrap();
+        let cfg = UNetConfig::Plain(
+            UNet2DConfig::from_json_str(&value.to_string(), Path::new("m/config.json")).unwrap(),
+        );
         let err_options = options(1);
         let err = RunSpec::prepare(&cfg, &scheduler(), &ClassNames::default(), &err_options);
         assert!(

@@ -5,10 +5,71 @@
 use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
 use crate::model::autoencoder::{AutoencoderGraph, DecodeOptions};
-use crate::model::unet_2d::UNetGraph;
+use crate::model::clip_text::PromptEncoder;
 
 use super::engine::{self, ChunkJob, InitNoise};
-use super::{NoiseSource, Pipeline, Progress, RunSpec, Samples};
+use super::unet::{AnyGraph, UNet};
+use super::{Chunk, NoiseSource, Pipeline, Progress, RunSpec, Samples, TextRun};
+
+/// Prompts encoded per text-encoder launch: bounds its activations whatever the prompt count.
+const PROMPTS_PER_ENCODE: usize = 8;
+
+/// The text embeddings of every distinct prompt of a run, encoded once.
+struct PromptTable {
+    prompts: Vec<String>,
+    /// `[prompts, tokens, width]`.
+    embeds: Vec<f32>,
+    row: usize,
+}
+
+impl PromptTable {
+    fn encode(encoder: &PromptEncoder, text: &TextRun) -> Result<Self> {
+        let mut prompts: Vec<String> = Vec::new();
+        for p in text.prompts.iter().chain(&text.negative_prompts) {
+            if !prompts.contains(p) {
+                prompts.push(p.clone());
+            }
+        }
+        let mut embeds = Vec::new();
+        let mut row = 0;
+        for group in prompts.chunks(PROMPTS_PER_ENCODE) {
+            let encoded = encoder.encode(group)?;
+            row = encoded.seq_len * encoded.hidden_size;
+            embeds.extend(encoded.embeds);
+        }
+        Ok(PromptTable {
+            prompts,
+            embeds,
+            row,
+        })
+    }
+
+    /// The context rows of `chunk`: its images' prompts, then (with guidance) their negative
+    /// prompts — the order of the model batch.
+    fn rows(&self, text: &TextRun, chunk: &Chunk) -> Result<Vec<f32>> {
+        let images = chunk.first_image..chunk.first_image + chunk.images;
+        let mut out = Vec::new();
+        let lists: [&[String]; 2] = [&text.prompts, &text.negative_prompts];
+        for list in lists {
+            if list.is_empty() {
+                continue;
+            }
+            for p in list.get(images.clone()).ok_or_else(|| {
+                Error::invalid(
+                    "Pipeline::run",
+                    "the run spec has fewer prompts than images",
+                )
+            })? {
+                let i =
+                    self.prompts.iter().position(|q| q == p).ok_or_else(|| {
+                        Error::invalid("Pipeline::run", "a prompt was not encoded")
+                    })?;
+                out.extend_from_slice(&self.embeds[i * self.row..(i + 1) * self.row]);
+            }
+        }
+        Ok(out)
+    }
+}
 
 impl Pipeline {
     /// Runs a prepared [`RunSpec`] (from [`Pipeline::prepare`], or [`super::PipelineConfig::prepare`]
@@ -32,19 +93,34 @@ impl Pipeline {
         };
         let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
             vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
+        let tokens = self.context_tokens();
+        let prompts = match (&spec.text, &self.prompt_encoder) {
+            (Some(text), Some(encoder)) => Some((text, PromptTable::encode(encoder, text)?)),
+            _ => None,
+        };
         // One graph per model batch size (the last chunk may be smaller).
-        let mut graphs: Vec<(usize, UNetGraph)> = Vec::new();
+        let mut graphs: Vec<(usize, AnyGraph)> = Vec::new();
         for (k, chunk) in chunks.iter().enumerate() {
             let rows = spec.model_rows(chunk);
             let graph = match graphs.iter().position(|(b, _)| *b == rows) {
                 Some(i) => &graphs[i].1,
                 None => {
-                    graphs.push((rows, self.model.graph(rows, h, w)?));
+                    graphs.push((rows, self.model.graph(rows, h, w, tokens)?));
                     &graphs[graphs.len() - 1].1
                 }
             };
-            if let Some(labels) = spec.model_labels(chunk) {
-                graph.write_class_labels(Some(&labels))?;
+            match graph {
+                AnyGraph::Plain(g) => {
+                    if let Some(labels) = spec.model_labels(chunk) {
+                        g.write_class_labels(Some(&labels))?;
+                    }
+                }
+                AnyGraph::Text(g) => {
+                    let (text, table) = prompts.as_ref().ok_or_else(|| {
+                        Error::invalid("Pipeline::run", "a text-to-image run without prompts")
+                    })?;
+                    g.write_context(&table.rows(text, chunk)?)?;
+                }
             }
             let init_noise = match spec.chunk_noise(chunk)? {
                 NoiseSource::Seeded => InitNoise::Seeded,
@@ -120,7 +196,13 @@ impl Pipeline {
         let budget = spec
             .memory_budget
             .unwrap_or_else(|| default_memory_budget(&self.ctx.adapter));
-        let weights = self.model.parameters as u64 * 4;
+        let weights = (self.model.parameters()
+            + self
+                .prompt_encoder
+                .as_ref()
+                .map_or(0, |p| p.text_encoder.parameters)) as u64
+            * 4;
+        let tokens = self.context_tokens();
         let max_buffer = self.ctx.adapter.limits.max_buffer_size;
         let rows_per_image = if spec.guidance.is_some() { 2 } else { 1 };
         let mut smallest = 0;
@@ -128,7 +210,10 @@ impl Pipeline {
             binding_limit: spec.decode_binding_limit,
         };
         let fits = |images: usize| -> Result<bool> {
-            let memory = match self.model.plan_memory(images * rows_per_image, h, w) {
+            let memory = match self
+                .model
+                .plan_memory(images * rows_per_image, h, w, tokens)
+            {
                 Ok(memory) => memory,
                 // Over the binding limit: a smaller batch may still fit.
                 Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
@@ -167,29 +252,47 @@ impl Pipeline {
     /// GPU work.
     fn check_spec(&self, spec: &RunSpec<'_>) -> Result<()> {
         const OP: &str = "Pipeline::run";
-        let cfg = &self.model.config;
-        if spec.shape[1] != cfg.in_channels {
+        let cfg = &self.unet_config;
+        if spec.text.is_some() != matches!(self.model, UNet::Text(_)) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the run spec {} prompts but the model in {} is {}text-to-image; prepare it from this model",
+                    if spec.text.is_some() { "has" } else { "has no" },
+                    self.dir.display(),
+                    if spec.text.is_some() { "not " } else { "" }
+                ),
+            ));
+        }
+        if spec.shape[1] != cfg.in_channels() {
             return Err(Error::invalid(
                 OP,
                 format!(
                     "the run spec has {} channels but the model in {} takes {}; prepare it from this model",
                     spec.shape[1],
                     self.dir.display(),
-                    cfg.in_channels
+                    cfg.in_channels()
                 ),
             ));
         }
-        if spec.labels.is_some() != cfg.num_class_embeds.is_some() {
+        if spec.labels.is_some() != cfg.num_class_embeds().is_some() {
             return Err(Error::invalid(
                 OP,
                 format!(
                     "the run spec {} class labels but the model in {} is {}class-conditional; prepare it from this model",
                     if spec.labels.is_some() { "has" } else { "has no" },
                     self.dir.display(),
-                    if cfg.num_class_embeds.is_some() { "" } else { "not " }
+                    if cfg.num_class_embeds().is_some() { "" } else { "not " }
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// Text tokens per prompt of a text-to-image pipeline (0 otherwise).
+    fn context_tokens(&self) -> usize {
+        self.prompt_encoder
+            .as_ref()
+            .map_or(0, |p| p.tokenizer.model_max_length())
     }
 }

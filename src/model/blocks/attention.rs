@@ -6,6 +6,7 @@
 
 use crate::error::Result;
 use crate::model::blocks::layers::{GroupNormLayer, LinearLayer};
+use crate::model::blocks::SpatialLayer;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 use crate::ops::causal_softmax::{causal_softmax, CausalSoftmax};
@@ -90,6 +91,18 @@ impl AttentionBlock {
     }
 }
 
+impl SpatialLayer for AttentionBlock {
+    fn record_spatial<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        _context: Option<&Value>,
+        name: &str,
+    ) -> Result<Value> {
+        self.record(g, x, name)
+    }
+}
+
 /// How [`multi_head`] splits the channels and masks the scores.
 #[derive(Debug, Clone, Copy)]
 pub struct Heads {
@@ -112,11 +125,12 @@ pub fn multi_head<'a>(
 ) -> Result<Value> {
     let n = q.shape[0];
     let t: usize = q.shape[2..].iter().product();
+    let tk: usize = k.shape[2..].iter().product();
     let d = heads.head_dim;
     let bh = n * heads.heads;
     let label = format!("{name}.scores");
     let (qi, ki) = (q.id(), k.id());
-    let scores = g.op(&label.clone(), &[q, k], &[bh, t, t], move |b, out| {
+    let scores = g.op(&label.clone(), &[q, k], &[bh, t, tk], move |b, out| {
         let mm = Matmul {
             a: b.get(qi),
             b: b.get(ki),
@@ -125,11 +139,11 @@ pub fn multi_head<'a>(
             residual: None,
             batch: bh,
             m: t,
-            n: t,
+            n: tk,
             k: d,
             a_strides: [d * t, 1, t],
-            b_strides: [d * t, t, 1],
-            c_strides: [t * t, t, 1],
+            b_strides: [d * tk, tk, 1],
+            c_strides: [t * tk, tk, 1],
             alpha: 1.0 / (d as f32).sqrt(),
             output_scale: 1.0,
         };
@@ -151,7 +165,7 @@ pub fn multi_head<'a>(
             let args = SoftmaxRows {
                 data,
                 rows: bh * t,
-                cols: t,
+                cols: tk,
             };
             softmax_rows(b.ctx, &args, &label)
         })?;
@@ -168,9 +182,9 @@ pub fn multi_head<'a>(
             batch: bh,
             m: t,
             n: d,
-            k: t,
-            a_strides: [t * t, t, 1],
-            b_strides: [d * t, 1, t],
+            k: tk,
+            a_strides: [t * tk, tk, 1],
+            b_strides: [d * tk, 1, tk],
             c_strides: [d * t, 1, t],
             alpha: 1.0,
             output_scale: 1.0,

@@ -1,5 +1,10 @@
 //! The leaf layers: `nn.Conv2d`, `nn.Linear`, `nn.GroupNorm` (with the SiLU that follows it
-//! fused) and `nn.Embedding`, each with its load and its recorded launch.
+//! fused), `nn.LayerNorm` and `nn.Embedding`, each with its load and its recorded launch.
+//!
+//! Activations come in two layouts: channel-major `[N, C, T]` (NCHW images, and the q/k/v of
+//! every attention, so `(sample, head)` is one batch index) and token-major `[N, T, C]` (a
+//! transformer's hidden states, normalised per token). [`LinearLayer`] has one recording per
+//! pair of layouts, so no transposing copy is ever needed.
 
 use crate::error::Result;
 use crate::gpu::Tensor;
@@ -7,6 +12,7 @@ use crate::model::graph::{Graph, Value};
 use crate::model::weights::{Init, VarBuilder};
 use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
 use crate::ops::group_norm::{group_norm, GroupNorm};
+use crate::ops::layer_norm::{layer_norm, LayerNorm};
 use crate::ops::matmul::{linear, matmul, BiasAxis, Matmul};
 
 /// `nn.Conv2d` weights; stride and padding are the owner's choice at record time.
@@ -106,11 +112,13 @@ impl Conv2dLayer {
     }
 }
 
-/// `nn.Linear` weights in torch layout.
+/// `nn.Linear` weights in torch layout (or a 1×1 `nn.Conv2d`'s, `[out, in, 1, 1]`: the same
+/// memory).
 #[derive(Debug)]
 pub struct LinearLayer {
     pub weight: Tensor, // [out, in]
-    pub bias: Tensor,   // [out]
+    /// `[out]`; `None` for `bias=False` layers (the q/k/v projections of SD's attention).
+    pub bias: Option<Tensor>,
     pub in_features: usize,
     pub out_features: usize,
 }
@@ -138,7 +146,29 @@ impl LinearLayer {
         let init = Init::Uniform(1.0 / (fin as f32).sqrt());
         Ok(LinearLayer {
             weight: vb.get_any(&weights, &[fout, fin], init)?,
-            bias: vb.get_any(&biases, &[fout], init)?,
+            bias: Some(vb.get_any(&biases, &[fout], init)?),
+            in_features: fin,
+            out_features: fout,
+        })
+    }
+
+    /// `nn.Linear(fin, fout, bias=False)`: `weight` only.
+    pub fn load_no_bias(vb: &VarBuilder, fin: usize, fout: usize) -> Result<Self> {
+        let init = Init::Uniform(1.0 / (fin as f32).sqrt());
+        Ok(LinearLayer {
+            weight: vb.get("weight", &[fout, fin], init)?,
+            bias: None,
+            in_features: fin,
+            out_features: fout,
+        })
+    }
+
+    /// A 1×1 `nn.Conv2d(fin, fout)` used as a projection: `weight [fout, fin, 1, 1]`, `bias`.
+    pub fn load_conv1x1(vb: &VarBuilder, fin: usize, fout: usize) -> Result<Self> {
+        let init = Init::Uniform(1.0 / (fin as f32).sqrt());
+        Ok(LinearLayer {
+            weight: vb.get("weight", &[fout, fin, 1, 1], init)?,
+            bias: Some(vb.get("bias", &[fout], init)?),
             in_features: fin,
             out_features: fout,
         })
@@ -157,7 +187,7 @@ impl LinearLayer {
                     b.ctx,
                     b.get(xi),
                     &self.weight,
-                    Some(&self.bias),
+                    self.bias.as_ref(),
                     out,
                     &label,
                 )
@@ -189,7 +219,7 @@ impl LinearLayer {
                 a: &self.weight,
                 b: b.get(xi),
                 out,
-                bias: Some((&self.bias, BiasAxis::M)),
+                bias: self.bias.as_ref().map(|t| (t, BiasAxis::M)),
                 residual: ri.map(|r| b.get(r)),
                 batch,
                 m: c_out,
@@ -202,6 +232,175 @@ impl LinearLayer {
                 output_scale,
             };
             matmul(b.ctx, &mm, &label)
+        })
+    }
+
+    /// Token-major `x [..., T, in]` → `[..., T, out]` (`+ residual`, same shape as the output):
+    /// one GEMM over every token.
+    pub fn record_tokens<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        residual: Option<&Value>,
+        name: &str,
+    ) -> Result<Value> {
+        let (fin, fout) = (self.in_features, self.out_features);
+        let tokens = x.numel() / fin;
+        let mut shape = x.shape.clone();
+        if let Some(last) = shape.last_mut() {
+            *last = fout;
+        }
+        let mut reads = vec![x];
+        reads.extend(residual);
+        let (xi, ri) = (x.id(), residual.map(Value::id));
+        let label = name.to_owned();
+        g.op(name, &reads, &shape, move |b, out| {
+            let mm = Matmul {
+                a: b.get(xi),
+                b: &self.weight,
+                out,
+                bias: self.bias.as_ref().map(|t| (t, BiasAxis::N)),
+                residual: ri.map(|r| b.get(r)),
+                batch: 1,
+                m: tokens,
+                n: fout,
+                k: fin,
+                a_strides: [0, fin, 1],
+                b_strides: [0, 1, fin],
+                c_strides: [0, fout, 1],
+                alpha: 1.0,
+                output_scale: 1.0,
+            };
+            matmul(b.ctx, &mm, &label)
+        })
+    }
+
+    /// Token-major `h [B, T, in]` → channel-major `[B, out, T]` (`+ residual [B, out, ...]`;
+    /// the output takes `out_shape` when given, e.g. `[B, out, H, W]`): the q/k/v projections of
+    /// attention, and a transformer's `proj_out` back onto its NCHW input.
+    pub fn record_to_channels<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        h: &Value,
+        residual: Option<&Value>,
+        out_shape: Option<&[usize]>,
+        name: &str,
+    ) -> Result<Value> {
+        let (fin, fout) = (self.in_features, self.out_features);
+        let [batch, t, d] = h.shape[..] else {
+            return Err(crate::Error::invalid(
+                name,
+                format!("{:?} is not [B, T, D]", h.shape),
+            ));
+        };
+        if d != fin {
+            return Err(crate::Error::invalid(
+                name,
+                format!("{:?} has {d} features, the layer takes {fin}", h.shape),
+            ));
+        }
+        let shape = out_shape.map_or_else(|| vec![batch, fout, t], <[usize]>::to_vec);
+        let mut reads = vec![h];
+        reads.extend(residual);
+        let (hi, ri) = (h.id(), residual.map(Value::id));
+        let label = name.to_owned();
+        g.op(name, &reads, &shape, move |b, out| {
+            let mm = Matmul {
+                a: &self.weight,
+                b: b.get(hi),
+                out,
+                bias: self.bias.as_ref().map(|t| (t, BiasAxis::M)),
+                residual: ri.map(|r| b.get(r)),
+                batch,
+                m: fout,
+                n: t,
+                k: fin,
+                a_strides: [0, fin, 1],
+                b_strides: [t * fin, 1, fin],
+                c_strides: [fout * t, t, 1],
+                alpha: 1.0,
+                output_scale: 1.0,
+            };
+            matmul(b.ctx, &mm, &label)
+        })
+    }
+
+    /// Channel-major `a [B, in, ...]` (T = the trailing dims) → token-major `[B, T, out]`
+    /// (`+ residual [B, T, out]`): attention's output projection back into the hidden states, and
+    /// a transformer's `proj_in` from its NCHW input.
+    pub fn record_from_channels<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        a: &Value,
+        residual: Option<&Value>,
+        name: &str,
+    ) -> Result<Value> {
+        let (fin, fout) = (self.in_features, self.out_features);
+        if a.shape.len() < 3 || a.shape[1] != fin {
+            return Err(crate::Error::invalid(
+                name,
+                format!("{:?} is not [B, {fin}, T...]", a.shape),
+            ));
+        }
+        let batch = a.shape[0];
+        let t: usize = a.shape[2..].iter().product();
+        let mut reads = vec![a];
+        reads.extend(residual);
+        let (ai, ri) = (a.id(), residual.map(Value::id));
+        let label = name.to_owned();
+        g.op(name, &reads, &[batch, t, fout], move |b, out| {
+            let mm = Matmul {
+                a: b.get(ai),
+                b: &self.weight,
+                out,
+                bias: self.bias.as_ref().map(|t| (t, BiasAxis::N)),
+                residual: ri.map(|r| b.get(r)),
+                batch,
+                m: t,
+                n: fout,
+                k: fin,
+                a_strides: [fin * t, 1, t],
+                b_strides: [0, 1, fin],
+                c_strides: [t * fout, fout, 1],
+                alpha: 1.0,
+                output_scale: 1.0,
+            };
+            matmul(b.ctx, &mm, &label)
+        })
+    }
+}
+
+/// `nn.LayerNorm(D, eps)` affine parameters.
+#[derive(Debug)]
+pub struct LayerNormLayer {
+    pub weight: Tensor, // [D]
+    pub bias: Tensor,   // [D]
+    pub eps: f32,
+}
+
+impl LayerNormLayer {
+    /// `weight [D]` (ones when random) and `bias [D]` (zeros).
+    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNormLayer {
+            weight: vb.get("weight", &[dim], Init::Ones)?,
+            bias: vb.get("bias", &[dim], Init::Zeros)?,
+            eps: eps as f32,
+        })
+    }
+
+    /// `layer_norm(x)` over the last dimension, into a new value.
+    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        let xi = x.id();
+        let label = name.to_owned();
+        g.op(name, &[x], &x.shape.clone(), move |b, out| {
+            let args = LayerNorm {
+                input: b.get(xi),
+                gamma: &self.weight,
+                beta: &self.bias,
+                out,
+                eps: self.eps,
+            };
+            layer_norm(b.ctx, &args, &label)
         })
     }
 }

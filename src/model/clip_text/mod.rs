@@ -61,11 +61,13 @@ impl PromptEncoder {
         let tokenizer = ClipTokenizer::from_folder(&tok_dir)?;
         let config = CLIPTextConfig::from_file(&enc_dir.join(text_model::CONFIG_FILE))?;
         check_vocab(&tokenizer, &config, &tok_dir)?;
-        let weights_path = enc_dir.join(text_model::WEIGHTS_FILE);
+        let weights_path =
+            crate::model::weights::with_variant(&enc_dir.join(text_model::WEIGHTS_FILE));
         if !weights_path.is_file() {
             return Err(Error::MissingFile {
                 path: weights_path,
-                what: "model.safetensors (the text encoder weights)".into(),
+                what: "model.safetensors or model.fp16.safetensors (the text encoder weights)"
+                    .into(),
             });
         }
         let source = crate::model::weights::WeightSource::file(&weights_path)?;

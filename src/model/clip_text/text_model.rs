@@ -23,8 +23,6 @@ use crate::model::blocks::layers::LinearLayer;
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{Init, VarBuilder, WeightSource};
 use crate::ops::activation::{self, Act, Activation};
-use crate::ops::layer_norm::{layer_norm, LayerNorm};
-use crate::ops::matmul::{matmul, BiasAxis, Matmul};
 
 use super::config::CLIPTextConfig;
 
@@ -32,79 +30,7 @@ use super::config::CLIPTextConfig;
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
-/// `nn.LayerNorm(D, eps)` affine parameters.
-#[derive(Debug)]
-pub struct LayerNormLayer {
-    pub weight: Tensor, // [D]
-    pub bias: Tensor,   // [D]
-    pub eps: f32,
-}
-
-impl LayerNormLayer {
-    /// `weight [D]` (ones when random) and `bias [D]` (zeros).
-    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNormLayer {
-            weight: vb.get("weight", &[dim], Init::Ones)?,
-            bias: vb.get("bias", &[dim], Init::Zeros)?,
-            eps: eps as f32,
-        })
-    }
-
-    /// `layer_norm(x)` over the last dimension, into a new value.
-    pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
-        let xi = x.id();
-        let label = name.to_owned();
-        g.op(name, &[x], &x.shape.clone(), move |b, out| {
-            let args = LayerNorm {
-                input: b.get(xi),
-                gamma: &self.weight,
-                beta: &self.bias,
-                out,
-                eps: self.eps,
-            };
-            layer_norm(b.ctx, &args, &label)
-        })
-    }
-}
-
-/// `x [B, T, in] → x·Wᵀ + b (+ residual) [B, T, out]`: one GEMM over all tokens.
-fn record_linear<'a>(
-    g: &mut Graph<'a>,
-    layer: &'a LinearLayer,
-    x: &Value,
-    residual: Option<&Value>,
-    name: &str,
-) -> Result<Value> {
-    let (fin, fout) = (layer.in_features, layer.out_features);
-    let tokens = x.numel() / fin;
-    let mut shape = x.shape.clone();
-    if let Some(last) = shape.last_mut() {
-        *last = fout;
-    }
-    let mut reads = vec![x];
-    reads.extend(residual);
-    let (xi, ri) = (x.id(), residual.map(Value::id));
-    let label = name.to_owned();
-    g.op(name, &reads, &shape, move |b, out| {
-        let mm = Matmul {
-            a: b.get(xi),
-            b: &layer.weight,
-            out,
-            bias: Some((&layer.bias, BiasAxis::N)),
-            residual: ri.map(|r| b.get(r)),
-            batch: 1,
-            m: tokens,
-            n: fout,
-            k: fin,
-            a_strides: [0, fin, 1],
-            b_strides: [0, 1, fin],
-            c_strides: [0, fout, 1],
-            alpha: 1.0,
-            output_scale: 1.0,
-        };
-        matmul(b.ctx, &mm, &label)
-    })
-}
+pub use crate::model::blocks::layers::LayerNormLayer;
 
 /// transformers `CLIPAttention`: causal multi-head self-attention with biased projections.
 #[derive(Debug)]
@@ -130,42 +56,6 @@ impl CLIPAttention {
         })
     }
 
-    /// A projection of `h [B, T, D]` written channel-major, `[B, D, T]`.
-    fn project<'a>(
-        g: &mut Graph<'a>,
-        layer: &'a LinearLayer,
-        h: &Value,
-        name: &str,
-    ) -> Result<Value> {
-        let [batch, t, d] = h.shape[..] else {
-            return Err(Error::invalid(
-                name,
-                format!("{:?} is not [B, T, D]", h.shape),
-            ));
-        };
-        let hi = h.id();
-        let label = name.to_owned();
-        g.op(name, &[h], &[batch, d, t], move |b, out| {
-            let mm = Matmul {
-                a: &layer.weight,
-                b: b.get(hi),
-                out,
-                bias: Some((&layer.bias, BiasAxis::M)),
-                residual: None,
-                batch,
-                m: d,
-                n: t,
-                k: d,
-                a_strides: [0, d, 1],
-                b_strides: [t * d, 1, d],
-                c_strides: [d * t, t, 1],
-                alpha: 1.0,
-                output_scale: 1.0,
-            };
-            matmul(b.ctx, &mm, &label)
-        })
-    }
-
     /// `x + out_proj(attention(h))`, with `h = layer_norm1(x)`; both `[B, T, D]`.
     pub fn record<'a>(
         &'a self,
@@ -181,9 +71,15 @@ impl CLIPAttention {
             ));
         };
         let (heads, hd) = (self.heads, self.head_dim);
-        let q = Self::project(g, &self.q_proj, h, &format!("{name}.q_proj"))?;
-        let k = Self::project(g, &self.k_proj, h, &format!("{name}.k_proj"))?;
-        let v = Self::project(g, &self.v_proj, h, &format!("{name}.v_proj"))?;
+        let q = self
+            .q_proj
+            .record_to_channels(g, h, None, None, &format!("{name}.q_proj"))?;
+        let k = self
+            .k_proj
+            .record_to_channels(g, h, None, None, &format!("{name}.k_proj"))?;
+        let v = self
+            .v_proj
+            .record_to_channels(g, h, None, None, &format!("{name}.v_proj"))?;
         let attn = multi_head(
             g,
             [&q, &k, &v],
@@ -196,33 +92,8 @@ impl CLIPAttention {
             name,
         )?;
         // out[b, t, o] = Σ_c attn[b, c, t]·W[o, c] + bias[o] + x[b, t, o].
-        let label = format!("{name}.out_proj");
-        let (ai, xi) = (attn.id(), x.id());
-        let layer = &self.out_proj;
-        g.op(
-            &label.clone(),
-            &[&attn, x],
-            &[batch, t, d],
-            move |b, out| {
-                let mm = Matmul {
-                    a: b.get(ai),
-                    b: &layer.weight,
-                    out,
-                    bias: Some((&layer.bias, BiasAxis::N)),
-                    residual: Some(b.get(xi)),
-                    batch,
-                    m: t,
-                    n: d,
-                    k: d,
-                    a_strides: [d * t, 1, t],
-                    b_strides: [0, 1, d],
-                    c_strides: [t * d, d, 1],
-                    alpha: 1.0,
-                    output_scale: 1.0,
-                };
-                matmul(b.ctx, &mm, &label)
-            },
-        )
+        self.out_proj
+            .record_from_channels(g, &attn, Some(x), &format!("{name}.out_proj"))
     }
 }
 
@@ -251,7 +122,7 @@ impl CLIPMLP {
         x: &Value,
         name: &str,
     ) -> Result<Value> {
-        let f = record_linear(g, &self.fc1, h, None, &format!("{name}.fc1"))?;
+        let f = self.fc1.record_tokens(g, h, None, &format!("{name}.fc1"))?;
         let label = format!("{name}.activation_fn");
         let fi = f.id();
         let act = self.activation;
@@ -266,7 +137,8 @@ impl CLIPMLP {
                 &label,
             )
         })?;
-        record_linear(g, &self.fc2, &a, Some(x), &format!("{name}.fc2"))
+        self.fc2
+            .record_tokens(g, &a, Some(x), &format!("{name}.fc2"))
     }
 }
 

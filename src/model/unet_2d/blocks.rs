@@ -1,10 +1,14 @@
 //! The down, mid and up blocks of `UNet2DModel` (diffusers `unet_2d_blocks.py`): `DownBlock2D` /
-//! `AttnDownBlock2D`, `UNetMidBlock2D`, `UpBlock2D` / `AttnUpBlock2D`.
+//! `AttnDownBlock2D`, `UNetMidBlock2D`, `UpBlock2D` / `AttnUpBlock2D`. The down and up blocks are
+//! generic over the layer that follows each resnet ([`SpatialLayer`]): the spatial
+//! [`AttentionBlock`] here, SD's `Transformer2DModel` in `CrossAttnDownBlock2D` /
+//! `CrossAttnUpBlock2D` (`crate::model::unet_2d_condition`).
 
 use crate::error::{Error, Result};
 use crate::model::blocks::attention::{AttentionBlock, SpatialAttentionConfig};
 use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::blocks::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
+use crate::model::blocks::SpatialLayer;
 use crate::model::graph::{Graph, Value};
 use crate::model::unet_2d::config::UNet2DConfig;
 use crate::model::weights::VarBuilder;
@@ -35,16 +39,29 @@ fn attention_config(
     }
 }
 
-/// `DownBlock2D` / `AttnDownBlock2D`: `layers_per_block` resnets (each followed by attention in
-/// the attention variant), then a stride-2 downsampler except in the last block.
+/// Loads the attention layer of one resnet from its `attentions.j` view.
+pub type LoadAttention<'f, A> = &'f dyn Fn(&VarBuilder) -> Result<A>;
+
+/// How a down or up block is built: resnet settings, resnet count, and the loader of the layer
+/// after each resnet (`None`: a block without attention).
+pub struct BlockSpec<'f, A> {
+    pub resnet: ResnetConfig,
+    pub layers: usize,
+    pub attention: Option<LoadAttention<'f, A>>,
+}
+
+/// `DownBlock2D` / `AttnDownBlock2D` / `CrossAttnDownBlock2D`: resnets (each followed by the
+/// attention layer in the attention variants), then a stride-2 downsampler except in the last
+/// block.
 #[derive(Debug)]
-pub struct DownBlock2D {
+pub struct DownBlock2D<A = AttentionBlock> {
     pub resnets: Vec<ResnetBlock2D>,
-    pub attentions: Vec<AttentionBlock>,
+    pub attentions: Vec<A>,
     pub downsamplers: Vec<Downsample2D>,
 }
 
-impl DownBlock2D {
+impl DownBlock2D<AttentionBlock> {
+    /// A block of a `UNet2DModel`.
     pub fn load(
         vb: &VarBuilder,
         cfg: &UNet2DConfig,
@@ -53,30 +70,48 @@ impl DownBlock2D {
         out_c: usize,
         last: bool,
     ) -> Result<Self> {
-        let rc = resnet_config(cfg, 1.0);
+        let ac = attention_config(cfg, out_c, cfg.norm_num_groups, 1.0);
+        let load_attention = |vb: &VarBuilder| AttentionBlock::load(vb, &ac);
+        let spec = BlockSpec {
+            resnet: resnet_config(cfg, 1.0),
+            layers: cfg.layers_per_block,
+            attention: attention.then_some(&load_attention as &dyn Fn(&VarBuilder) -> Result<_>),
+        };
+        let downsample = (!last).then_some(cfg.downsample_padding);
+        Self::load_with(vb, &spec, in_c, out_c, downsample)
+    }
+}
+
+impl<A: SpatialLayer> DownBlock2D<A> {
+    /// `downsample`: the padding of the downsampling convolution, `None` for the last block.
+    pub fn load_with(
+        vb: &VarBuilder,
+        spec: &BlockSpec<A>,
+        in_c: usize,
+        out_c: usize,
+        downsample: Option<usize>,
+    ) -> Result<Self> {
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
-        for j in 0..cfg.layers_per_block {
+        for j in 0..spec.layers {
             let rin = if j == 0 { in_c } else { out_c };
             resnets.push(ResnetBlock2D::load(
                 &vb.pp("resnets").pp(j),
-                &rc,
+                &spec.resnet,
                 rin,
                 out_c,
             )?);
-            if attention {
-                let ac = attention_config(cfg, out_c, cfg.norm_num_groups, 1.0);
-                attentions.push(AttentionBlock::load(&vb.pp("attentions").pp(j), &ac)?);
+            if let Some(load) = spec.attention {
+                attentions.push(load(&vb.pp("attentions").pp(j))?);
             }
         }
-        let downsamplers = if last {
-            Vec::new()
-        } else {
-            vec![Downsample2D::load(
+        let downsamplers = match downsample {
+            Some(padding) => vec![Downsample2D::load(
                 &vb.pp("downsamplers.0"),
                 out_c,
-                cfg.downsample_padding,
-            )?]
+                padding,
+            )?],
+            None => Vec::new(),
         };
         Ok(DownBlock2D {
             resnets,
@@ -92,6 +127,7 @@ impl DownBlock2D {
         g: &mut Graph<'a>,
         x: &Value,
         temb_act: &Value,
+        context: Option<&Value>,
         skips: &mut Vec<Value>,
         name: &str,
     ) -> Result<Value> {
@@ -99,7 +135,7 @@ impl DownBlock2D {
         for (j, r) in self.resnets.iter().enumerate() {
             x = r.record(g, &x, Some(temb_act), &format!("{name}.resnets.{j}"))?;
             if let Some(a) = self.attentions.get(j) {
-                x = a.record(g, &x, &format!("{name}.attentions.{j}"))?;
+                x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{j}"))?;
             }
             skips.push(x.clone());
         }
@@ -128,13 +164,13 @@ pub fn load_mid_block(
     )
 }
 
-/// `UpBlock2D` / `AttnUpBlock2D`: `layers_per_block + 1` resnets over the output concatenated
-/// with a saved skip (each followed by attention in the attention variant), then a ×2
+/// `UpBlock2D` / `AttnUpBlock2D` / `CrossAttnUpBlock2D`: resnets over the output concatenated
+/// with a saved skip (each followed by the attention layer in the attention variants), then a ×2
 /// upsampler except in the last block.
 #[derive(Debug)]
-pub struct UpBlock2D {
+pub struct UpBlock2D<A = AttentionBlock> {
     pub resnets: Vec<ResnetBlock2D>,
-    pub attentions: Vec<AttentionBlock>,
+    pub attentions: Vec<A>,
     pub upsamplers: Vec<Upsample2D>,
 }
 
@@ -149,7 +185,8 @@ pub struct UpChannels {
     pub last_skip: usize,
 }
 
-impl UpBlock2D {
+impl UpBlock2D<AttentionBlock> {
+    /// A block of a `UNet2DModel` (`layers_per_block + 1` resnets).
     pub fn load(
         vb: &VarBuilder,
         cfg: &UNet2DConfig,
@@ -157,8 +194,26 @@ impl UpBlock2D {
         ch: UpChannels,
         last: bool,
     ) -> Result<Self> {
-        let rc = resnet_config(cfg, 1.0);
-        let layers = cfg.layers_per_block + 1;
+        let ac = attention_config(cfg, ch.out, cfg.norm_num_groups, 1.0);
+        let load_attention = |vb: &VarBuilder| AttentionBlock::load(vb, &ac);
+        let spec = BlockSpec {
+            resnet: resnet_config(cfg, 1.0),
+            layers: cfg.layers_per_block + 1,
+            attention: attention.then_some(&load_attention as &dyn Fn(&VarBuilder) -> Result<_>),
+        };
+        Self::load_with(vb, &spec, ch, !last)
+    }
+}
+
+impl<A: SpatialLayer> UpBlock2D<A> {
+    /// `spec.layers` resnets; the last concatenates a skip of `ch.last_skip` channels.
+    pub fn load_with(
+        vb: &VarBuilder,
+        spec: &BlockSpec<A>,
+        ch: UpChannels,
+        upsample: bool,
+    ) -> Result<Self> {
+        let layers = spec.layers;
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for j in 0..layers {
@@ -170,19 +225,18 @@ impl UpBlock2D {
             let rin = if j == 0 { ch.prev } else { ch.out };
             resnets.push(ResnetBlock2D::load(
                 &vb.pp("resnets").pp(j),
-                &rc,
+                &spec.resnet,
                 rin + skip_c,
                 ch.out,
             )?);
-            if attention {
-                let ac = attention_config(cfg, ch.out, cfg.norm_num_groups, 1.0);
-                attentions.push(AttentionBlock::load(&vb.pp("attentions").pp(j), &ac)?);
+            if let Some(load) = spec.attention {
+                attentions.push(load(&vb.pp("attentions").pp(j))?);
             }
         }
-        let upsamplers = if last {
-            Vec::new()
-        } else {
+        let upsamplers = if upsample {
             vec![Upsample2D::load(&vb.pp("upsamplers.0"), ch.out)?]
+        } else {
+            Vec::new()
         };
         Ok(UpBlock2D {
             resnets,
@@ -197,6 +251,7 @@ impl UpBlock2D {
         g: &mut Graph<'a>,
         x: &Value,
         temb_act: &Value,
+        context: Option<&Value>,
         skips: &mut Vec<Value>,
         name: &str,
     ) -> Result<Value> {
@@ -209,7 +264,7 @@ impl UpBlock2D {
             let cat = concat_channels(g, &x, &skip, &format!("{rname}.concat"))?;
             x = r.record(g, &cat, Some(temb_act), &rname)?;
             if let Some(a) = self.attentions.get(j) {
-                x = a.record(g, &x, &format!("{name}.attentions.{j}"))?;
+                x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{j}"))?;
             }
         }
         for (j, u) in self.upsamplers.iter().enumerate() {
@@ -220,7 +275,7 @@ impl UpBlock2D {
 }
 
 /// `torch.cat([a, b], dim=1)`.
-fn concat_channels<'a>(g: &mut Graph<'a>, a: &Value, b: &Value, name: &str) -> Result<Value> {
+pub fn concat_channels<'a>(g: &mut Graph<'a>, a: &Value, b: &Value, name: &str) -> Result<Value> {
     let mut shape = a.shape.clone();
     shape[1] += b.shape[1];
     let (ai, bi) = (a.id(), b.id());

@@ -245,7 +245,7 @@ impl<'a> Recorded<'a> {
         let mut skips = vec![x.clone()];
         for (i, block) in model.down_blocks.iter().enumerate() {
             let name = format!("down_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, &mut skips, &name)?;
+            x = block.record(&mut g, &x, &temb_act, None, &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         if let Some(mid) = &model.mid_block {
@@ -254,7 +254,7 @@ impl<'a> Recorded<'a> {
         }
         for (i, block) in model.up_blocks.iter().enumerate() {
             let name = format!("up_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, &mut skips, &name)?;
+            x = block.record(&mut g, &x, &temb_act, None, &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         // conv_norm_out and conv_act are one fused launch.
