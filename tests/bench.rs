@@ -1,6 +1,7 @@
 //! The adapter benchmark on a tiny model (the `google_flags` fixture directory, batch 1, one run):
 //! the JSON report's fields, kernel-family totals, MACs against the graph's own count (what
-//! `inspect` prints), the correctness check flagging a wrong output, and the preset weights.
+//! `inspect` prints), the correctness check flagging a wrong output, the preset weights, and a
+//! latent pipeline's decode timed and profiled after its U-Net.
 
 mod common;
 
@@ -266,4 +267,80 @@ fn liveness_plan_cuts_activation_memory_on_the_published_architectures() {
             }
         }
     }
+}
+
+#[test]
+fn latent_pipeline_bench_times_and_profiles_the_decode() {
+    let _ = common::ctx();
+    let args = BenchOptions {
+        model: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm_pipeline/pipeline"),
+        ),
+        batch: vec![1, 2],
+        ..tiny_args()
+    };
+    let report = bench::measure(&args, &GpuOptions::from_env()).expect("bench");
+    assert_eq!(report.workload.decoder.as_deref(), Some("VQModel"));
+    let a = &report.adapters[0];
+    assert_eq!(a.status, "ok", "{:?}", a.error);
+    let decoder_parameters = report.workload.decoder_parameters.expect("decoder loaded");
+    assert_eq!(
+        a.weights_bytes,
+        (report.workload.parameters + decoder_parameters) as u64 * 4
+    );
+    for r in &a.results {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let d = r.decode.as_ref().expect("decode measured");
+        assert!(d.error.is_none(), "{:?}", d.error);
+        assert_eq!(d.bands, 1);
+        assert_eq!(d.decode_ms.as_ref().map(|t| t.runs.len()), Some(1));
+        assert_eq!(d.output_finite, Some(true));
+        assert!(d.dispatches > 0 && d.macs_per_image > 0 && d.activation_bytes > 0);
+        assert_eq!(d.flops_per_decode, d.macs_per_image * 2 * r.batch as u64);
+        // Decode flops scale with the batch, the profile covers every decode dispatch.
+        let k = d.kernels.as_ref().expect("decode profile");
+        let counted: usize = k.families.iter().map(|f| f.dispatches).sum();
+        assert_eq!(counted, d.dispatches);
+        assert!(r.peak_allocated_bytes > d.activation_bytes);
+    }
+    let json = serde_json::to_value(&report).expect("serialises");
+    let d = &json["adapters"][0]["results"][0]["decode"];
+    for key in [
+        "bands",
+        "decode_ms",
+        "images_per_s",
+        "macs_per_image",
+        "activation_bytes",
+        "kernels",
+    ] {
+        assert!(d.get(key).is_some(), "missing decode.{key}");
+    }
+    assert_eq!(json["workload"]["decoder"], "VQModel");
+}
+
+#[test]
+fn ldm_celebahq_256_preset_is_the_published_architecture() {
+    // CompVis/ldm-celebahq-256: diffusers 0.42.1 counts 274,056,163 U-Net parameters for this
+    // config (the LDM paper's 274 M for CelebA-HQ LDM-4) and 55,322,782 in the VQModel.
+    let ctx = common::ctx();
+    let w = preset::Workload::preset(Preset::LdmCelebaHq256, 0).expect("workload");
+    assert_eq!(w.config.resolution(None, None), (64, 64));
+    let model = UNet2DModel::from_source(&ctx, w.config.clone(), &w.weights).expect("loads");
+    assert_eq!(model.parameters, 274_056_163);
+    let plan = model.plan_memory(1, 64, 64).expect("U-Net plan");
+    println!("ldm-celebahq-256 U-Net, batch 1: {plan:?}");
+    drop(model);
+    let d = w.decoder.as_ref().expect("a latent preset has a decoder");
+    assert_eq!(d.class(), "VQModel");
+    let decoder = d.load(&ctx).expect("decoder loads");
+    assert_eq!(decoder.parameters(), 55_322_782);
+    assert_eq!(decoder.upscale(), 4);
+    let plan = decoder
+        .decode_plan(1, 64, 64, &Default::default())
+        .expect("decode plan");
+    println!("ldm-celebahq-256 decode, batch 1: {plan:?}");
+    assert!(plan.memory.largest.1 <= plan.binding_limit, "{plan:?}");
+    // A pixel-space preset has none.
+    let w = preset::Workload::preset(Preset::Cifar10_32, 0).expect("workload");
+    assert!(w.decoder.is_none());
 }

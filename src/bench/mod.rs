@@ -1,5 +1,5 @@
 //! The adapter benchmark behind `wgpu-diffusion bench`: U-Net forward latency and images/s per
-//! adapter and batch, per-kernel GPU time (timestamp queries, or a labelled wall-clock fallback)
+//! adapter and batch (and, for a latent workload, the decoder's decode latency), per-kernel GPU time (timestamp queries, or a labelled wall-clock fallback)
 //! with GFLOP/s, GB/s and share per kernel family, memory we allocated, pipeline build time, and a
 //! correctness check that keeps an adapter computing garbage out of the ranking.
 //!
@@ -15,6 +15,10 @@
 //!   reads back once per run, not per step).
 //! - `--warmup` passes run first and are excluded; the reported latency is the median of `--runs`
 //!   passes, with min and max.
+//! - A latent workload (`--preset ldm-celebahq-256`, or a pipeline folder with a decoder) then
+//!   times its decode the same way: `batch` latents of the U-Net's sample shape (deterministic
+//!   uniform noise) through the decode graph (row bands when past the binding limit), `--warmup`
+//!   untimed and `--runs` timed decodes, and with `--profile` the decode's own per-kernel table.
 //! - `--profile` then records every dispatch in its own compute pass bracketed by timestamp
 //!   queries (`TIMESTAMP_QUERY`), taking each dispatch's median over up to 3 passes. Separate
 //!   passes add barriers, so the profiled total is usually above the plain forward latency;
@@ -39,7 +43,9 @@
 //!     "parameters": 35746307, "in_channels": 3, "height": 32, "width": 32,
 //!     "batches": [1, 8], "warmup": 2, "runs": 10,
 //!     "steps": null, "scheduler": null,     recorded as given
-//!     "profile": true
+//!     "profile": true,
+//!     "decoder": null | "VQModel" | "AutoencoderKL",   a latent workload's decoder class
+//!     "decoder_parameters": null | 55322782
 //!   },
 //!   "adapters": [{
 //!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
@@ -49,8 +55,8 @@
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
 //!                              "max_abs_err": 1e-7, "max_rel_err": 3e-7, "tolerance": 1e-4,
 //!                              "detail": "..." },
-//!     "load_s": 0.4,                        weights to the GPU (UNet2DModel::from_source)
-//!     "weights_bytes": 142985228,
+//!     "load_s": 0.4,                        weights to the GPU (U-Net and decoder from_source)
+//!     "weights_bytes": 142985228,           U-Net + decoder, f32
 //!     "results": [{
 //!       "batch": 8,
 //!       "error": null | "message",           e.g. a buffer over the adapter's binding limit
@@ -61,7 +67,7 @@
 //!       "flops_per_forward": 97000000000,    2 per multiply-add, whole batch
 //!       "macs_per_image": 6070000000,        = inspect's MACs
 //!       "activation_bytes": 60000000,
-//!       "peak_allocated_bytes": 203000000,   weights + activations of this graph
+//!       "peak_allocated_bytes": 203000000,   weights + activations of this batch's graphs
 //!       "forward_ms": { "median": 812.0, "min": 800.1, "max": 830.2, "runs": [..] },
 //!       "images_per_s": 9.85,
 //!       "gflops_per_s": 119.4,               flops_per_forward / median
@@ -70,6 +76,12 @@
 //!         "scheduler": "ddim" | null, "steps": 20,
 //!         "per_step_ms": null | { "median", "min", "max", "runs" },   whole sampling run / steps
 //!         "note": "..."                      what it includes, or why it was not measured
+//!       },
+//!       "decode": null | {                   a latent workload's decoder, same batch
+//!         "error": null | "message", "bands": 1, "graph_build_s": 0.3, "dispatches": 80,
+//!         "flops_per_decode": .., "macs_per_image": .., "activation_bytes": ..,
+//!         "decode_ms": { "median", "min", "max", "runs" }, "images_per_s": .., "gflops_per_s": ..,
+//!         "output_finite": true, "kernels": null | { same as "kernels" below }
 //!       },
 //!       "kernels": null | {
 //!         "timing": "gpu-timestamp" | "wall-clock", "passes": 3, "total_ms": 850.0,
@@ -98,7 +110,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext, GpuOptions};
+use crate::model::autoencoder::AutoencoderGraph;
 use crate::model::unet_2d::{UNet2DModel, UNetGraph};
+use crate::sampling::latent::LatentDecoder;
 
 pub use correctness::Correctness;
 pub use preset::{Preset, Workload};
@@ -196,6 +210,10 @@ pub struct WorkloadInfo {
     pub steps: Option<usize>,
     pub scheduler: Option<String>,
     pub profile: bool,
+    /// A latent workload's decoder class (`VQModel`, `AutoencoderKL`).
+    pub decoder: Option<String>,
+    /// Its parameter count, when it loaded.
+    pub decoder_parameters: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -253,7 +271,48 @@ pub struct BatchResult {
     pub gflops_per_s: Option<f64>,
     pub output_finite: Option<bool>,
     pub sampler_step: Option<SamplerStep>,
+    /// A latent workload's decode of this batch.
+    pub decode: Option<DecodeResult>,
     pub kernels: Option<KernelProfile>,
+}
+
+/// The decode of one batch of latents.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeResult {
+    pub error: Option<String>,
+    /// Row bands the decode runs in (1: unsplit; more when an activation is past the binding
+    /// limit).
+    pub bands: usize,
+    pub graph_build_s: f64,
+    pub dispatches: usize,
+    /// 2 per multiply-add, whole batch.
+    pub flops_per_decode: u64,
+    pub macs_per_image: u64,
+    pub activation_bytes: u64,
+    pub decode_ms: Option<Stats>,
+    pub images_per_s: Option<f64>,
+    pub gflops_per_s: Option<f64>,
+    pub output_finite: Option<bool>,
+    pub kernels: Option<KernelProfile>,
+}
+
+impl DecodeResult {
+    fn failed(error: String) -> Self {
+        DecodeResult {
+            error: Some(error),
+            bands: 0,
+            graph_build_s: 0.0,
+            dispatches: 0,
+            flops_per_decode: 0,
+            macs_per_image: 0,
+            activation_bytes: 0,
+            decode_ms: None,
+            images_per_s: None,
+            gflops_per_s: None,
+            output_finite: None,
+            kernels: None,
+        }
+    }
 }
 
 impl BatchResult {
@@ -274,6 +333,7 @@ impl BatchResult {
             gflops_per_s: None,
             output_finite: None,
             sampler_step: None,
+            decode: None,
             kernels: None,
         }
     }
@@ -328,6 +388,7 @@ pub fn measure_with_progress(
     let contexts = contexts(args, opts)?;
     let mut adapters = Vec::new();
     let mut parameters = 0;
+    let mut decoder_parameters = None;
     for ctx in contexts {
         let ctx = match ctx {
             Ok(ctx) => ctx,
@@ -339,8 +400,9 @@ pub fn measure_with_progress(
         };
         note(format!("adapter {}", ctx.adapter.describe()));
         let report = bench_adapter(&ctx, &workload, args, (height, width), &note);
-        if let Some(p) = report.1 {
+        if let Some((p, d)) = report.1 {
             parameters = p;
+            decoder_parameters = decoder_parameters.or(d);
         }
         adapters.push(report.0);
     }
@@ -373,6 +435,8 @@ pub fn measure_with_progress(
             steps: args.steps,
             scheduler: args.scheduler.clone(),
             profile: args.profile,
+            decoder: workload.decoder.as_ref().map(|d| d.class().to_owned()),
+            decoder_parameters,
         },
         adapters,
         ranking,
@@ -442,14 +506,14 @@ fn adapter_error(summary: &gpu::AdapterSummary, error: String) -> AdapterReport 
 }
 
 /// Benchmarks the workload on one device. Errors land in the report, so one broken adapter does
-/// not stop the others. Also returns the model's parameter count when it loaded.
+/// not stop the others. Also returns the U-Net's (and decoder's) parameter count when it loaded.
 fn bench_adapter(
     ctx: &Arc<GpuContext>,
     workload: &Workload,
     args: &BenchOptions,
     (height, width): (usize, usize),
     note: &dyn Fn(String),
-) -> (AdapterReport, Option<usize>) {
+) -> (AdapterReport, Option<(usize, Option<usize>)>) {
     let mut report = adapter_base(&ctx.adapter);
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
@@ -464,24 +528,54 @@ fn bench_adapter(
             return (report, None);
         }
     };
+    let decoder = match workload.decoder.as_ref().map(|d| d.load(ctx)).transpose() {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("loading {}'s decoder: {e}", workload.name));
+            return (report, None);
+        }
+    };
     report.load_s = start.elapsed().as_secs_f64();
-    report.weights_bytes = model.parameters as u64 * 4;
+    let decoder_parameters = decoder.as_ref().map(LatentDecoder::parameters);
+    report.weights_bytes = (model.parameters + decoder_parameters.unwrap_or(0)) as u64 * 4;
     note(format!(
-        "  loaded {} parameters in {:.2} s",
-        model.parameters, report.load_s
+        "  loaded {} parameters{} in {:.2} s",
+        model.parameters,
+        match decoder_parameters {
+            Some(p) => format!(" (+ {p} in the decoder)"),
+            None => String::new(),
+        },
+        report.load_s
     ));
     for &batch in &args.batch {
-        let result = bench_batch(ctx, &model, workload, args, batch, height, width)
+        let mut result = bench_batch(ctx, &model, workload, args, batch, height, width)
             .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
         match (&result.error, &result.forward_ms) {
             (Some(e), _) => note(format!("  batch {batch}: error: {e}")),
             (None, Some(t)) => note(format!("  batch {batch}: median {:.2} ms", t.median)),
             _ => {}
         }
+        if let (Some(decoder), None) = (&decoder, &result.error) {
+            let decode = bench_decode(ctx, decoder, args, batch, (height, width))
+                .unwrap_or_else(|e| DecodeResult::failed(e.to_string()));
+            result.peak_allocated_bytes +=
+                decoder.parameters() as u64 * 4 + decode.activation_bytes;
+            match (&decode.error, &decode.decode_ms) {
+                (Some(e), _) => note(format!("  batch {batch} decode: error: {e}")),
+                (None, Some(t)) => note(format!(
+                    "  batch {batch} decode: median {:.2} ms ({} band(s))",
+                    t.median, decode.bands
+                )),
+                _ => {}
+            }
+            result.decode = Some(decode);
+        }
         report.results.push(result);
     }
     let parameters = model.parameters;
     drop(model);
+    drop(decoder);
     match correctness::check_adapter(ctx) {
         Ok(c) => {
             if !c.ok {
@@ -498,7 +592,68 @@ fn bench_adapter(
             report.error = Some(format!("correctness check: {e}"));
         }
     }
-    (report, Some(parameters))
+    (report, Some((parameters, decoder_parameters)))
+}
+
+/// The deterministic decode input: uniform latents in [-1, 1) of the U-Net's sample shape.
+fn decode_inputs(graph: &AutoencoderGraph, seed: u64) -> Vec<f32> {
+    let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0xDEC0DE));
+    (0..graph.input.numel()).map(|_| rng.symmetric()).collect()
+}
+
+/// Times the decode of `batch` latents of `latent` size: graph build, warm-up, timed runs, and
+/// the per-kernel profile when asked.
+fn bench_decode(
+    ctx: &Arc<GpuContext>,
+    decoder: &LatentDecoder,
+    args: &BenchOptions,
+    batch: usize,
+    (height, width): (usize, usize),
+) -> Result<DecodeResult> {
+    let start = Instant::now();
+    let graph = decoder.decode_graph(batch, height, width)?;
+    ctx.wait()?;
+    let graph_build_s = start.elapsed().as_secs_f64();
+    graph.input.write(ctx, &decode_inputs(&graph, args.seed))?;
+    for _ in 0..args.warmup {
+        graph.submit()?;
+        ctx.wait()?;
+    }
+    let mut runs = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        graph.submit()?;
+        ctx.wait()?;
+        runs.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let timed = Stats::of(runs);
+    let output = graph.output.read(ctx)?;
+    let flops = graph.flops();
+    let kernels = if args.profile {
+        Some(profile::profile(
+            ctx,
+            &graph.dispatches,
+            PROFILE_PASSES.min(args.runs),
+            args.wall_clock,
+        )?)
+    } else {
+        None
+    };
+    let seconds = timed.median / 1e3;
+    Ok(DecodeResult {
+        error: None,
+        bands: graph.bands,
+        graph_build_s,
+        dispatches: graph.dispatches.len(),
+        flops_per_decode: flops,
+        macs_per_image: flops / 2 / batch as u64,
+        activation_bytes: graph.memory.planned_bytes,
+        images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
+        gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
+        decode_ms: Some(timed),
+        output_finite: Some(output.iter().all(|v| v.is_finite())),
+        kernels,
+    })
 }
 
 /// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`.
@@ -576,6 +731,7 @@ fn bench_batch(
         forward_ms: Some(forward),
         output_finite: Some(output.iter().all(|v| v.is_finite())),
         sampler_step: sampler_step_latency(ctx, workload, args, batch),
+        decode: None,
         kernels,
     })
 }

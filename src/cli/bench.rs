@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use wgpu_diffusion::bench::{self, profile, BenchOptions, BenchReport, KernelProfile, Preset};
+use wgpu_diffusion::bench::{
+    self, profile, BenchOptions, BenchReport, DecodeResult, KernelProfile, Preset,
+};
 use wgpu_diffusion::GpuOptions;
 
 /// `--preset`: the CLI names of [`Preset`].
@@ -22,6 +24,10 @@ pub enum PresetArg {
     /// google/ddpm-celebahq-256: 113.7 M parameters, 256×256×3, attention at 16×16.
     #[value(name = "celebahq-256")]
     CelebaHq256,
+    /// CompVis/ldm-celebahq-256: 274.1 M-parameter U-Net on 64×64×3 latents + 55.3 M VQ
+    /// decoder to 256×256×3 (decode timed too).
+    #[value(name = "ldm-celebahq-256")]
+    LdmCelebaHq256,
 }
 
 impl From<PresetArg> for Preset {
@@ -30,6 +36,7 @@ impl From<PresetArg> for Preset {
             PresetArg::Bundled => Preset::Bundled,
             PresetArg::Cifar10_32 => Preset::Cifar10_32,
             PresetArg::CelebaHq256 => Preset::CelebaHq256,
+            PresetArg::LdmCelebaHq256 => Preset::LdmCelebaHq256,
         }
     }
 }
@@ -38,10 +45,12 @@ impl From<PresetArg> for Preset {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
-    /// google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic random weights.
+    /// google/ddpm-cifar10-32, google/ddpm-celebahq-256 or CompVis/ldm-celebahq-256 (U-Net +
+    /// VQ decoder, decode timed too) with deterministic random weights.
     #[arg(long, value_enum, default_value_t = PresetArg::Cifar10_32)]
     pub preset: PresetArg,
-    /// A diffusers UNet2DModel directory to benchmark instead of a preset.
+    /// A diffusers UNet2DModel directory (or pipeline folder; a latent pipeline's decoder is
+    /// timed too) to benchmark instead of a preset.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Batch sizes, comma separated.
@@ -116,10 +125,15 @@ pub fn render_table(report: &BenchReport) -> String {
     let w = &report.workload;
     let _ = writeln!(
         s,
-        "workload {} — {:.2} M parameters{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
+        "workload {} — {:.2} M parameters{}{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
          batch (submit → GPU done, median)",
         w.name,
         w.parameters as f64 / 1e6,
+        match (&w.decoder, w.decoder_parameters) {
+            (Some(class), Some(p)) => format!(" + {class} decoder {:.2} M", p as f64 / 1e6),
+            (Some(class), None) => format!(" + {class} decoder"),
+            _ => String::new(),
+        },
         if w.random_weights {
             format!(", random weights seed {}", w.seed)
         } else {
@@ -219,6 +233,11 @@ pub fn render_table(report: &BenchReport) -> String {
                 .unwrap_or(0.0)
         );
         for r in &a.results {
+            if let Some(d) = &r.decode {
+                render_decode(&mut s, r.batch, d);
+            }
+        }
+        for r in &a.results {
             let Some(step) = &r.sampler_step else {
                 continue;
             };
@@ -239,7 +258,10 @@ pub fn render_table(report: &BenchReport) -> String {
         }
         for r in &a.results {
             if let Some(k) = &r.kernels {
-                render_kernels(&mut s, r.batch, k);
+                render_kernels(&mut s, &format!("batch {}", r.batch), k);
+            }
+            if let Some(k) = r.decode.as_ref().and_then(|d| d.kernels.as_ref()) {
+                render_kernels(&mut s, &format!("decode, batch {}", r.batch), k);
             }
         }
     }
@@ -270,10 +292,40 @@ pub fn render_table(report: &BenchReport) -> String {
     s
 }
 
-fn render_kernels(s: &mut String, batch: usize, k: &KernelProfile) {
+/// One decode line: latency, rate, bands and memory.
+fn render_decode(s: &mut String, batch: usize, d: &DecodeResult) {
+    if let Some(e) = &d.error {
+        let _ = writeln!(s, "  decode, batch {batch}: error: {e}");
+        return;
+    }
+    let Some(t) = &d.decode_ms else { return };
     let _ = writeln!(
         s,
-        "  per-kernel time, batch {batch} ({}, median of {} pass(es), one compute pass per \
+        "  decode, batch {batch}: median {:.2} ms (min {:.2}, max {:.2}), {:.2} images/s, {:.2} \
+         GFLOP/s, {:.3} G MACs/image, {} dispatches, {} row band(s), activations {:.1} MiB, \
+         build {:.2} s{}",
+        t.median,
+        t.min,
+        t.max,
+        d.images_per_s.unwrap_or(0.0),
+        d.gflops_per_s.unwrap_or(0.0),
+        d.macs_per_image as f64 / 1e9,
+        d.dispatches,
+        d.bands,
+        mib(d.activation_bytes),
+        d.graph_build_s,
+        if d.output_finite == Some(false) {
+            "  (output not finite!)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn render_kernels(s: &mut String, what: &str, k: &KernelProfile) {
+    let _ = writeln!(
+        s,
+        "  per-kernel time, {what} ({}, median of {} pass(es), one compute pass per \
          dispatch): total {:.2} ms",
         k.timing.name(),
         k.passes,
