@@ -355,3 +355,37 @@ fn bad_stable_diffusion_inputs_are_named() {
         "{e}"
     );
 }
+
+/// The whole SD2-style U-Net with the attention scores budget forced to a few rows: every
+/// attention runs in many chunks, and the output is bit-identical to the default graph's.
+#[test]
+fn unet_with_a_tiny_attention_budget_is_bit_identical() {
+    let ctx = common::ctx();
+    let dir = fixture().join("unet_sd2");
+    let mut model = UNet2DConditionModel::load(&ctx, &dir).expect("load");
+    let bytes = fs::read(dir.join("io.safetensors")).expect("io");
+    let io = SafeTensors::deserialize(&bytes).expect("io parses");
+    let (sample, timesteps, context) = (
+        tensor(&io, "sample"),
+        tensor(&io, "timesteps"),
+        tensor(&io, "encoder_hidden_states"),
+    );
+    let default = model.graph(2, 8, 8, 7).expect("graph");
+    let want = default
+        .forward(&sample, &timesteps, &context)
+        .expect("forward");
+    // 64 keys · 4 bytes · 3 rows: self-attention at 8×8 chunks into rows of queries.
+    model.attention_budget = Some(64 * 4 * 3);
+    let chunked = model.graph(2, 8, 8, 7).expect("chunked graph");
+    assert!(chunked.dispatches.len() > default.dispatches.len() + 20);
+    assert!(chunked.memory.planned_bytes < default.memory.planned_bytes);
+    let got = chunked
+        .forward(&sample, &timesteps, &context)
+        .expect("forward");
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "chunked attention changed the output"
+    );
+}
