@@ -19,6 +19,12 @@
 //!   times its decode the same way: `batch` latents of the U-Net's sample shape (deterministic
 //!   uniform noise) through the decode graph (row bands when past the binding limit), `--warmup`
 //!   untimed and `--runs` timed decodes, and with `--profile` the decode's own per-kernel table.
+//! - A text-to-image workload (`--preset sd15-512`, `--preset sd-turbo-512`, or a
+//!   `StableDiffusionPipeline` folder) runs its U-Net as sampling with classifier-free guidance
+//!   does: `2 · batch` rows (prompt and negative prompt) against deterministic text embeddings of
+//!   77 tokens, and also times the text encoder on `2 · batch` prompts (`text_encode`).
+//!   `--height/--width` are the image's for latent workloads (the latents are ÷ the VAE factor);
+//!   the presets default to 512×512, and on a CPU adapter a reduced size keeps a check short.
 //! - `--profile` then records every dispatch in its own compute pass bracketed by timestamp
 //!   queries (`TIMESTAMP_QUERY`), taking each dispatch's median over up to 3 passes. Separate
 //!   passes add barriers, so the profiled total is usually above the plain forward latency;
@@ -45,7 +51,9 @@
 //!     "steps": null, "scheduler": null,     recorded as given
 //!     "profile": true,
 //!     "decoder": null | "VQModel" | "AutoencoderKL",   a latent workload's decoder class
-//!     "decoder_parameters": null | 55322782
+//!     "decoder_parameters": null | 55322782,
+//!     "text_encoder_parameters": null | 123060480,     a text-to-image workload's CLIP
+//!     "model_rows_per_image": 1 | 2                   2: the U-Net runs with guidance
 //!   },
 //!   "adapters": [{
 //!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
@@ -77,6 +85,8 @@
 //!         "per_step_ms": null | { "median", "min", "max", "runs" },   whole sampling run / steps
 //!         "note": "..."                      what it includes, or why it was not measured
 //!       },
+//!       "text_encode": null | { "error": null | "message", "prompts": 16, "dispatches": ..,
+//!                               "activation_bytes": .., "encode_ms": { "median", .. } },
 //!       "decode": null | {                   a latent workload's decoder, same batch
 //!         "error": null | "message", "bands": 1, "graph_build_s": 0.3, "dispatches": 80,
 //!         "flops_per_decode": .., "macs_per_image": .., "activation_bytes": ..,
@@ -111,8 +121,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext, GpuOptions};
 use crate::model::autoencoder::AutoencoderGraph;
-use crate::model::unet_2d::{UNet2DModel, UNetGraph};
+use crate::model::clip_text::CLIPTextModel;
+use crate::sampling::engine::Denoiser;
 use crate::sampling::latent::LatentDecoder;
+use crate::sampling::unet::{AnyGraph, UNet};
 
 pub use correctness::Correctness;
 pub use preset::{Preset, Workload};
@@ -140,7 +152,9 @@ pub struct BenchOptions {
     pub model: Option<PathBuf>,
     /// Batch sizes (each at least 1).
     pub batch: Vec<usize>,
-    /// Timed forward passes per batch (the median is reported; at least 1).
+    /// Timed forward passes per batch (the median is reported). 0: plan only — every graph is
+    /// built (weights, activations, pipelines) and its memory reported, nothing runs (what a
+    /// workload would need on an adapter too slow to run it).
     pub runs: usize,
     /// Untimed forward passes before timing.
     pub warmup: usize,
@@ -156,6 +170,9 @@ pub struct BenchOptions {
     pub wall_clock: bool,
     /// Seed of the random preset weights and of the input.
     pub seed: u64,
+    /// Resolution (`None`: the workload's `sample_size`); the image's for latent workloads.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -172,6 +189,8 @@ impl Default for BenchOptions {
             profile: false,
             wall_clock: false,
             seed: 0,
+            height: None,
+            width: None,
         }
     }
 }
@@ -214,6 +233,10 @@ pub struct WorkloadInfo {
     pub decoder: Option<String>,
     /// Its parameter count, when it loaded.
     pub decoder_parameters: Option<usize>,
+    /// A text-to-image workload's text encoder parameters, when it loaded.
+    pub text_encoder_parameters: Option<usize>,
+    /// U-Net rows per image: 2 for text-to-image workloads (guidance), else 1.
+    pub model_rows_per_image: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -266,6 +289,9 @@ pub struct BatchResult {
     pub macs_per_image: u64,
     pub activation_bytes: u64,
     pub peak_allocated_bytes: u64,
+    /// The largest planned buffer (label, bytes) vs the adapter's binding limit.
+    pub largest_buffer: String,
+    pub largest_buffer_bytes: u64,
     pub forward_ms: Option<Stats>,
     pub images_per_s: Option<f64>,
     pub gflops_per_s: Option<f64>,
@@ -273,7 +299,19 @@ pub struct BatchResult {
     pub sampler_step: Option<SamplerStep>,
     /// A latent workload's decode of this batch.
     pub decode: Option<DecodeResult>,
+    /// A text-to-image workload's text encoder on this batch's prompts and negative prompts.
+    pub text_encode: Option<TextEncodeResult>,
     pub kernels: Option<KernelProfile>,
+}
+
+/// The text encoder on `prompts` prompts (77 tokens each).
+#[derive(Debug, Clone, Serialize)]
+pub struct TextEncodeResult {
+    pub error: Option<String>,
+    pub prompts: usize,
+    pub dispatches: usize,
+    pub activation_bytes: u64,
+    pub encode_ms: Option<Stats>,
 }
 
 /// The decode of one batch of latents.
@@ -316,6 +354,12 @@ impl DecodeResult {
 }
 
 impl BatchResult {
+    /// A plan-only result (`runs` 0): no error, nothing timed.
+    fn planned(mut self) -> Self {
+        self.error = None;
+        self
+    }
+
     fn failed(batch: usize, error: String) -> Self {
         BatchResult {
             batch,
@@ -328,12 +372,15 @@ impl BatchResult {
             macs_per_image: 0,
             activation_bytes: 0,
             peak_allocated_bytes: 0,
+            largest_buffer: String::new(),
+            largest_buffer_bytes: 0,
             forward_ms: None,
             images_per_s: None,
             gflops_per_s: None,
             output_finite: None,
             sampler_step: None,
             decode: None,
+            text_encode: None,
             kernels: None,
         }
     }
@@ -360,9 +407,6 @@ pub fn measure_with_progress(
     opts: &GpuOptions,
     progress: &dyn Fn(&str),
 ) -> Result<BenchReport> {
-    if args.runs == 0 {
-        return Err(Error::invalid("bench", "runs (--runs) must be at least 1"));
-    }
     if args.batch.is_empty() || args.batch.contains(&0) {
         return Err(Error::invalid(
             "bench",
@@ -379,7 +423,25 @@ pub fn measure_with_progress(
         None => Workload::preset(args.preset, args.seed)?,
     };
     let cfg = &workload.config;
-    let (height, width) = cfg.resolution(None, None);
+    let f = workload.decoder.as_ref().map_or(1, |d| d.config.upscale());
+    for (flag, v) in [
+        ("height (--height)", args.height),
+        ("width (--width)", args.width),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || !v.is_multiple_of(f) {
+                return Err(Error::invalid(
+                    "bench",
+                    format!(
+                        "{flag} {v} is not a positive multiple of the workload's VAE factor {f} \
+                         (the image's size; the latents are {f}x smaller)"
+                    ),
+                ));
+            }
+        }
+    }
+    let (height, width) = cfg.resolution(args.height.map(|v| v / f), args.width.map(|v| v / f));
+    cfg.check_resolution(height, width)?;
     note(format!(
         "workload {} ready in {:.2} s",
         workload.name,
@@ -389,6 +451,7 @@ pub fn measure_with_progress(
     let mut adapters = Vec::new();
     let mut parameters = 0;
     let mut decoder_parameters = None;
+    let mut text_encoder_parameters = None;
     for ctx in contexts {
         let ctx = match ctx {
             Ok(ctx) => ctx,
@@ -400,9 +463,10 @@ pub fn measure_with_progress(
         };
         note(format!("adapter {}", ctx.adapter.describe()));
         let report = bench_adapter(&ctx, &workload, args, (height, width), &note);
-        if let Some((p, d)) = report.1 {
+        if let Some((p, d, t)) = report.1 {
             parameters = p;
             decoder_parameters = decoder_parameters.or(d);
+            text_encoder_parameters = text_encoder_parameters.or(t);
         }
         adapters.push(report.0);
     }
@@ -426,7 +490,7 @@ pub fn measure_with_progress(
             random_weights: workload.random_weights,
             seed: args.seed,
             parameters,
-            in_channels: cfg.in_channels,
+            in_channels: cfg.in_channels(),
             height,
             width,
             batches: args.batch.clone(),
@@ -437,6 +501,8 @@ pub fn measure_with_progress(
             profile: args.profile,
             decoder: workload.decoder.as_ref().map(|d| d.class().to_owned()),
             decoder_parameters,
+            text_encoder_parameters,
+            model_rows_per_image: rows_per_image(&workload),
         },
         adapters,
         ranking,
@@ -505,6 +571,9 @@ fn adapter_error(summary: &gpu::AdapterSummary, error: String) -> AdapterReport 
     r
 }
 
+/// Parameters of the U-Net, and of the decoder and text encoder when the workload has them.
+type PartParameters = (usize, Option<usize>, Option<usize>);
+
 /// Benchmarks the workload on one device. Errors land in the report, so one broken adapter does
 /// not stop the others. Also returns the U-Net's (and decoder's) parameter count when it loaded.
 fn bench_adapter(
@@ -513,12 +582,12 @@ fn bench_adapter(
     args: &BenchOptions,
     (height, width): (usize, usize),
     note: &dyn Fn(String),
-) -> (AdapterReport, Option<(usize, Option<usize>)>) {
+) -> (AdapterReport, Option<PartParameters>) {
     let mut report = adapter_base(&ctx.adapter);
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();
-    let model = match UNet2DModel::from_source(ctx, workload.config.clone(), &workload.weights)
+    let model = match UNet::from_source(ctx, &workload.config, &workload.weights)
         .and_then(|m| ctx.wait().map(|()| m))
     {
         Ok(model) => model,
@@ -536,14 +605,35 @@ fn bench_adapter(
             return (report, None);
         }
     };
+    let text_encoder = match workload
+        .text
+        .as_ref()
+        .map(|t| CLIPTextModel::from_source(ctx, t.config.clone(), &t.weights))
+        .transpose()
+    {
+        Ok(encoder) => encoder,
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("loading {}'s text encoder: {e}", workload.name));
+            return (report, None);
+        }
+    };
     report.load_s = start.elapsed().as_secs_f64();
     let decoder_parameters = decoder.as_ref().map(LatentDecoder::parameters);
-    report.weights_bytes = (model.parameters + decoder_parameters.unwrap_or(0)) as u64 * 4;
+    let text_parameters = text_encoder.as_ref().map(|t| t.parameters);
+    report.weights_bytes = (model.parameters()
+        + decoder_parameters.unwrap_or(0)
+        + text_parameters.unwrap_or(0)) as u64
+        * 4;
     note(format!(
-        "  loaded {} parameters{} in {:.2} s",
-        model.parameters,
+        "  loaded {} parameters{}{} in {:.2} s",
+        model.parameters(),
         match decoder_parameters {
             Some(p) => format!(" (+ {p} in the decoder)"),
+            None => String::new(),
+        },
+        match text_parameters {
+            Some(p) => format!(" (+ {p} in the text encoder)"),
             None => String::new(),
         },
         report.load_s
@@ -551,6 +641,21 @@ fn bench_adapter(
     for &batch in &args.batch {
         let mut result = bench_batch(ctx, &model, workload, args, batch, height, width)
             .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
+        if let (Some(encoder), Some(text), None) = (&text_encoder, &workload.text, &result.error) {
+            let encode = bench_text_encode(ctx, encoder, args, 2 * batch, text.tokens);
+            result.peak_allocated_bytes = result
+                .peak_allocated_bytes
+                .max(encoder.parameters as u64 * 4 + encode.activation_bytes);
+            match (&encode.error, &encode.encode_ms) {
+                (Some(e), _) => note(format!("  batch {batch} text encode: error: {e}")),
+                (None, Some(t)) => note(format!(
+                    "  batch {batch} text encode of {} prompts: median {:.2} ms",
+                    encode.prompts, t.median
+                )),
+                _ => {}
+            }
+            result.text_encode = Some(encode);
+        }
         match (&result.error, &result.forward_ms) {
             (Some(e), _) => note(format!("  batch {batch}: error: {e}")),
             (None, Some(t)) => note(format!("  batch {batch}: median {:.2} ms", t.median)),
@@ -573,9 +678,10 @@ fn bench_adapter(
         }
         report.results.push(result);
     }
-    let parameters = model.parameters;
+    let parameters = model.parameters();
     drop(model);
     drop(decoder);
+    drop(text_encoder);
     match correctness::check_adapter(ctx) {
         Ok(c) => {
             if !c.ok {
@@ -592,7 +698,79 @@ fn bench_adapter(
             report.error = Some(format!("correctness check: {e}"));
         }
     }
-    (report, Some((parameters, decoder_parameters)))
+    (
+        report,
+        Some((parameters, decoder_parameters, text_parameters)),
+    )
+}
+
+/// U-Net rows per image: text-to-image workloads run with guidance (prompt + negative prompt).
+fn rows_per_image(workload: &Workload) -> usize {
+    if workload.text.is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Times the text encoder on `prompts` prompts of `tokens` deterministic token ids.
+fn bench_text_encode(
+    ctx: &Arc<GpuContext>,
+    encoder: &CLIPTextModel,
+    args: &BenchOptions,
+    prompts: usize,
+    tokens: usize,
+) -> TextEncodeResult {
+    let mut result = TextEncodeResult {
+        error: None,
+        prompts,
+        dispatches: 0,
+        activation_bytes: 0,
+        encode_ms: None,
+    };
+    let run = || -> Result<(usize, u64, Stats)> {
+        let graph = encoder.graph(prompts, tokens)?;
+        if args.runs == 0 {
+            return Ok((
+                graph.dispatches.len(),
+                graph.memory.planned_bytes,
+                Stats::of(Vec::new()),
+            ));
+        }
+        let vocab = encoder.config.vocab_size.max(1) as u64;
+        let mut rng = crate::model::weights::SplitMix64::new(args.seed.wrapping_add(0x7E47));
+        let ids: Vec<Vec<u32>> = (0..prompts)
+            .map(|_| {
+                (0..tokens)
+                    .map(|_| u32::try_from(rng.next_u64() % vocab).unwrap_or(0))
+                    .collect()
+            })
+            .collect();
+        for _ in 0..args.warmup {
+            graph.forward(encoder, &ids)?;
+        }
+        let mut runs = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            graph.forward(encoder, &ids)?;
+            runs.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ctx.wait()?;
+        Ok((
+            graph.dispatches.len(),
+            graph.memory.planned_bytes,
+            Stats::of(runs),
+        ))
+    };
+    match run() {
+        Ok((dispatches, bytes, stats)) => {
+            result.dispatches = dispatches;
+            result.activation_bytes = bytes;
+            result.encode_ms = (!stats.runs.is_empty()).then_some(stats);
+        }
+        Err(e) => result.error = Some(e.to_string()),
+    }
+    result
 }
 
 /// The deterministic decode input: uniform latents in [-1, 1) of the U-Net's sample shape.
@@ -614,6 +792,18 @@ fn bench_decode(
     let graph = decoder.decode_graph(batch, height, width)?;
     ctx.wait()?;
     let graph_build_s = start.elapsed().as_secs_f64();
+    if args.runs == 0 {
+        return Ok(DecodeResult {
+            error: None,
+            bands: graph.bands,
+            graph_build_s,
+            dispatches: graph.dispatches.len(),
+            flops_per_decode: graph.flops(),
+            macs_per_image: graph.flops() / 2 / batch as u64,
+            activation_bytes: graph.memory.planned_bytes,
+            ..DecodeResult::failed(String::new())
+        });
+    }
     graph.input.write(ctx, &decode_inputs(&graph, args.seed))?;
     for _ in 0..args.warmup {
         graph.submit()?;
@@ -656,24 +846,31 @@ fn bench_decode(
     })
 }
 
-/// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`.
-fn bench_inputs(
-    graph: &UNetGraph,
-    in_channels: usize,
-    classes: Option<usize>,
-    seed: u64,
-) -> (Vec<f32>, Vec<f32>, Option<Vec<usize>>) {
-    let numel = graph.batch * in_channels * graph.height * graph.width;
+/// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`,
+/// and uniform text embeddings in [-1, 1) for a text-conditioned U-Net.
+type BenchInputs = (Vec<f32>, Vec<f32>, Option<Vec<usize>>, Option<Vec<f32>>);
+
+fn bench_inputs(graph: &AnyGraph, classes: Option<usize>, seed: u64) -> BenchInputs {
+    let rows = graph.batch();
+    let numel = graph.input().numel();
     let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0x5EED));
     let sample = (0..numel).map(|_| rng.symmetric()).collect();
-    let timesteps = vec![BENCH_TIMESTEP; graph.batch];
-    let labels = classes.map(|n| (0..graph.batch).map(|i| i % n.max(1)).collect());
-    (sample, timesteps, labels)
+    let timesteps = vec![BENCH_TIMESTEP; rows];
+    let labels = classes.map(|n| (0..rows).map(|i| i % n.max(1)).collect());
+    let context = match graph {
+        AnyGraph::Text(g) => Some(
+            (0..g.encoder_hidden_states.numel())
+                .map(|_| rng.symmetric())
+                .collect(),
+        ),
+        AnyGraph::Plain(_) => None,
+    };
+    (sample, timesteps, labels, context)
 }
 
 fn bench_batch(
     ctx: &Arc<GpuContext>,
-    model: &UNet2DModel,
+    model: &UNet,
     workload: &Workload,
     args: &BenchOptions,
     batch: usize,
@@ -682,32 +879,52 @@ fn bench_batch(
 ) -> Result<BatchResult> {
     let pipelines_before = ctx.pipeline_count();
     let start = Instant::now();
-    let graph = model.graph(batch, height, width)?;
+    let tokens = workload.text.as_ref().map_or(0, |t| t.tokens);
+    let graph = model.graph(batch * rows_per_image(workload), height, width, tokens)?;
     ctx.wait()?;
     let graph_build_s = start.elapsed().as_secs_f64();
     let pipelines_total = ctx.pipeline_count();
-    let cfg = &model.config;
-    let (sample, timesteps, labels) =
-        bench_inputs(&graph, cfg.in_channels, cfg.num_class_embeds, args.seed);
-    graph.write_inputs(&sample, &timesteps, labels.as_deref())?;
+    let (sample, timesteps, labels, context) =
+        bench_inputs(&graph, workload.config.num_class_embeds(), args.seed);
+    graph.write_inputs(&sample, &timesteps, labels.as_deref(), context.as_deref())?;
+    let submit = || -> Result<()> {
+        let refs: Vec<&crate::gpu::Dispatch> = graph.dispatches().iter().collect();
+        ctx.submit(&refs)?;
+        ctx.wait()
+    };
+    let (label, bytes) = graph.memory().largest.clone();
+    if args.runs == 0 {
+        return Ok(BatchResult {
+            graph_build_s,
+            pipelines_compiled: pipelines_total - pipelines_before.min(pipelines_total),
+            pipelines_total,
+            dispatches: graph.dispatches().len(),
+            flops_per_forward: graph.flops(),
+            macs_per_image: graph.flops() / 2 / batch as u64,
+            activation_bytes: graph.memory().planned_bytes,
+            peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+            largest_buffer: label,
+            largest_buffer_bytes: bytes,
+            ..BatchResult::failed(batch, String::new())
+        }
+        .planned());
+    }
     for _ in 0..args.warmup {
-        graph.submit()?;
-        ctx.wait()?;
+        submit()?;
     }
     let mut runs = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let t = Instant::now();
-        graph.submit()?;
-        ctx.wait()?;
+        submit()?;
         runs.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let forward = Stats::of(runs);
-    let output = graph.output.read(ctx)?;
+    let output = graph.output().read(ctx)?;
     let flops = graph.flops();
     let kernels = if args.profile {
         Some(profile::profile(
             ctx,
-            &graph.dispatches,
+            graph.dispatches(),
             PROFILE_PASSES.min(args.runs),
             args.wall_clock,
         )?)
@@ -721,17 +938,20 @@ fn bench_batch(
         graph_build_s,
         pipelines_compiled: pipelines_total - pipelines_before.min(pipelines_total),
         pipelines_total,
-        dispatches: graph.dispatches.len(),
+        dispatches: graph.dispatches().len(),
         flops_per_forward: flops,
         macs_per_image: flops / 2 / batch as u64,
-        activation_bytes: graph.memory.planned_bytes,
-        peak_allocated_bytes: model.parameters as u64 * 4 + graph.memory.planned_bytes,
+        activation_bytes: graph.memory().planned_bytes,
+        peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+        largest_buffer: label,
+        largest_buffer_bytes: bytes,
         images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
         gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
         forward_ms: Some(forward),
         output_finite: Some(output.iter().all(|v| v.is_finite())),
         sampler_step: sampler_step_latency(ctx, workload, args, batch),
         decode: None,
+        text_encode: None,
         kernels,
     })
 }

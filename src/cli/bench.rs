@@ -28,6 +28,14 @@ pub enum PresetArg {
     /// decoder to 256×256×3 (decode timed too).
     #[value(name = "ldm-celebahq-256")]
     LdmCelebaHq256,
+    /// Stable Diffusion 1.5 at 512×512: CLIP ViT-L text encoder (123.1 M), 859.5 M U-Net run
+    /// with guidance (2 rows per image), AutoencoderKL (83.7 M); encode and decode timed too.
+    #[value(name = "sd15-512")]
+    Sd15_512,
+    /// SD-Turbo (SD 2.1's architecture) at 512×512: OpenCLIP ViT-H text encoder (340.4 M),
+    /// 865.9 M U-Net, the same VAE.
+    #[value(name = "sd-turbo-512")]
+    SdTurbo512,
 }
 
 impl From<PresetArg> for Preset {
@@ -37,6 +45,8 @@ impl From<PresetArg> for Preset {
             PresetArg::Cifar10_32 => Preset::Cifar10_32,
             PresetArg::CelebaHq256 => Preset::CelebaHq256,
             PresetArg::LdmCelebaHq256 => Preset::LdmCelebaHq256,
+            PresetArg::Sd15_512 => Preset::Sd15_512,
+            PresetArg::SdTurbo512 => Preset::SdTurbo512,
         }
     }
 }
@@ -45,8 +55,9 @@ impl From<PresetArg> for Preset {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
-    /// google/ddpm-cifar10-32, google/ddpm-celebahq-256 or CompVis/ldm-celebahq-256 (U-Net +
-    /// VQ decoder, decode timed too) with deterministic random weights.
+    /// google/ddpm-cifar10-32, google/ddpm-celebahq-256, CompVis/ldm-celebahq-256 (U-Net +
+    /// VQ decoder, decode timed too), Stable Diffusion 1.5 or SD-Turbo (text encoder + U-Net
+    /// with guidance + VAE) with deterministic random weights.
     #[arg(long, value_enum, default_value_t = PresetArg::Cifar10_32)]
     pub preset: PresetArg,
     /// A diffusers UNet2DModel directory (or pipeline folder; a latent pipeline's decoder is
@@ -83,6 +94,12 @@ pub struct BenchArgs {
     /// Seed of the random preset weights and of the input.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Height (the image's for latent workloads; default: the workload's sample size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Width (the image's for latent workloads).
+    #[arg(long)]
+    pub width: Option<usize>,
 }
 
 impl BenchArgs {
@@ -100,6 +117,8 @@ impl BenchArgs {
             profile: self.profile,
             wall_clock: self.wall_clock,
             seed: self.seed,
+            height: self.height,
+            width: self.width,
         }
     }
 }
@@ -202,7 +221,27 @@ pub fn render_table(report: &BenchReport) -> String {
                 let _ = writeln!(s, "  {:>5} error: {e}", r.batch);
                 continue;
             }
-            let Some(t) = &r.forward_ms else { continue };
+            let Some(t) = &r.forward_ms else {
+                // --runs 0: the plan alone.
+                let _ = writeln!(
+                    s,
+                    "  {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8.2} {:>9} {:>10} {:>9.1}  (plan only: U-Net activations {:.1} MiB, largest {} {:.1} MiB)",
+                    r.batch,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    r.graph_build_s,
+                    format!("{}/{}", r.pipelines_compiled, r.pipelines_total),
+                    r.dispatches,
+                    mib(r.peak_allocated_bytes),
+                    mib(r.activation_bytes),
+                    r.largest_buffer,
+                    mib(r.largest_buffer_bytes)
+                );
+                continue;
+            };
             let _ = writeln!(
                 s,
                 "  {:>5} {:>11.2} {:>10.2} {:>10.2} {:>9.2} {:>8.2} {:>8.2} {:>9} {:>10} {:>9.1}{}",
@@ -232,7 +271,42 @@ pub fn render_table(report: &BenchReport) -> String {
                 .map(|r| r.macs_per_image as f64 / 1e9)
                 .unwrap_or(0.0)
         );
+        if report.workload.model_rows_per_image > 1 {
+            let _ = writeln!(
+                s,
+                "  U-Net rows per image: {} (classifier-free guidance, as sampling runs)",
+                report.workload.model_rows_per_image
+            );
+        }
         for r in &a.results {
+            if let Some(t) = &r.text_encode {
+                match (&t.error, &t.encode_ms) {
+                    (Some(e), _) => {
+                        let _ = writeln!(s, "  text encode, batch {}: error: {e}", r.batch);
+                    }
+                    (None, Some(ms)) => {
+                        let _ = writeln!(
+                            s,
+                            "  text encode, batch {} ({} prompts): median {:.2} ms, {} dispatches, activations {:.1} MiB",
+                            r.batch,
+                            t.prompts,
+                            ms.median,
+                            t.dispatches,
+                            mib(t.activation_bytes)
+                        );
+                    }
+                    (None, None) => {
+                        let _ = writeln!(
+                            s,
+                            "  text encode, batch {} ({} prompts): plan only, {} dispatches, activations {:.1} MiB",
+                            r.batch,
+                            t.prompts,
+                            t.dispatches,
+                            mib(t.activation_bytes)
+                        );
+                    }
+                }
+            }
             if let Some(d) = &r.decode {
                 render_decode(&mut s, r.batch, d);
             }
@@ -298,7 +372,17 @@ fn render_decode(s: &mut String, batch: usize, d: &DecodeResult) {
         let _ = writeln!(s, "  decode, batch {batch}: error: {e}");
         return;
     }
-    let Some(t) = &d.decode_ms else { return };
+    let Some(t) = &d.decode_ms else {
+        let _ = writeln!(
+            s,
+            "  decode, batch {batch}: plan only, {:.3} G MACs/image, {} dispatches, {} row band(s), activations {:.1} MiB",
+            d.macs_per_image as f64 / 1e9,
+            d.dispatches,
+            d.bands,
+            mib(d.activation_bytes)
+        );
+        return;
+    };
     let _ = writeln!(
         s,
         "  decode, batch {batch}: median {:.2} ms (min {:.2}, max {:.2}), {:.2} images/s, {:.2} \

@@ -397,6 +397,11 @@ impl CondUNetGraph {
         })
     }
 
+    /// The device the graph runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
     /// Writes the text embeddings `[N, T, D]` (row-major), checked against the graph's shape.
     pub fn write_context(&self, embeds: &[f32]) -> Result<()> {
         if embeds.len() != self.encoder_hidden_states.numel() {
