@@ -64,31 +64,15 @@ fn ldm_pipeline_matches_diffusers_latents_and_decoded_image() {
     }
 }
 
-/// Copies the fixture pipeline folder into a temp dir, applies `edit`, and returns the error
-/// of reading it.
 fn folder_error(edit: impl Fn(&Path)) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = fixture().join("pipeline");
-    for part in ["", "unet", "vqvae", "scheduler"] {
-        fs::create_dir_all(tmp.path().join(part)).unwrap();
-        for entry in fs::read_dir(src.join(part)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.path().is_file() {
-                fs::copy(entry.path(), tmp.path().join(part).join(entry.file_name())).unwrap();
-            }
-        }
-    }
-    edit(tmp.path());
-    PipelineConfig::load(tmp.path())
-        .expect_err("bad folder")
-        .to_string()
+    common::pipeline_folder_error(
+        &fixture().join("pipeline"),
+        &["", "unet", "vqvae", "scheduler"],
+        edit,
+    )
 }
 
-fn edit_json(path: &Path, from: &str, to: &str) {
-    let text = fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from} not in {}", path.display());
-    fs::write(path, text.replace(from, to)).unwrap();
-}
+use common::edit_json;
 
 #[test]
 fn bad_latent_pipeline_folders_are_named() {

@@ -238,31 +238,15 @@ fn sd1_image_to_image_matches_diffusers_img2img() {
     assert!(e.contains("init_image") && e.contains("3×16×16"), "{e}");
 }
 
-/// Copies the SD1 fixture folder into a temp dir, applies `edit`, and returns the error of
-/// reading its configs (no GPU).
 fn sd_folder_error(edit: impl Fn(&Path)) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = fixture().join("pipeline_sd1");
-    for part in ["", "unet", "vae", "scheduler", "text_encoder", "tokenizer"] {
-        fs::create_dir_all(tmp.path().join(part)).unwrap();
-        for entry in fs::read_dir(src.join(part)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.path().is_file() {
-                fs::copy(entry.path(), tmp.path().join(part).join(entry.file_name())).unwrap();
-            }
-        }
-    }
-    edit(tmp.path());
-    PipelineConfig::load(tmp.path())
-        .expect_err("bad folder")
-        .to_string()
+    common::pipeline_folder_error(
+        &fixture().join("pipeline_sd1"),
+        &["", "unet", "vae", "scheduler", "text_encoder", "tokenizer"],
+        edit,
+    )
 }
 
-fn edit_json(path: &Path, from: &str, to: &str) {
-    let text = fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from} not in {}", path.display());
-    fs::write(path, text.replace(from, to)).unwrap();
-}
+use common::edit_json;
 
 #[test]
 fn bad_stable_diffusion_inputs_are_named() {

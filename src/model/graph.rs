@@ -311,6 +311,31 @@ impl<'a> Graph<'a> {
     }
 
     /// Allocates the planned buffers and builds every dispatch.
+    /// [`Graph::finish`], first keeping every value of `blocks` in a buffer of its own when
+    /// `keep` (a debug graph's per-block outputs); returns their tensors by name (empty without
+    /// `keep`).
+    pub fn finish_keeping(
+        mut self,
+        blocks: &[(String, Value)],
+        keep: bool,
+    ) -> Result<(Finished, std::collections::BTreeMap<String, Tensor>)> {
+        if keep {
+            for (_, v) in blocks {
+                self.keep(v);
+            }
+        }
+        let finished = self.finish()?;
+        let kept = if keep {
+            blocks
+                .iter()
+                .map(|(name, v)| (name.clone(), finished.tensor(v)))
+                .collect()
+        } else {
+            std::collections::BTreeMap::new()
+        };
+        Ok((finished, kept))
+    }
+
     pub fn finish(self) -> Result<Finished> {
         let (planned, plan, memory) = self.liveness();
         let ctx = self.ctx;

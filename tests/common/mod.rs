@@ -1,5 +1,5 @@
 //! Shared test helpers: the GPU context (a missing adapter fails loudly, never skips), seeded
-//! random data, and f32→f64 conversion.
+//! random data, f32→f64 conversion, and edited copies of fixture pipeline folders.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -46,4 +46,35 @@ impl Rng {
 
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Copies the files of `parts` (subfolders of `src`; `""` is `src` itself) into a temp dir,
+/// applies `edit`, and returns the error of reading the copy's configs
+/// (`PipelineConfig::load`, no GPU).
+pub fn pipeline_folder_error(
+    src: &std::path::Path,
+    parts: &[&str],
+    edit: impl Fn(&std::path::Path),
+) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    for part in parts {
+        std::fs::create_dir_all(tmp.path().join(part)).unwrap();
+        for entry in std::fs::read_dir(src.join(part)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), tmp.path().join(part).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    edit(tmp.path());
+    wgpu_diffusion::sampling::PipelineConfig::load(tmp.path())
+        .expect_err("bad folder")
+        .to_string()
+}
+
+/// Replaces `from` (which must occur) by `to` in the file at `path`.
+pub fn edit_json(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
 }

@@ -731,21 +731,8 @@ impl<'a> Recorded<'a> {
         }
     }
 
-    fn finish(mut self, ctx: &Arc<GpuContext>, keep: bool) -> Result<AutoencoderGraph> {
-        if keep {
-            for (_, v) in &self.blocks {
-                self.graph.keep(v);
-            }
-        }
-        let finished = self.graph.finish()?;
-        let activations = if keep {
-            self.blocks
-                .iter()
-                .map(|(name, v)| (name.clone(), finished.tensor(v)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+    fn finish(self, ctx: &Arc<GpuContext>, keep: bool) -> Result<AutoencoderGraph> {
+        let (finished, activations) = self.graph.finish_keeping(&self.blocks, keep)?;
         Ok(AutoencoderGraph {
             ctx: Arc::clone(ctx),
             input: finished.tensor(&self.input),

@@ -96,3 +96,22 @@ pub fn add_class_embedding<'a>(
         elementwise::embedding_add(b.ctx, &args, &label)
     })
 }
+
+/// `2·x − 1` into a new value (`center_input_sample`).
+pub fn center_input<'a>(g: &mut Graph<'a>, x: &Value) -> Result<Value> {
+    let xi = x.id();
+    g.op(
+        "center_input_sample",
+        &[x],
+        &x.shape.clone(),
+        move |b, out| {
+            let args = elementwise::Affine {
+                x: b.get(xi),
+                out,
+                mul: 2.0,
+                add: -1.0,
+            };
+            elementwise::affine(b.ctx, &args, "center_input_sample")
+        },
+    )
+}

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Tensor};
-use crate::model::blocks::embeddings::{add_class_embedding, silu, TimestepEmbedding, Timesteps};
+use crate::model::blocks::embeddings::{
+    add_class_embedding, center_input, silu, TimestepEmbedding, Timesteps,
+};
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, EmbeddingLayer, GroupNormLayer};
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{VarBuilder, WeightSource};
-use crate::ops::elementwise;
 
 use crate::model::blocks::mid::UNetMidBlock2D;
 use blocks::{load_mid_block, DownBlock2D, UpBlock2D, UpChannels};
@@ -222,21 +223,7 @@ impl<'a> Recorded<'a> {
 
         let mut x = sample.clone();
         if cfg.center_input_sample {
-            let si = sample.id();
-            x = g.op(
-                "center_input_sample",
-                &[&sample],
-                &sample.shape,
-                move |b, out| {
-                    let args = elementwise::Affine {
-                        x: b.get(si),
-                        out,
-                        mul: 2.0,
-                        add: -1.0,
-                    };
-                    elementwise::affine(b.ctx, &args, "center_input_sample")
-                },
-            )?;
+            x = center_input(&mut g, &sample)?;
         }
         x = model
             .conv_in
@@ -308,21 +295,8 @@ impl UNetGraph {
         width: usize,
         keep: bool,
     ) -> Result<Self> {
-        let mut rec = Recorded::record(model, n, height, width)?;
-        if keep {
-            for (_, v) in &rec.blocks {
-                rec.graph.keep(v);
-            }
-        }
-        let finished = rec.graph.finish()?;
-        let activations = if keep {
-            rec.blocks
-                .iter()
-                .map(|(name, v)| (name.clone(), finished.tensor(v)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let rec = Recorded::record(model, n, height, width)?;
+        let (finished, activations) = rec.graph.finish_keeping(&rec.blocks, keep)?;
         Ok(UNetGraph {
             ctx: Arc::clone(&model.ctx),
             batch: n,

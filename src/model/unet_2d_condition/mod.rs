@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Tensor};
-use crate::model::blocks::embeddings::{silu, TimestepEmbedding, Timesteps};
+use crate::model::blocks::embeddings::{center_input, silu, TimestepEmbedding, Timesteps};
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer};
 use crate::model::blocks::mid::UNetMidBlock2D;
 use crate::model::blocks::resnet::ResnetConfig;
@@ -22,7 +22,6 @@ use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::unet_2d::blocks::{BlockSpec, DownBlock2D, UpBlock2D, UpChannels};
 use crate::model::unet_2d::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::model::weights::{VarBuilder, WeightSource};
-use crate::ops::elementwise;
 
 use config::BlockSettings;
 pub use config::UNet2DConditionConfig;
@@ -289,21 +288,7 @@ impl<'a> Recorded<'a> {
 
         let mut x = sample.clone();
         if cfg.center_input_sample {
-            let si = sample.id();
-            x = g.op(
-                "center_input_sample",
-                &[&sample],
-                &sample.shape,
-                move |b, out| {
-                    let args = elementwise::Affine {
-                        x: b.get(si),
-                        out,
-                        mul: 2.0,
-                        add: -1.0,
-                    };
-                    elementwise::affine(b.ctx, &args, "center_input_sample")
-                },
-            )?;
+            x = center_input(&mut g, &sample)?;
         }
         let pad = (cfg.conv_in_kernel - 1) / 2;
         x = model
@@ -366,21 +351,8 @@ pub struct CondUNetGraph {
 
 impl CondUNetGraph {
     fn build(model: &UNet2DConditionModel, dims: [usize; 4], keep: bool) -> Result<Self> {
-        let mut rec = Recorded::record(model, dims)?;
-        if keep {
-            for (_, v) in &rec.blocks {
-                rec.graph.keep(v);
-            }
-        }
-        let finished = rec.graph.finish()?;
-        let activations = if keep {
-            rec.blocks
-                .iter()
-                .map(|(name, v)| (name.clone(), finished.tensor(v)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let rec = Recorded::record(model, dims)?;
+        let (finished, activations) = rec.graph.finish_keeping(&rec.blocks, keep)?;
         let [batch, height, width, _] = dims;
         Ok(CondUNetGraph {
             ctx: Arc::clone(&model.ctx),
