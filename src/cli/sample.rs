@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
-use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle};
+use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle, ImageFormat};
 use wgpu_diffusion::sampling::{
     InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, ScheduleOverrides,
 };
@@ -75,10 +75,12 @@ pub struct SampleArgs {
     /// default: half the available RAM on a CPU adapter, 4 GiB on a discrete GPU, 1 GiB else).
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
-    /// Write a grid of all images to this PNG (default samples.png when no other output is given).
+    /// Write a grid of all images to this file (default samples.png when no other output is
+    /// given); the extension picks the format: .png, .jpg / .jpeg or .webp (lossless).
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
-    /// Write one PNG per image into this directory (created if missing).
+    /// Write one PNG per image into this directory (created, if missing, once the images are
+    /// ready to write).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
     /// Write the final samples in f32, before clamping and quantising, as tensor `sample`.
@@ -394,6 +396,98 @@ fn check_pictures(
     Ok(())
 }
 
+/// What the outputs' paths decided, checked before any GPU work.
+struct Outputs {
+    /// The grid's encoder, from `-o`'s extension.
+    grid_format: ImageFormat,
+    /// The trajectory strip's encoder, from `--trajectory`'s extension.
+    strip_format: ImageFormat,
+}
+
+impl Outputs {
+    /// Checks every output path of the run: each file path can be a file (not a directory, not
+    /// spelled `dir/`, in a directory that exists), pictures have an extension we can encode, no
+    /// two outputs name the same file (nor an `--out-dir` image), and `--out-dir` can be made.
+    fn check(a: &SampleArgs, grid: Option<&Path>, spec: &RunSpec) -> Result<Self> {
+        let mut files: Vec<(&str, &Path)> = Vec::new();
+        if let Some(p) = grid {
+            files.push(("-o", p));
+        }
+        if let Some(p) = &a.save_tensor {
+            files.push(("--save-tensor", p));
+        }
+        if let Some(p) = &a.trajectory {
+            files.push(("--trajectory", p));
+        }
+        for (flag, path) in &files {
+            io::check_output_path(path).with_context(|| flag.to_string())?;
+        }
+        let grid_format = grid
+            .map(ImageFormat::from_path)
+            .transpose()
+            .context("-o")?
+            .unwrap_or(ImageFormat::Png);
+        let strip_format = a
+            .trajectory
+            .as_deref()
+            .map(ImageFormat::from_path)
+            .transpose()
+            .context("--trajectory")?
+            .unwrap_or(ImageFormat::Png);
+        let normalized: Vec<(&str, &Path, PathBuf)> = files
+            .iter()
+            .map(|(flag, path)| (*flag, *path, io::normalized_path(path)))
+            .collect();
+        for (i, (flag, path, real)) in normalized.iter().enumerate() {
+            if let Some((other, other_path, _)) = normalized[..i].iter().find(|(_, _, r)| r == real)
+            {
+                bail!(
+                    "{other} {} and {flag} {} are the same file; give each output its own path",
+                    other_path.display(),
+                    path.display()
+                );
+            }
+        }
+        if let Some(dir) = &a.out_dir {
+            io::check_output_dir(dir).context("--out-dir")?;
+            let real_dir = io::normalized_path(dir);
+            let first = spec.first_image;
+            let last = first + (spec.shape[0] - 1);
+            for (flag, path, real) in &normalized {
+                if *real == real_dir {
+                    bail!(
+                        "{flag} {} is the --out-dir {}; give the file another path",
+                        path.display(),
+                        dir.display()
+                    );
+                }
+                let in_dir = real.parent() == Some(real_dir.as_path());
+                let index = real
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".png"))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (true, Some(i)) = (in_dir, index) {
+                    if (first..=last).contains(&i)
+                        && real.file_name().and_then(|n| n.to_str())
+                            == Some(image_file_name(i, last).as_str())
+                    {
+                        bail!(
+                            "{flag} {} is also the --out-dir file of image {i}; give the file \
+                             another path",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Outputs {
+            grid_format,
+            strip_format,
+        })
+    }
+}
+
 pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     // Everything that needs no GPU first: the model's config files, the input files and the
     // library's checks of the options (the run spec). Bad arguments fail here, with no output
@@ -410,7 +504,9 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let style = grid_style(a);
     check_pictures(a, &config, &spec, &style, grid_path.is_some())?;
 
-    // Open every output next: an unwritable path fails now, with nothing written.
+    // Check every output next: clashing, impossible or unwritable paths fail now, with nothing
+    // written. The file outputs' temp files are created now; --out-dir only when writing.
+    let outputs = Outputs::check(a, grid_path.as_deref(), &spec)?;
     let grid_file = grid_path.as_deref().map(AtomicFile::create).transpose()?;
     let tensor_file = a
         .save_tensor
@@ -422,18 +518,8 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         .as_deref()
         .map(AtomicFile::create)
         .transpose()?;
-    if let Some(dir) = &a.out_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
-    }
     let first = spec.first_image;
-    let last = first + (a.num_images - 1);
-    let per_image: Vec<AtomicFile> = match &a.out_dir {
-        Some(dir) => (first..=last)
-            .map(|i| AtomicFile::create(&dir.join(image_file_name(i, last))))
-            .collect::<std::result::Result<_, _>>()?,
-        None => Vec::new(),
-    };
+    let last = first + (spec.shape[0] - 1);
 
     let t_load = Instant::now();
     let ctx: Arc<GpuContext> = GpuContext::new(gpu)?;
@@ -478,14 +564,21 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         for caption in &mut captions {
             caption.index += first;
         }
-        let bytes = io::grid(&samples.data, n, [c, h, w], &style, &captions)?.encode_png()?;
+        let bytes = io::grid(&samples.data, n, [c, h, w], &style, &captions)?
+            .encode(outputs.grid_format)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }
-    // At the model's resolution, whatever --scale says.
-    for (i, f) in per_image.into_iter().enumerate() {
-        let bytes = io::image(samples.image(i), c, h, w).encode_png()?;
-        f.commit(&bytes)?;
+    // At the model's resolution, whatever --scale says. The directory is made only now, when
+    // there is something to put in it; each file is opened, written and renamed in turn.
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
+        for i in 0..n {
+            let path = dir.join(image_file_name(first + i, last));
+            let bytes = io::image(samples.image(i), c, h, w).encode_png()?;
+            AtomicFile::create(&path)?.commit(&bytes)?;
+        }
     }
     if let Some(dir) = &a.out_dir {
         written.push(format!("{}/ ({n} PNGs)", dir.display()));
@@ -513,7 +606,7 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
             &headers,
             &style,
         )?
-        .encode_png()?;
+        .encode(outputs.strip_format)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }

@@ -152,21 +152,98 @@ impl Canvas {
 
     /// PNG bytes.
     pub fn encode_png(&self) -> Result<Vec<u8>> {
+        self.encode(ImageFormat::Png)
+    }
+
+    /// The canvas encoded as `format` (JPEG at quality 95; WebP lossless, the only WebP the
+    /// `image` crate writes).
+    pub fn encode(&self, format: ImageFormat) -> Result<Vec<u8>> {
         let color = if self.channels == 1 {
             image::ExtendedColorType::L8
         } else {
             image::ExtendedColorType::Rgb8
         };
+        let (width, height) = (self.width as u32, self.height as u32);
         let mut bytes = Vec::new();
-        image::ImageEncoder::write_image(
-            image::codecs::png::PngEncoder::new(&mut bytes),
-            &self.pixels,
-            self.width as u32,
-            self.height as u32,
-            color,
-        )
-        .map_err(|e| Error::invalid("PNG encoding", e.to_string()))?;
+        let written = match format {
+            ImageFormat::Png => image::ImageEncoder::write_image(
+                image::codecs::png::PngEncoder::new(&mut bytes),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+            ImageFormat::Jpeg => image::ImageEncoder::write_image(
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+            ImageFormat::WebP => image::ImageEncoder::write_image(
+                image::codecs::webp::WebPEncoder::new_lossless(&mut bytes),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+        };
+        written
+            .map_err(|e| Error::invalid(format!("{} encoding", format.name()), e.to_string()))?;
         Ok(bytes)
+    }
+}
+
+/// The formats a picture output (grid, trajectory strip) can be written in, chosen by the
+/// output path's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl ImageFormat {
+    /// The extensions accepted, as listed in messages.
+    pub const EXTENSIONS: &'static str = ".png, .jpg / .jpeg or .webp";
+
+    /// The format `path`'s extension names (case-insensitive): `.png`, `.jpg` / `.jpeg`,
+    /// `.webp`. Any other extension, or none, is refused: writing PNG bytes under a `.jpg` name
+    /// would make a file other programs misread.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("png") => Ok(ImageFormat::Png),
+            Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
+            Some("webp") => Ok(ImageFormat::WebP),
+            Some(other) => Err(Error::invalid(
+                "output file",
+                format!(
+                    "{}: cannot write an image with extension .{other}; use {}",
+                    path.display(),
+                    Self::EXTENSIONS
+                ),
+            )),
+            None => Err(Error::invalid(
+                "output file",
+                format!(
+                    "{}: no file extension to choose the image format from; use {}",
+                    path.display(),
+                    Self::EXTENSIONS
+                ),
+            )),
+        }
+    }
+
+    /// The format's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "PNG",
+            ImageFormat::Jpeg => "JPEG",
+            ImageFormat::WebP => "WebP",
+        }
     }
 }
 
@@ -692,8 +769,111 @@ pub fn trajectory_strip(
     Ok(canvas)
 }
 
+/// Temp files created by this process so far: each gets its own number, so two outputs can
+/// never share a temp name, whatever their targets.
+static TEMP_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether `path` is spelled as a directory: it ends with a path separator (`out/`) or with
+/// `.` / `..`, so it can never be a file.
+fn names_a_directory(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    text.ends_with(std::path::MAIN_SEPARATOR)
+        || text.ends_with('/')
+        || matches!(
+            path.components().next_back(),
+            Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+        )
+        || path.file_name().is_none()
+}
+
+/// Checks that `target` can be an output file: not a directory, nor spelled as one (`out/`),
+/// in a directory that exists. Creates nothing.
+pub fn check_output_path(target: &Path) -> Result<()> {
+    if target.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            "output file",
+            "the path is empty, expected a file path",
+        ));
+    }
+    if target.is_dir() || names_a_directory(target) {
+        return Err(Error::invalid(
+            "output file",
+            format!("{} is a directory, expected a file path", target.display()),
+        ));
+    }
+    let dir = parent_dir(target);
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            "output file",
+            format!(
+                "cannot write {}: directory {} does not exist",
+                target.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `dir` can become an output directory without creating it: it is a directory
+/// already, or the nearest part of it that exists is one (so `create_dir_all` can make the rest).
+pub fn check_output_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid("output file", "the directory path is empty"));
+    }
+    let mut existing = dir;
+    loop {
+        if existing.exists() {
+            break;
+        }
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => return Ok(()),
+        }
+    }
+    if !existing.is_dir() {
+        return Err(Error::invalid(
+            "output file",
+            format!(
+                "cannot use {} as a directory: {} exists and is not a directory",
+                dir.display(),
+                existing.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The directory a file `target` is written in (`.` for a bare name).
+fn parent_dir(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `path` made absolute against the current directory, with its directory part resolved
+/// through symlinks where it exists, so two spellings of one file compare equal.
+pub fn normalized_path(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let Ok(real) = absolute.canonicalize() {
+        return real;
+    }
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => normalized_path(parent).join(name),
+        _ => absolute,
+    }
+}
+
 /// A file being written atomically: bytes go to a temp file beside `target`, which replaces
-/// `target` on [`AtomicFile::commit`] and is removed if dropped uncommitted.
+/// `target` on [`AtomicFile::commit`]. The temp file is removed if the file is dropped
+/// uncommitted and when writing or renaming fails, so no failure leaves it behind.
 pub struct AtomicFile {
     target: PathBuf,
     temp: PathBuf,
@@ -703,33 +883,19 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the temp file now, so an unwritable destination fails before any work is done.
     pub fn create(target: &Path) -> Result<Self> {
-        if target.is_dir() {
-            return Err(Error::invalid(
-                "output",
-                format!("{} is a directory, expected a file path", target.display()),
-            ));
-        }
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(Error::invalid(
-                "output",
-                format!(
-                    "cannot write {}: directory {} does not exist",
-                    target.display(),
-                    dir.display()
-                ),
-            ));
-        }
+        check_output_path(target)?;
+        let dir = parent_dir(target);
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "output".into());
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let number = TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}.{number}.tmp", std::process::id()));
         let file = std::fs::File::create(&temp).map_err(|e| {
-            Error::invalid("output", format!("cannot write {}: {e}", target.display()))
+            Error::invalid(
+                "output file",
+                format!("cannot write {}: {e}", target.display()),
+            )
         })?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -738,24 +904,36 @@ impl AtomicFile {
         })
     }
 
-    /// Writes `bytes`, syncs and renames over the target.
+    /// Writes `bytes`, syncs and renames over the target. On failure the temp file is removed
+    /// and the target left as it was.
     pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
-        let mut file = self.file.take().ok_or_else(|| {
-            Error::invalid(
-                "output",
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::invalid(
+                "output file",
                 format!("{} already written", self.target.display()),
-            )
-        })?;
-        file.write_all(bytes)
+            ));
+        };
+        let written = file
+            .write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(&self.temp, e))?;
+            .map_err(|e| Error::io(&self.temp, e));
         drop(file);
-        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-        Ok(())
+        let renamed = written.and_then(|()| {
+            std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))
+        });
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        renamed
     }
 
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The temp file the bytes go to before the rename.
+    pub fn temp(&self) -> &Path {
+        &self.temp
     }
 }
 
@@ -937,6 +1115,91 @@ mod tests {
     /// text gray), image i's pixel p = (i·h·w + p) mod 64 / 128.
     fn images(n: usize, h: usize, w: usize) -> Vec<f32> {
         (0..n * h * w).map(|k| (k % 64) as f32 / 128.0).collect()
+    }
+
+    /// Files in `dir` named like `AtomicFile` temp files.
+    fn temp_files(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn atomic_files_never_share_a_temp_and_a_failed_rename_removes_it() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let target = tmp.path().join("out.png");
+        let a = AtomicFile::create(&target).unwrap();
+        let b = AtomicFile::create(&target).unwrap();
+        assert_ne!(a.temp(), b.temp());
+        drop(b);
+        assert_eq!(temp_files(tmp.path()).len(), 1);
+        // The target turns into a non-empty directory meanwhile: the rename fails.
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), "x").unwrap();
+        let err = a.commit(b"bytes").unwrap_err();
+        assert!(err.to_string().contains("out.png"), "{err}");
+        assert!(
+            temp_files(tmp.path()).is_empty(),
+            "{:?}",
+            temp_files(tmp.path())
+        );
+        assert!(target.join("keep").is_file());
+    }
+
+    #[test]
+    fn output_paths_spelled_as_directories_are_refused() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        for path in ["new/", "new/..", "."] {
+            let err = check_output_path(&tmp.path().join(path)).unwrap_err();
+            assert!(err.to_string().contains("is a directory"), "{path}: {err}");
+        }
+        assert!(AtomicFile::create(&tmp.path().join("x/")).is_err());
+        assert!(temp_files(tmp.path()).is_empty());
+        check_output_path(&tmp.path().join("ok.png")).unwrap();
+        // An out-dir may not exist yet, but what exists of it must be a directory.
+        check_output_dir(&tmp.path().join("a/b/c")).unwrap();
+        std::fs::write(tmp.path().join("f"), "x").unwrap();
+        let err = check_output_dir(&tmp.path().join("f/b")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(!tmp.path().join("a").exists());
+    }
+
+    #[test]
+    fn image_format_comes_from_the_extension() {
+        let format = |p: &str| ImageFormat::from_path(Path::new(p));
+        assert_eq!(format("a.png").unwrap(), ImageFormat::Png);
+        assert_eq!(format("a.PNG").unwrap(), ImageFormat::Png);
+        assert_eq!(format("a.jpg").unwrap(), ImageFormat::Jpeg);
+        assert_eq!(format("dir.x/a.jpeg").unwrap(), ImageFormat::Jpeg);
+        assert_eq!(format("a.webp").unwrap(), ImageFormat::WebP);
+        assert!(format("a.gif").unwrap_err().to_string().contains(".gif"));
+        assert!(format("a")
+            .unwrap_err()
+            .to_string()
+            .contains("no file extension"));
+        let canvas = image(&images(1, 5, 7), 1, 5, 7);
+        let decode = |f: ImageFormat, want: image::ImageFormat| {
+            let bytes = canvas.encode(f).unwrap();
+            let back = image::load_from_memory_with_format(&bytes, want).unwrap();
+            assert_eq!((back.width(), back.height()), (7, 5), "{f:?}");
+            back.to_luma8()
+        };
+        // PNG and lossless WebP give the pixels back exactly; JPEG within its loss.
+        let png = decode(ImageFormat::Png, image::ImageFormat::Png);
+        assert_eq!(png.into_raw(), canvas.pixels);
+        let webp = decode(ImageFormat::WebP, image::ImageFormat::WebP);
+        assert_eq!(webp.into_raw(), canvas.pixels);
+        let jpeg = decode(ImageFormat::Jpeg, image::ImageFormat::Jpeg);
+        let worst = jpeg
+            .into_raw()
+            .iter()
+            .zip(&canvas.pixels)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 8, "JPEG off by {worst}");
     }
 
     #[test]

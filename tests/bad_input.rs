@@ -1,0 +1,300 @@
+//! Bad input through the real binary (issue 18): every case fails with a non-zero exit and a
+//! message naming the flag, file or key to change, leaves no output, temp file or directory
+//! behind, and never aborts; and the inputs that used to fight their defaults now work.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wgpu-diffusion");
+/// Unconditional, 3×16×16, no scheduler_config.json.
+const UNCOND: &str = "google_flags";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs the binary in `cwd` with `args`.
+fn run_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+}
+
+/// `sample --model <model> -q <args>` in `cwd`.
+fn sample(cwd: &Path, model: &Path, args: &[&str]) -> Output {
+    let model = model.to_str().unwrap();
+    let mut all = vec!["sample", "--model", model, "-q"];
+    all.extend_from_slice(args);
+    run_in(cwd, &all)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstderr:\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// Every entry of `dir` (recursively), as paths relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A copy of fixture `name` in a fresh directory, for corrupting.
+fn model_copy(name: &str) -> TempDir {
+    let tmp = TempDir::new().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    tmp
+}
+
+/// One invocation that must fail cleanly: its `sample` arguments (`{dir}` is the run's temp
+/// directory) and the strings stderr must contain.
+struct Case<'a> {
+    model: PathBuf,
+    args: Vec<String>,
+    needles: &'a [&'a str],
+}
+
+fn case<'a>(model: &Path, args: &[&str], needles: &'a [&'a str]) -> Case<'a> {
+    Case {
+        model: model.to_path_buf(),
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        needles,
+    }
+}
+
+/// Runs each case in a fresh directory (holding `setup`'s files): it must exit 1 (not abort,
+/// not panic), name each needle, and leave the directory exactly as `setup` made it — no
+/// output, no temp file, no created directory. Reports every failing case at once.
+fn check_clean_failures(cases: &[Case], setup: &dyn Fn(&Path)) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        setup(dir);
+        let before = tree(dir);
+        let dir_str = dir.to_str().unwrap();
+        let args: Vec<String> = case
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", dir_str))
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let model = PathBuf::from(case.model.to_str().unwrap().replace("{dir}", dir_str));
+        let out = sample(dir, &model, &refs);
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(1) {
+            problems.push(format!("exit {:?}, expected 1", out.status));
+        }
+        if err.contains("panicked") {
+            problems.push("panicked".into());
+        }
+        for needle in case.needles {
+            let needle = needle.replace("{dir}", dir_str);
+            if !err.contains(&needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        let after = tree(dir);
+        if after != before {
+            problems.push(format!("the directory changed: {before:?} -> {after:?}"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "sample {:?}: {}\nstderr: {err}",
+                case.args,
+                problems.join("; ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 2: atomic outputs
+
+#[test]
+fn clashing_and_impossible_outputs_are_refused_before_the_gpu() {
+    let u = fixture(UNCOND);
+    check_clean_failures(
+        &[
+            case(
+                &u,
+                &["-o", "{dir}/x.png", "--save-tensor", "{dir}/x.png"],
+                &["-o", "--save-tensor", "same file"],
+            ),
+            case(
+                &u,
+                &["-o", "{dir}/x.png", "--trajectory", "{dir}/./x.png"],
+                &["--trajectory", "same file"],
+            ),
+            case(
+                &u,
+                &["--save-tensor", "{dir}/t.png", "--trajectory", "t.png"],
+                &["--save-tensor", "--trajectory", "same file"],
+            ),
+            // -o names the file --out-dir would write for image 1.
+            case(
+                &u,
+                &[
+                    "--num-images",
+                    "2",
+                    "--out-dir",
+                    "{dir}/sub",
+                    "-o",
+                    "{dir}/sub/00001.png",
+                ],
+                &["-o", "--out-dir", "image 1"],
+            ),
+            case(
+                &u,
+                &["--out-dir", "{dir}/x.png", "-o", "{dir}/x.png"],
+                &["-o", "--out-dir"],
+            ),
+            // A trailing slash names a directory: refused at once, not after the run.
+            case(
+                &u,
+                &["-o", "{dir}/new/"],
+                &["-o", "{dir}/new/", "directory"],
+            ),
+            case(
+                &u,
+                &["-o", "{dir}/grid.gif"],
+                &["-o", ".gif", ".png", ".jpg", ".webp"],
+            ),
+            case(&u, &["-o", "{dir}/grid"], &["-o", "no file extension"]),
+            case(
+                &u,
+                &[
+                    "--trajectory",
+                    "{dir}/strip.bmp",
+                    "--save-tensor",
+                    "{dir}/t.st",
+                ],
+                &["--trajectory", ".bmp"],
+            ),
+            // --out-dir under a file.
+            case(
+                &u,
+                &["--out-dir", "{dir}/file.txt/each"],
+                &["--out-dir", "file.txt", "not a directory"],
+            ),
+        ],
+        &|dir| {
+            std::fs::create_dir(dir.join("sub")).unwrap();
+            std::fs::write(dir.join("file.txt"), "x").unwrap();
+        },
+    );
+}
+
+/// A run that fails after its outputs were checked (the weights do not load) leaves no temp file
+/// and creates no --out-dir.
+#[test]
+fn a_failed_load_leaves_no_temp_file_and_no_out_dir() {
+    let model = model_copy(UNCOND);
+    let weights = model.path().join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    // The header intact, the data cut: the config loads, the weights do not.
+    std::fs::write(&weights, &bytes[..bytes.len() - 100]).unwrap();
+    check_clean_failures(
+        &[case(
+            model.path(),
+            &[
+                "--steps",
+                "2",
+                "-o",
+                "{dir}/grid.png",
+                "--save-tensor",
+                "{dir}/t.st",
+                "--trajectory",
+                "{dir}/strip.png",
+                "--out-dir",
+                "{dir}/each/deeper",
+            ],
+            &["diffusion_pytorch_model.safetensors"],
+        )],
+        &|_| {},
+    );
+}
+
+/// `-o` and `--trajectory` are encoded as their extension says.
+#[test]
+fn picture_format_follows_the_extension() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let out = sample(
+        dir,
+        &fixture(UNCOND),
+        &[
+            "--steps",
+            "2",
+            "--num-images",
+            "2",
+            "-o",
+            "grid.JPG",
+            "--trajectory",
+            "strip.webp",
+            "--out-dir",
+            "each",
+        ],
+    );
+    assert_ok(&out, "jpg grid, webp strip");
+    let grid = std::fs::read(dir.join("grid.JPG")).unwrap();
+    assert!(
+        grid.starts_with(&[0xFF, 0xD8, 0xFF]),
+        "grid.JPG is not JPEG"
+    );
+    let decoded = image::load_from_memory_with_format(&grid, image::ImageFormat::Jpeg).unwrap();
+    assert!(decoded.width() > 16 && decoded.height() > 16);
+    let strip = std::fs::read(dir.join("strip.webp")).unwrap();
+    assert!(
+        strip.starts_with(b"RIFF") && &strip[8..12] == b"WEBP",
+        "strip.webp is not WebP"
+    );
+    image::load_from_memory_with_format(&strip, image::ImageFormat::WebP).unwrap();
+    // Per-image files stay PNG, and the directory was made when they were written.
+    let each = tree(&dir.join("each"));
+    assert_eq!(each, ["00000.png", "00001.png"]);
+    assert_eq!(
+        tree(dir),
+        [
+            "each",
+            "each/00000.png",
+            "each/00001.png",
+            "grid.JPG",
+            "strip.webp"
+        ]
+    );
+}
