@@ -298,3 +298,124 @@ fn picture_format_follows_the_extension() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Class 4: one strict safetensors parser for weights and tensor files
+
+/// A safetensors file from raw header text and data bytes (length prefix included).
+fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Files the reference implementation refuses and that used to load: a duplicate key (the last
+/// won), bytes no tensor references between two tensors, and bytes after the last tensor.
+fn lax_files() -> Vec<(&'static str, Vec<u8>, &'static [&'static str])> {
+    let one = |v: f32| v.to_le_bytes().to_vec();
+    vec![
+        (
+            "duplicate key",
+            raw_safetensors(
+                r#"{"noise":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"noise":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                &[one(1.0), one(2.0)].concat(),
+            ),
+            &["\"noise\"", "more than once"],
+        ),
+        (
+            "gap",
+            raw_safetensors(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+                &[0u8; 12],
+            ),
+            &["[4, 8]", "\"a\"", "\"b\"", "belong to no tensor"],
+        ),
+        (
+            "leading gap",
+            raw_safetensors(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                &[0u8; 8],
+            ),
+            &["[0, 4]", "start of the data section"],
+        ),
+        (
+            "trailing bytes",
+            raw_safetensors(
+                r#"{"noise":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                &[0u8; 7],
+            ),
+            &["3 trailing byte(s)", "7 byte data section"],
+        ),
+        (
+            "metadata not strings",
+            raw_safetensors(
+                r#"{"__metadata__":{"first_image":0},"noise":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                &[0u8; 4],
+            ),
+            &["__metadata__", "string"],
+        ),
+    ]
+}
+
+#[test]
+fn weights_parser_refuses_what_the_reference_refuses() {
+    use wgpu_diffusion::model::weights::Weights;
+    let tmp = TempDir::new().unwrap();
+    for (what, bytes, needles) in lax_files() {
+        let path = tmp
+            .path()
+            .join(format!("{}.safetensors", what.replace(' ', "_")));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Weights::open(&path).expect_err(what).to_string();
+        assert!(err.contains(&path.display().to_string()), "{what}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{what}: lacks {n:?}: {err}");
+        }
+        // The reference implementation agrees.
+        assert!(
+            safetensors::SafeTensors::deserialize(&bytes).is_err(),
+            "{what}: the reference accepts it"
+        );
+    }
+    // A directory in the weights file's place names the path and says what it is.
+    let dir = tmp.path().join("dir.safetensors");
+    std::fs::create_dir(&dir).unwrap();
+    let err = Weights::open(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("dir.safetensors") && err.contains("is a directory"),
+        "{err}"
+    );
+    assert!(!err.contains("No such device"), "{err}");
+}
+
+/// --init-noise goes through the same parser: the same files are refused through the binary.
+#[test]
+fn init_noise_files_are_parsed_as_strictly_as_weights() {
+    let u = fixture(UNCOND);
+    let files = lax_files();
+    let cases: Vec<Case> = files
+        .iter()
+        .map(|(what, _, needles)| Case {
+            model: u.clone(),
+            args: vec![
+                "--num-images".into(),
+                "1".into(),
+                "--init-noise".into(),
+                format!("{{dir}}/{}.st", what.replace(' ', "_")),
+            ],
+            needles,
+        })
+        .chain([case(
+            &u,
+            &["--init-noise", "{dir}/noise_dir"],
+            &["--init-noise", "noise_dir", "is a directory"],
+        )])
+        .collect();
+    check_clean_failures(&cases, &|dir| {
+        for (what, bytes, _) in lax_files() {
+            std::fs::write(dir.join(format!("{}.st", what.replace(' ', "_"))), bytes).unwrap();
+        }
+        std::fs::create_dir(dir.join("noise_dir")).unwrap();
+    });
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::ClassNames;
 use crate::error::{Error, Result};
+use crate::model::weights::Weights;
 use crate::schedule::{NoiseLevels, StepPlan};
 
 /// Maps a sample value in [−1, 1] to 0..=255 (clamped, rounded).
@@ -980,69 +981,44 @@ pub struct SingleTensor {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads the one f32 tensor of a safetensors file (`--init-noise`): its shape, values and
-/// metadata.
+/// Reads the one tensor of a safetensors file (`--init-noise`) as f32 (F32, or F16 / BF16
+/// converted exactly): its shape, values and metadata. The file is validated by the same strict
+/// parser as model weights ([`Weights`]), and a non-finite value is refused.
 pub fn read_single_tensor(path: &Path) -> Result<SingleTensor> {
-    // Not `Error::io`: its source would be printed twice in an error chain.
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::invalid("cannot read", format!("{}: {e}", path.display())))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let names = st.names();
-    if names.len() != 1 {
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, expected a safetensors tensor file",
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let weights = Weights::from_bytes(path, &bytes)?;
+    let names: Vec<&str> = weights.keys().collect();
+    let [name] = names.as_slice() else {
         return Err(Error::SafeTensors {
             path: path.to_path_buf(),
             message: format!(
                 "expected exactly one tensor, found {} ({})",
                 names.len(),
-                names
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names.join(", ")
             ),
         });
-    }
-    let name = names[0].to_string();
-    let view = st.tensor(&name).map_err(|e| Error::SafeTensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    if view.dtype() != safetensors::Dtype::F32 {
-        return Err(Error::UnsupportedDtype {
-            path: path.to_path_buf(),
-            key: name,
-            dtype: format!("{:?}", view.dtype()),
-        });
-    }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    };
+    let shape = weights.shape_of(name).unwrap_or_default().to_vec();
+    let values = weights.get(name, &shape)?;
     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::SafeTensors {
             path: path.to_path_buf(),
             message: format!("tensor {name:?} holds a non-finite value at element {bad}"),
         });
     }
-    let metadata = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::SafeTensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?
-        .1
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
     Ok(SingleTensor {
-        shape: view.shape().to_vec(),
+        shape,
         values,
-        metadata,
+        metadata: weights.metadata().clone(),
     })
 }
 
