@@ -419,3 +419,132 @@ fn init_noise_files_are_parsed_as_strictly_as_weights() {
         std::fs::create_dir(dir.join("noise_dir")).unwrap();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Class 5: messages name the file, key or flag to change
+
+/// A copy of fixture `name` with `file` written into it.
+fn model_with(name: &str, file: &str, text: &str) -> TempDir {
+    let model = model_copy(name);
+    std::fs::write(model.path().join(file), text).unwrap();
+    model
+}
+
+#[test]
+fn messages_blame_the_file_or_key_at_fault() {
+    let classes = model_with(
+        "class_conditional",
+        "classes.json",
+        r#"{"cat": 0, "dog": 99, "null": 10}"#,
+    );
+    let betas = model_with(
+        UNCOND,
+        "scheduler_config.json",
+        r#"{"_class_name": "DDPMScheduler", "num_train_timesteps": 3, "trained_betas": [0.1, 0.5, 1.0]}"#,
+    );
+    let cases = [
+        // The bad label is classes.json's, whichever class the run asked for.
+        case(
+            classes.path(),
+            &["--class", "cat"],
+            &["classes.json", "dog", "99", "num_class_embeds = 11"],
+        ),
+        case(
+            classes.path(),
+            &["--class", "all"],
+            &["classes.json", "dog"],
+        ),
+        // A beta of 1 leaves no signal: the key is named, not a sampler's arithmetic.
+        case(
+            betas.path(),
+            &["--steps", "2", "--scheduler", "ddim"],
+            &["scheduler_config.json", "trained_betas", "1", "[0, 1)"],
+        ),
+        case(
+            Path::new("{dir}/m"),
+            &[],
+            &["diffusion_pytorch_model.safetensors", "is a directory"],
+        ),
+    ];
+    check_clean_failures(&cases, &|dir| {
+        let m = dir.join("m");
+        std::fs::create_dir(&m).unwrap();
+        std::fs::copy(fixture(UNCOND).join("config.json"), m.join("config.json")).unwrap();
+        std::fs::create_dir(m.join("diffusion_pytorch_model.safetensors")).unwrap();
+    });
+    // And the messages no longer blame the flag or the OS.
+    let tmp = TempDir::new().unwrap();
+    let err = stderr(&sample(tmp.path(), classes.path(), &["--class", "cat"]));
+    assert!(!err.contains("--class"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 6: --init-noise decides the image count
+
+/// safetensors bytes of one tensor of `dtype` ("F32" or "F16") from f32 values.
+fn noise_file(shape: &[usize], values: &[f32], dtype: &str) -> Vec<u8> {
+    let data: Vec<u8> = match dtype {
+        "F32" => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+    };
+    let header = format!(
+        r#"{{"noise":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[0,{}]}}}}"#,
+        data.len()
+    );
+    raw_safetensors(&header, &data)
+}
+
+/// Values exactly representable in f16, roughly standard normal.
+fn f16_values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = ((i * 7919) % 1000) as f32 / 1000.0 - 0.5;
+            half::f16::from_f32(3.0 * x).to_f32()
+        })
+        .collect()
+}
+
+#[test]
+fn init_noise_sets_the_image_count_and_may_be_f16() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let shape = [3, 3, 16, 16];
+    let values = f16_values(shape.iter().product());
+    std::fs::write(dir.join("n32.st"), noise_file(&shape, &values, "F32")).unwrap();
+    std::fs::write(dir.join("n16.st"), noise_file(&shape, &values, "F16")).unwrap();
+    let run = |noise: &str, out: &str| {
+        let o = sample(
+            dir,
+            &fixture(UNCOND),
+            &["--steps", "2", "--init-noise", noise, "--save-tensor", out],
+        );
+        assert_ok(&o, noise);
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    // No --num-images: three images, as the tensor holds (the default 16 used to clash).
+    let from_f32 = run("n32.st", "a.st");
+    let st = safetensors::SafeTensors::deserialize(&from_f32).unwrap();
+    assert_eq!(st.tensor("sample").unwrap().shape(), &shape[..]);
+    // The same values stored as F16 give the same samples.
+    assert!(
+        run("n16.st", "b.st") == from_f32,
+        "F16 noise sampled differently"
+    );
+    // An explicit count that disagrees is still an error naming the flag.
+    check_clean_failures(
+        &[case(
+            &fixture(UNCOND),
+            &["--num-images", "2", "--init-noise", "{dir}/n.st"],
+            &[
+                "--init-noise",
+                "[3, 3, 16, 16]",
+                "[2, 3, 16, 16]",
+                "--num-images",
+            ],
+        )],
+        &|d| std::fs::write(d.join("n.st"), noise_file(&shape, &values, "F32")).unwrap(),
+    );
+}

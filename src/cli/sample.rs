@@ -60,8 +60,9 @@ pub struct SampleArgs {
     pub eta: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 16)]
-    pub num_images: usize,
+    /// Images to generate. Default: the image count of --init-noise when given, else 16.
+    #[arg(long)]
+    pub num_images: Option<usize>,
     /// Global index of the first image: the run produces images K .. K+N−1 of the seeded
     /// sequence (noise, class cycling, --out-dir file names), bit-identical to those images of
     /// one run from 0, so a job splits into slices (see scripts/ray_sample.py). Default 0.
@@ -246,14 +247,24 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         .unet
         .resolution(a.height.map(|v| v / f), a.width.map(|v| v / f));
     let c = config.unet.in_channels();
+    let mut num_images = a.num_images.unwrap_or(DEFAULT_NUM_IMAGES);
     let init_noise = match &a.init_noise {
         Some(path) => {
             let tensor = io::read_single_tensor(path).context("--init-noise")?;
-            // The file's own shape; the library sees the flat values.
-            let want = [a.num_images, c, h, w];
+            // The file's own shape; the library sees the flat values. Without --num-images the
+            // tensor says how many images there are.
+            if let (None, [n, ..]) = (a.num_images, tensor.shape.as_slice()) {
+                num_images = *n;
+            }
+            let want = [num_images, c, h, w];
             if tensor.shape != want {
+                let count = if a.num_images.is_some() {
+                    "--num-images"
+                } else {
+                    "N"
+                };
                 bail!(
-                    "--init-noise {}: tensor shape {:?}, expected {want:?} ([--num-images, C, H, W])",
+                    "--init-noise {}: tensor shape {:?}, expected {want:?} ([{count}, C, H, W])",
                     path.display(),
                     tensor.shape
                 );
@@ -280,7 +291,7 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         steps: a.steps,
         eta: a.eta,
         seed: a.seed,
-        num_images: a.num_images,
+        num_images,
         first_image: a.first_image.unwrap_or(0),
         batch_size: a.batch_size,
         memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
@@ -306,6 +317,9 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         width: a.width,
     })
 }
+
+/// Images a run makes without --num-images or --init-noise.
+const DEFAULT_NUM_IMAGES: usize = 16;
 
 /// The `__metadata__` key of a tensor file naming the global index of its first image.
 const FIRST_IMAGE_KEY: &str = "first_image";

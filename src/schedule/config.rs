@@ -948,10 +948,11 @@ impl SamplerSettings {
                     ),
                 );
             }
-            if let Some(b) = betas.iter().find(|b| !(0.0..=1.0).contains(*b)) {
+            // A beta of 1 leaves no signal (ᾱ = 0): every sampler would divide by zero.
+            if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
                 return bad(
                     "trained_betas",
-                    format!("holds {b}; every beta must lie in [0, 1]"),
+                    format!("holds {b}; every beta must lie in [0, 1)"),
                 );
             }
         }
