@@ -548,3 +548,76 @@ fn init_noise_sets_the_image_count_and_may_be_f16() {
         &|d| std::fs::write(d.join("n.st"), noise_file(&shape, &values, "F32")).unwrap(),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Class 7: bench checks everything before measuring
+
+#[test]
+fn bench_refuses_bad_arguments_before_measuring() {
+    let u = fixture(UNCOND);
+    let u = u.to_str().unwrap();
+    let quick = ["bench", "--runs", "1", "--warmup", "0", "--batch", "1"];
+    let cases: &[(&[&str], &[&str])] = &[
+        // The default workload (cifar10-32) would measure for minutes before these failed.
+        (
+            &["--json", "/nonexistent-dir/r.json"],
+            &["--json", "/nonexistent-dir", "does not exist"],
+        ),
+        (&["--json", "{dir}/"], &["--json", "is a directory"]),
+        (&["--steps", "0"], &["--steps", "got 0"]),
+        (
+            &["--model", u, "--steps", "5000"],
+            &["--steps", "5000", "num_train_timesteps"],
+        ),
+        (
+            &["--model", u, "--scheduler", "nonsense"],
+            &["--scheduler", "nonsense"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, needles) in cases {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().to_str().unwrap();
+        let mut all: Vec<String> = quick.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(args.iter().map(|a| a.replace("{dir}", dir)));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let start = std::time::Instant::now();
+        let out = run_in(tmp.path(), &refs);
+        let secs = start.elapsed().as_secs_f64();
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(1) {
+            problems.push(format!("exit {:?}", out.status));
+        }
+        for n in *needles {
+            if !err.contains(n) {
+                problems.push(format!("stderr lacks {n:?}"));
+            }
+        }
+        // Nothing measured: no adapter opened, so well under a second on any machine.
+        if secs > 20.0 {
+            problems.push(format!("took {secs:.1} s"));
+        }
+        if !tree(tmp.path()).is_empty() {
+            problems.push(format!("left {:?}", tree(tmp.path())));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "bench {args:?}: {}\nstderr: {err}",
+                problems.join("; ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+
+    // A good --json is written (atomically) after measuring.
+    let tmp = TempDir::new().unwrap();
+    let mut all = quick.to_vec();
+    all.extend(["--model", u, "--json", "r.json"]);
+    let out = run_in(tmp.path(), &all);
+    assert_ok(&out, "bench --json");
+    let text = std::fs::read_to_string(tmp.path().join("r.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["schema"], wgpu_diffusion::bench::SCHEMA);
+    assert_eq!(tree(tmp.path()), ["r.json"]);
+}
