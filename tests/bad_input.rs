@@ -621,3 +621,118 @@ fn bench_refuses_bad_arguments_before_measuring() {
     assert_eq!(json["schema"], wgpu_diffusion::bench::SCHEMA);
     assert_eq!(tree(tmp.path()), ["r.json"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Class 3: non-finite numbers are errors, never a black image
+
+/// A copy of the unconditional fixture whose `conv_out.bias` is all `value`.
+fn model_with_bias(value: f32) -> TempDir {
+    let model = model_copy(UNCOND);
+    let path = model.path().join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut data = view.data().to_vec();
+            if name == "conv_out.bias" {
+                assert_eq!(view.dtype(), safetensors::Dtype::F32);
+                data = data
+                    .chunks_exact(4)
+                    .flat_map(|_| value.to_le_bytes())
+                    .collect();
+            }
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    model
+}
+
+#[test]
+fn non_finite_weights_arguments_and_samples_are_errors() {
+    let u = fixture(UNCOND);
+    let nan = model_with_bias(f32::NAN);
+    // Finite weights whose output overflows f32: euler and ddim used to write all-NaN
+    // (black) images with exit 0.
+    let huge = model_with_bias(3e38);
+    let cases = [
+        case(
+            nan.path(),
+            &["--steps", "2"],
+            &[
+                "conv_out.bias",
+                "non-finite",
+                "NaN",
+                "diffusion_pytorch_model.safetensors",
+            ],
+        ),
+        case(
+            &u,
+            &["--eta", "1e300", "--scheduler", "ddim"],
+            &["--eta", "1e300", "f32"],
+        ),
+        case(
+            &u,
+            &["--guidance-scale", "1e300"],
+            &["--guidance-scale", "f32"],
+        ),
+        case(
+            huge.path(),
+            &[
+                "--steps",
+                "3",
+                "--num-images",
+                "2",
+                "--scheduler",
+                "euler",
+                "-o",
+                "{dir}/g.png",
+                "--save-tensor",
+                "{dir}/t.st",
+                "--out-dir",
+                "{dir}/each",
+            ],
+            &[
+                "final samples",
+                "non-finite",
+                "image 0",
+                "nothing was written",
+            ],
+        ),
+        // With a trajectory the step where it first showed is named.
+        case(
+            huge.path(),
+            &[
+                "--steps",
+                "3",
+                "--num-images",
+                "1",
+                "--scheduler",
+                "ddim",
+                "--trajectory",
+                "{dir}/s.png",
+                "--trajectory-every",
+                "1",
+            ],
+            &[
+                "final samples",
+                "non-finite",
+                "trajectory snapshot of step",
+                "of 3)",
+            ],
+        ),
+    ];
+    check_clean_failures(&cases, &|_| {});
+}

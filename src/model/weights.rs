@@ -265,6 +265,18 @@ impl Weights {
                 .collect(),
             _ => return Err(unsupported()),
         };
+        // A NaN or infinite weight would turn every image black; name it at load instead.
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::SafeTensors {
+                path: self.path.clone(),
+                message: format!(
+                    "tensor {key:?} holds a non-finite value ({}) at element {at} of {}; the \
+                     checkpoint is corrupt or was saved after training diverged",
+                    values[at],
+                    values.len()
+                ),
+            });
+        }
         self.used.borrow_mut().insert(key.to_owned());
         Ok(values)
     }

@@ -150,6 +150,12 @@ impl Pipeline {
                     steps_total,
                 })
             })?;
+            let what = if self.decoder.is_some() {
+                "final latents"
+            } else {
+                "final samples"
+            };
+            check_finite(what, &result.sample, spec, chunk, &result.trajectory)?;
             match &self.decoder {
                 None => data.extend_from_slice(&result.sample),
                 Some(decoder) => {
@@ -161,7 +167,9 @@ impl Pipeline {
                             &decoders[decoders.len() - 1].1
                         }
                     };
-                    data.extend(decoder.decode(graph, &result.sample)?);
+                    let decoded = decoder.decode(graph, &result.sample)?;
+                    check_finite("decoded images", &decoded, spec, chunk, &[])?;
+                    data.extend(decoded);
                     latents.extend_from_slice(&result.sample);
                 }
             }
@@ -297,4 +305,40 @@ impl Pipeline {
             .as_ref()
             .map_or(0, |p| p.tokenizer.model_max_length())
     }
+}
+
+/// Never a silent black image: a chunk's `values` (its images, read back for writing anyway,
+/// so this costs one pass over memory and no transfer) must be finite. The error names the
+/// first bad image (global index) and, when trajectory snapshots were taken, the first step
+/// whose snapshot is already non-finite.
+fn check_finite(
+    what: &str,
+    values: &[f32],
+    spec: &RunSpec<'_>,
+    chunk: &Chunk,
+    trajectory: &[(Vec<f32>, Vec<f32>)],
+) -> Result<()> {
+    let Some(first) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let count = values.iter().filter(|v| !v.is_finite()).count();
+    let per_image = (values.len() / chunk.images.max(1)).max(1);
+    let image = spec.first_image + chunk.first_image + first / per_image;
+    let first_step = trajectory
+        .iter()
+        .zip(&spec.trajectory_steps)
+        .find(|((x, x0), _)| x.iter().chain(x0).any(|v| !v.is_finite()))
+        .map_or_else(String::new, |(_, &step)| {
+            format!(
+                " (already in the trajectory snapshot of step {} of {})",
+                step + 1,
+                spec.plan.steps.len()
+            )
+        });
+    Err(Error::NonFinite {
+        what: what.to_owned(),
+        count,
+        image,
+        first_step,
+    })
 }
