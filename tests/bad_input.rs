@@ -736,3 +736,41 @@ fn non_finite_weights_arguments_and_samples_are_errors() {
     ];
     check_clean_failures(&cases, &|_| {});
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+/// Ctrl-C (and SIGTERM) during sampling: a prompt non-zero exit and no temp file or output.
+#[cfg(unix)]
+#[test]
+fn interrupting_a_run_leaves_no_temp_file() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path();
+        let model = fixture(UNCOND);
+        let mut child = Command::new(BIN)
+            .args(["sample", "--model", model.to_str().unwrap(), "-q"])
+            .args(["--num-images", "64", "--steps", "200", "--batch-size", "8"])
+            .args(["-o", "g.png", "--save-tensor", "t.st", "--out-dir", "each"])
+            .current_dir(dir)
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the outputs' temp files exist: the run is past its checks.
+        let start = std::time::Instant::now();
+        while tree(dir).iter().filter(|n| n.ends_with(".tmp")).count() < 2 {
+            assert!(start.elapsed().as_secs() < 60, "no temp files: {:?}", tree(dir));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let sent = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let status = child.wait().unwrap();
+        let waited = sent.elapsed().as_secs_f64();
+        assert_eq!(status.code(), Some(code), "signal {signal}: {status:?}");
+        assert!(waited < 5.0, "signal {signal}: took {waited:.1} s to exit");
+        assert!(tree(dir).is_empty(), "signal {signal} left {:?}", tree(dir));
+    }
+}

@@ -774,6 +774,78 @@ pub fn trajectory_strip(
 /// never share a temp name, whatever their targets.
 static TEMP_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// The temp files of live [`AtomicFile`]s, for [`remove_temp_files`] to delete when the process
+/// is interrupted (Ctrl-C, SIGTERM) and no destructor will run. Fixed slots of leaked C strings
+/// swapped atomically: no lock and no allocation, so a signal handler can read them.
+#[cfg(unix)]
+mod live_temps {
+    use std::ffi::{c_char, CString};
+    use std::path::Path;
+    use std::ptr::null_mut;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    /// More than a run ever has open at once (grid, tensor, strip, one --out-dir image).
+    const SLOTS: usize = 64;
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
+    static LIVE: [AtomicPtr<c_char>; SLOTS] = [EMPTY; SLOTS];
+
+    /// Records `path`; returns its slot (`None` when every slot is taken or the path holds a
+    /// NUL byte: the file is then only removed by its destructor).
+    pub fn register(path: &Path) -> Option<usize> {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = CString::new(path.as_os_str().as_bytes()).ok()?.into_raw();
+        for (i, slot) in LIVE.iter().enumerate() {
+            if slot
+                .compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(i);
+            }
+        }
+        // SAFETY: `raw` came from `CString::into_raw` above and was stored nowhere.
+        drop(unsafe { CString::from_raw(raw) });
+        None
+    }
+
+    /// Forgets slot `i` (the file was renamed or removed).
+    pub fn unregister(i: usize) {
+        let raw = LIVE[i].swap(null_mut(), Ordering::AcqRel);
+        if !raw.is_null() {
+            // SAFETY: every non-null slot holds a pointer from `CString::into_raw`, and the swap
+            // took it out, so it is freed once.
+            drop(unsafe { CString::from_raw(raw) });
+        }
+    }
+
+    /// Unlinks every recorded temp file. Only async-signal-safe calls (`unlink`).
+    pub fn remove_all() {
+        for slot in &LIVE {
+            let raw = slot.load(Ordering::Acquire);
+            if !raw.is_null() {
+                // SAFETY: a non-null slot holds a valid NUL-terminated path (see `register`).
+                unsafe { libc::unlink(raw) };
+            }
+        }
+    }
+}
+
+/// Elsewhere no signal handler runs: temp files are only removed by their destructors.
+#[cfg(not(unix))]
+mod live_temps {
+    pub fn register(_: &std::path::Path) -> Option<usize> {
+        None
+    }
+    pub fn unregister(_: usize) {}
+    pub fn remove_all() {}
+}
+
+/// Deletes the temp files of every [`AtomicFile`] not yet committed or dropped. For a signal
+/// handler (the binary's Ctrl-C handling): it only calls `unlink`, so it is async-signal-safe.
+pub fn remove_temp_files() {
+    live_temps::remove_all();
+}
+
 /// Whether `path` is spelled as a directory: it ends with a path separator (`out/`) or with
 /// `.` / `..`, so it can never be a file.
 fn names_a_directory(path: &Path) -> bool {
@@ -879,6 +951,8 @@ pub struct AtomicFile {
     target: PathBuf,
     temp: PathBuf,
     file: Option<std::fs::File>,
+    /// The temp file's slot in the interrupt-cleanup list.
+    slot: Option<usize>,
 }
 
 impl AtomicFile {
@@ -892,16 +966,25 @@ impl AtomicFile {
             .unwrap_or_else(|| "output".into());
         let number = TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}.{number}.tmp", std::process::id()));
-        let file = std::fs::File::create(&temp).map_err(|e| {
-            Error::invalid(
-                "output file",
-                format!("cannot write {}: {e}", target.display()),
-            )
-        })?;
+        // Recorded before it exists, so an interrupt can never miss it.
+        let slot = live_temps::register(&temp);
+        let file = match std::fs::File::create(&temp) {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(i) = slot {
+                    live_temps::unregister(i);
+                }
+                return Err(Error::invalid(
+                    "output file",
+                    format!("cannot write {}: {e}", target.display()),
+                ));
+            }
+        };
         Ok(AtomicFile {
             target: target.to_path_buf(),
             temp,
             file: Some(file),
+            slot,
         })
     }
 
@@ -925,6 +1008,9 @@ impl AtomicFile {
         if renamed.is_err() {
             let _ = std::fs::remove_file(&self.temp);
         }
+        if let Some(i) = self.slot.take() {
+            live_temps::unregister(i);
+        }
         renamed
     }
 
@@ -943,6 +1029,9 @@ impl Drop for AtomicFile {
         if self.file.is_some() {
             self.file = None;
             let _ = std::fs::remove_file(&self.temp);
+        }
+        if let Some(i) = self.slot.take() {
+            live_temps::unregister(i);
         }
     }
 }
