@@ -760,7 +760,11 @@ fn interrupting_a_run_leaves_no_temp_file() {
         // Wait until the outputs' temp files exist: the run is past its checks.
         let start = std::time::Instant::now();
         while tree(dir).iter().filter(|n| n.ends_with(".tmp")).count() < 2 {
-            assert!(start.elapsed().as_secs() < 60, "no temp files: {:?}", tree(dir));
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "no temp files: {:?}",
+                tree(dir)
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -773,4 +777,96 @@ fn interrupting_a_run_leaves_no_temp_file() {
         assert!(waited < 5.0, "signal {signal}: took {waited:.1} s to exit");
         assert!(tree(dir).is_empty(), "signal {signal} left {:?}", tree(dir));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 1: sizes checked before anything is allocated; --out-dir streams
+
+#[test]
+fn sizes_are_checked_before_allocating() {
+    let u = fixture(UNCOND);
+    let timesteps = model_with(
+        UNCOND,
+        "scheduler_config.json",
+        r#"{"_class_name": "DDPMScheduler", "num_train_timesteps": 1000000000000}"#,
+    );
+    let cases = [
+        // Used to abort: "memory allocation of 8000000000000 bytes failed".
+        case(
+            timesteps.path(),
+            &["--steps", "2"],
+            &[
+                "scheduler_config.json",
+                "num_train_timesteps",
+                "1000000000000",
+                "at most",
+            ],
+        ),
+        // Every image kept for --save-tensor: refused against the machine's memory, at once.
+        case(
+            &u,
+            &["--num-images", "4000000000", "--save-tensor", "{dir}/t.st"],
+            &["--num-images 4000000000", "available", "--out-dir"],
+        ),
+        case(
+            &u,
+            &[
+                "--height",
+                "1048576",
+                "--width",
+                "1048576",
+                "--save-tensor",
+                "{dir}/t.st",
+            ],
+            &["--num-images 16 at 3x1048576x1048576", "available"],
+        ),
+    ];
+    check_clean_failures(&cases, &|_| {});
+}
+
+/// --out-dir alone is written batch by batch: the same files as a run that keeps everything,
+/// and a trajectory strip gathered over batches is the strip of one batch.
+#[test]
+fn streamed_out_dir_matches_a_kept_run() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let u = fixture(UNCOND);
+    let common = ["--steps", "3", "--num-images", "5", "--seed", "3"];
+    let mut streamed = common.to_vec();
+    streamed.extend([
+        "--batch-size",
+        "2",
+        "--out-dir",
+        "a",
+        "--trajectory",
+        "sa.png",
+    ]);
+    streamed.extend(["--trajectory-every", "1"]);
+    assert_ok(&sample(dir, &u, &streamed), "streamed");
+    let mut kept = common.to_vec();
+    kept.extend([
+        "--batch-size",
+        "5",
+        "--out-dir",
+        "b",
+        "-o",
+        "g.png",
+        "--trajectory",
+    ]);
+    kept.extend(["sb.png", "--trajectory-every", "1"]);
+    assert_ok(&sample(dir, &u, &kept), "kept");
+    let names = tree(&dir.join("a"));
+    assert_eq!(names.len(), 5);
+    assert_eq!(names, tree(&dir.join("b")));
+    for name in &names {
+        let a = std::fs::read(dir.join("a").join(name)).unwrap();
+        let b = std::fs::read(dir.join("b").join(name)).unwrap();
+        assert!(
+            a == b,
+            "{name} differs between the streamed and the kept run"
+        );
+    }
+    let a = std::fs::read(dir.join("sa.png")).unwrap();
+    let b = std::fs::read(dir.join("sb.png")).unwrap();
+    assert!(a == b, "the strip differs between batch sizes 2 and 5");
 }

@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use wgpu_diffusion::gpu::planner::available_memory;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
 use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle, ImageFormat};
 use wgpu_diffusion::sampling::{
-    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, ScheduleOverrides,
+    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, Samples,
+    ScheduleOverrides,
 };
 use wgpu_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerKind, TimestepSpacing};
 use wgpu_diffusion::Error;
@@ -361,6 +363,96 @@ fn image_file_name(index: usize, last: usize) -> String {
     format!("{index:0width$}.png")
 }
 
+/// What the run keeps on the CPU until its outputs are written must fit the machine's
+/// available memory: every image when `keep_all` (-o, --save-tensor), and the strip's
+/// trajectory. Checked before the GPU is opened; --out-dir alone streams and keeps nothing.
+fn check_held_memory(
+    a: &SampleArgs,
+    config: &PipelineConfig,
+    spec: &RunSpec,
+    keep_all: bool,
+) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    let [n, c, h, w] = config.output_shape(spec);
+    let mut per_image = 0u64;
+    if keep_all {
+        per_image = (c as u64).saturating_mul(h as u64 * w as u64) * 4;
+        if a.save_tensor.is_some() && config.decoder.is_some() {
+            let [_, lc, lh, lw] = spec.shape;
+            per_image = per_image.saturating_add(lc as u64 * lh as u64 * lw as u64 * 4);
+        }
+    }
+    let bytes = per_image
+        .saturating_mul(n as u64)
+        .saturating_add(spec.trajectory_bytes(n.min(STRIP_IMAGES)));
+    if bytes > available {
+        bail!(
+            "--num-images {n} at {c}x{h}x{w}: -o and --save-tensor keep every image in memory \
+             until they are written ({bytes} bytes), but the machine has {available} bytes \
+             available; write --out-dir alone (streamed batch by batch), or make fewer or \
+             smaller images per run (--first-image slices a job)"
+        );
+    }
+    Ok(())
+}
+
+/// Writes a batch's images into `dir` as PNGs at the model's resolution (whatever --scale
+/// says), one file open at a time; `first` is the global index of the batch's first image.
+fn write_out_dir_images(
+    dir: &Path,
+    batch: &Samples,
+    first: usize,
+    last: usize,
+) -> std::result::Result<(), Error> {
+    let [n, c, h, w] = batch.shape;
+    for i in 0..n {
+        let path = dir.join(image_file_name(first + i, last));
+        let bytes = io::image(batch.image(i), c, h, w).encode_png()?;
+        AtomicFile::create(&path)?.commit(&bytes)?;
+    }
+    Ok(())
+}
+
+/// Adds a batch to what the run keeps: every image when `keep_all` (a grid or --save-tensor
+/// needs them), and the trajectory of the first [`STRIP_IMAGES`] images (all a strip shows).
+fn gather(kept: &mut Option<Samples>, batch: Samples, keep_all: bool, first_image: usize) {
+    let strip_images = STRIP_IMAGES.saturating_sub(first_image).min(batch.shape[0]);
+    // Trajectory snapshots are [images, C, H, W] of the model's space.
+    let per_image = batch
+        .trajectory
+        .first()
+        .map_or(0, |(x, _)| x.len() / batch.shape[0].max(1));
+    let strip_len = strip_images * per_image;
+    let Some(kept) = kept else {
+        let mut batch = batch;
+        if !keep_all {
+            batch.data.clear();
+            batch.latents = None;
+        }
+        for (x, x0) in &mut batch.trajectory {
+            x.truncate(strip_len);
+            x0.truncate(strip_len);
+        }
+        *kept = Some(batch);
+        return;
+    };
+    kept.shape[0] += batch.shape[0];
+    if keep_all {
+        kept.data.extend_from_slice(&batch.data);
+        if let (Some((all, shape)), Some((more, more_shape))) = (&mut kept.latents, &batch.latents)
+        {
+            all.extend_from_slice(more);
+            shape[0] += more_shape[0];
+        }
+    }
+    for ((x, x0), (bx, bx0)) in kept.trajectory.iter_mut().zip(&batch.trajectory) {
+        x.extend_from_slice(&bx[..strip_len.min(bx.len())]);
+        x0.extend_from_slice(&bx0[..strip_len.min(bx0.len())]);
+    }
+}
+
 /// The look of the grid and strip from the arguments.
 fn grid_style(a: &SampleArgs) -> GridStyle {
     GridStyle {
@@ -532,6 +624,12 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         .as_deref()
         .map(AtomicFile::create)
         .transpose()?;
+    check_held_memory(
+        a,
+        &config,
+        &spec,
+        grid_file.is_some() || tensor_file.is_some(),
+    )?;
     let first = spec.first_image;
     let last = first + (spec.shape[0] - 1);
 
@@ -554,14 +652,38 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         bar
     };
     let t_run = Instant::now();
-    let samples = pipeline.run(&spec, &mut |p: Progress| {
-        bar.set_length(p.steps_total as u64);
-        bar.set_position(p.steps_done as u64);
-    })?;
+    // Batch by batch: --out-dir images are written as each batch comes back, and only what the
+    // grid, --save-tensor and the strip need is kept, so a long --out-dir run holds one batch.
+    let keep_all = grid_file.is_some() || tensor_file.is_some();
+    let mut samples: Option<Samples> = None;
+    let mut out_dir_made = false;
+    pipeline.run_each(
+        &spec,
+        &mut |p: Progress| {
+            bar.set_length(p.steps_total as u64);
+            bar.set_position(p.steps_done as u64);
+        },
+        &mut |chunk, batch| {
+            if let Some(dir) = &a.out_dir {
+                if !out_dir_made {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                        path: dir.clone(),
+                        error: e,
+                    })?;
+                    out_dir_made = true;
+                }
+                write_out_dir_images(dir, &batch, first + chunk.first_image, last)?;
+            }
+            gather(&mut samples, batch, keep_all, chunk.first_image);
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     let run_s = t_run.elapsed().as_secs_f64();
+    let samples = samples.context("the run produced no images")?;
 
-    let [n, c, h, w] = samples.shape;
+    let [_, c, h, w] = samples.shape;
+    let n = spec.shape[0];
     let mut written = Vec::new();
     if let Some(f) = grid_file {
         let names = caption_names(a, &config);
@@ -582,17 +704,6 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
             .encode(outputs.grid_format)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
-    }
-    // At the model's resolution, whatever --scale says. The directory is made only now, when
-    // there is something to put in it; each file is opened, written and renamed in turn.
-    if let Some(dir) = &a.out_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
-        for i in 0..n {
-            let path = dir.join(image_file_name(first + i, last));
-            let bytes = io::image(samples.image(i), c, h, w).encode_png()?;
-            AtomicFile::create(&path)?.commit(&bytes)?;
-        }
     }
     if let Some(dir) = &a.out_dir {
         written.push(format!("{}/ ({n} PNGs)", dir.display()));
