@@ -152,10 +152,16 @@ fn check_sampler_flags(args: &BenchArgs) -> Result<()> {
     };
     match config.prepare(&options) {
         Ok(_) => Ok(()),
-        Err(Error::InvalidOption { field, message }) if field == "steps" => {
+        Err(Error::InvalidOption {
+            field: "steps",
+            message,
+        }) => {
             bail!("--steps: {message}")
         }
-        Err(Error::InvalidOption { field, message }) if field == "scheduler" => {
+        Err(Error::InvalidOption {
+            field: "scheduler",
+            message,
+        }) => {
             bail!("--scheduler: {message}")
         }
         // Other needs of the model (a prompt, a class) are the measurement's own business.
