@@ -428,7 +428,8 @@ fn gather(kept: &mut Option<Samples>, batch: Samples, keep_all: bool, first_imag
     let Some(kept) = kept else {
         let mut batch = batch;
         if !keep_all {
-            batch.data.clear();
+            // Freed, not just emptied: the run may be far larger than memory.
+            batch.data = Vec::new();
             batch.latents = None;
         }
         for (x, x0) in &mut batch.trajectory {
