@@ -8,7 +8,8 @@ Writes ``tests/fixtures/sd/``:
   diffusion_pytorch_model.safetensors, F32) and ``io.safetensors``: inputs ``sample`` [2, 4, 8, 8],
   ``timesteps`` [2], ``encoder_hidden_states`` [2, 7, 16] and every block's output (``conv_in``,
   ``time_embedding``, ``down_blocks.i``, ``mid_block``, ``up_blocks.i``, ``conv_act``, ``out``) from the
-  model run in float64 on the F32-stored weights.
+  model run in float64 on the F32-stored weights; ``io_odd.safetensors`` the same at 9x7 latents
+  (not a multiple of the overall factor: diffusers' ``forward_upsample_size`` path).
   sd1: conv projections, an int head count (``attention_head_dim`` 4: four heads, diffusers' naming
   quirk), one transformer layer. sd2: linear projections, per-block heads [2, 3, 4],
   ``transformer_layers_per_block`` [1, 2, 1], ``layers_per_block`` [1, 2, 1], ``only_cross_attention``
@@ -166,6 +167,13 @@ def unet_fixture(name: str, cfg: dict, seed: int) -> dict:
     }
     tensors.update({k: v.float().contiguous() for k, v in outs.items()})
     save_file(tensors, str(folder / "io.safetensors"))
+    # Latents that are not a multiple of the overall factor: the down path rounds up and each up
+    # block upsamples to the next skip's size (diffusers' forward_upsample_size).
+    odd = torch.randn(2, 4, 9, 7, generator=g)
+    odd_outs = block_outputs(u64, odd.double(), timesteps.double(), ctx.double())
+    odd_tensors = {"sample": odd, "timesteps": timesteps, "encoder_hidden_states": ctx}
+    odd_tensors.update({k: v.float().contiguous() for k, v in odd_outs.items()})
+    save_file(odd_tensors, str(folder / "io_odd.safetensors"))
     return {k: float(v.abs().max()) for k, v in outs.items()}
 
 

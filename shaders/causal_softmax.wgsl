@@ -1,14 +1,17 @@
-// Causal row softmax of square attention-score blocks, in place.
+// Causal row softmax of attention-score blocks, in place.
 // PyTorch: x = torch.softmax(x + mask, dim=-1) on a [blocks, T, T] view, where mask[r, c] = −inf
 // for c > r and 0 elsewhere (transformers' CLIP causal attention mask): row r of each T×T block
-// attends to columns 0..=r only; the masked columns get probability exactly 0.
+// attends to columns 0..=r only; the masked columns get probability exactly 0. A block may also be
+// a window of query rows `query_offset .. query_offset + block_rows` of the T×T scores (attention
+// chunked over query rows): local row i is query position r = query_offset + i.
 //
-// Bindings: 0 data [rows, cols] with rows a multiple of cols (read_write: the op overwrites its
-//           input, so the one buffer is both input and output by necessity), 1 params.
+// Bindings: 0 data [rows, cols] with rows a multiple of block_rows (read_write: the op overwrites
+//           its input, so the one buffer is both input and output by necessity), 1 params.
 //
 // One workgroup per row; the grid may be 2-D (linear id = wid.x + wid.y * nwg.x) and workgroups
-// past `rows` return at once. The row's query position is r = row mod cols; every invocation
-// strides over the columns in three passes: max over columns 0..=r (tree reduction), sum of
+// past `rows` return at once. The row's query position is
+// r = query_offset + row mod block_rows; every invocation strides over the columns in three
+// passes: max over columns 0..=r (tree reduction), sum of
 // exp(x − max) over 0..=r (tree reduction), then columns 0..=r are overwritten by
 // exp(x − max) / sum and columns r+1.. by 0.
 //
@@ -24,12 +27,14 @@
 override WORKGROUP_SIZE: u32 = 256u;
 
 struct Params {
-    // Number of rows (blocks · T).
+    // Number of rows (blocks · block_rows).
     rows: u32,
-    // Length of each row (T); also the block height.
+    // Length of each row (T keys).
     cols: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Rows per block (T for whole square blocks).
+    block_rows: u32,
+    // Query position of each block's first row (0 for whole blocks).
+    query_offset: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> data: array<f32>;
@@ -78,12 +83,12 @@ fn main(
 ) {
     // Uniform across the workgroup, so this early return keeps the barriers below uniform.
     let row = wid.x + wid.y * nwg.x;
-    if (row >= p.rows || p.cols == 0u) {
+    if (row >= p.rows || p.cols == 0u || p.block_rows == 0u) {
         return;
     }
     let base = row * p.cols;
-    // Columns 0..valid are attended to.
-    let valid = row % p.cols + 1u;
+    // Columns 0..valid are attended to (never more than the row holds).
+    let valid = min(p.query_offset + row % p.block_rows + 1u, p.cols);
 
     var m = LOWEST;
     for (var i = lid; i < valid; i = i + WORKGROUP_SIZE) {

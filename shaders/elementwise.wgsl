@@ -6,6 +6,8 @@
 //   embedding_add   out[n] = base[n] + table[labels[n]]      base + nn.Embedding(labels)
 //   slice_channels  out = x[:, start:start + C_out]          x[:, start:start + C_out] (the
 //                                                             mean half of a VAE's moments)
+//   copy_rows       dst[:, :, d0:d0+R] = src[:, :, s0:s0+R]   row bands of NCHW tensors (a decode
+//                                                             split into bands: halo and output)
 //
 // Bindings (per entry point; each entry point declares its own globals and uses all of them,
 // because pipelines use wgpu's automatic layout):
@@ -16,11 +18,13 @@
 //   embedding_add:   0 labels [N] (f32 holding integers), 1 base [N, D], 2 table [rows, D],
 //                    3 out [N, D], 4 params
 //   slice_channels:  0 x [N, Cx·S], 1 out [N, Co·S], 2 params
+//   copy_rows:       0 src [N·C, Hs, W], 1 dst [N·C, Hd, W] (rows outside the copy are kept),
+//                    2 params; one invocation per copied element
 //
 // One invocation per output element. The grid may be 2-D: the linear element index is
 // (wid.x + wid.y * nwg.x) * WORKGROUP_SIZE + lid, and invocations past the end return.
 //
-// Numerics: f32. SiLU is x / (1 + exp(−x)), which gives −0 (not NaN) when exp(−x) overflows for
+// Numerics: f32; copies are bit-exact. SiLU is x / (1 + exp(−x)), which gives −0 (not NaN) when exp(−x) overflows for
 // very negative x. embedding_add never reads outside `table`: the caller validates labels on the
 // CPU, and the kernel still rounds the label, clamps it to [0, rows − 1] in f32, converts, and
 // clamps again as an integer (a NaN label therefore reads some valid row instead of faulting).
@@ -228,4 +232,46 @@ fn slice_channels(
     let n = i / slice_p.out_len;
     let r = i % slice_p.out_len;
     slice_out[i] = slice_x[n * slice_p.x_len + slice_p.offset + r];
+}
+
+// ---- copy_rows --------------------------------------------------------------------------------
+
+struct CopyRowsParams {
+    // Number of copied elements (N·C·rows·W).
+    count: u32,
+    // Row width W.
+    width: u32,
+    // Rows copied per plane.
+    rows: u32,
+    // Rows of a `src` plane (Hs).
+    src_height: u32,
+    // Rows of a `dst` plane (Hd).
+    dst_height: u32,
+    // First row read in each `src` plane.
+    src_row: u32,
+    // First row written in each `dst` plane.
+    dst_row: u32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<storage, read> rows_src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rows_dst: array<f32>;
+@group(0) @binding(2) var<uniform> rows_p: CopyRowsParams;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn copy_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = element_index(wid, nwg, lid);
+    if (i >= rows_p.count) {
+        return;
+    }
+    let x = i % rows_p.width;
+    let r = (i / rows_p.width) % rows_p.rows;
+    let plane = i / (rows_p.width * rows_p.rows);
+    let src_index = (plane * rows_p.src_height + rows_p.src_row + r) * rows_p.width + x;
+    let dst_index = (plane * rows_p.dst_height + rows_p.dst_row + r) * rows_p.width + x;
+    rows_dst[dst_index] = rows_src[src_index];
 }

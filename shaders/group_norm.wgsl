@@ -115,3 +115,147 @@ fn main(
         output[base + e] = y;
     }
 }
+
+// ---- Banded group norm (a decode split into row bands, src/model/autoencoder/banded.rs) -------
+//
+// The statistics must be those of the whole image, so the norm runs in two launches per band:
+//   band_partial: bindings 0 input band [N, C, S_b], 1 stats [bands, N·groups, 4] (read_write),
+//            2 params. One workgroup per (n, group) of the band writes (count, pivot, delta, m2)
+//            at stats[band]: pivot = the band's first value of the group, delta = mean(x − pivot),
+//            m2 = Σ((x − pivot) − delta)², the same two passes as `main`.
+//   band_apply:   bindings 0 input band, 1 stats, 2 gamma [C], 3 beta [C], 4 output band, 5 params.
+//            One workgroup per (n, group) combines every band's entry (Chan et al.'s parallel
+//            variance, relative to band 0's pivot P: rel_b = (pivot_b − P) + delta_b,
+//            delta = Σ count_b·rel_b / count, m2 = Σ m2_b + count_b·(rel_b − delta)²) and writes
+//            y = ((x − P) − delta) · rstd · gamma + beta (then SiLU) for its band.
+// Numerics: f32 as in `main`; with one band the result is `main`'s up to the rounding of
+// count·delta / count. Counts are stored as f32 (exact below 2^24 elements per band and group).
+
+struct PartialParams {
+    // Batch size N.
+    batch: u32,
+    // Channels C.
+    channels: u32,
+    // Spatial size of the band S_b (rows_b · W).
+    spatial: u32,
+    // Number of groups.
+    groups: u32,
+    // Index of this band in `stats`.
+    band: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> partial_input: array<f32>;
+@group(0) @binding(1) var<storage, read_write> partial_stats: array<f32>;
+@group(0) @binding(2) var<uniform> pp: PartialParams;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn band_partial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let item = wid.x + wid.y * nwg.x;
+    let cpg = pp.channels / pp.groups;
+    let count = cpg * pp.spatial;
+    if (item >= pp.batch * pp.groups || count == 0u) {
+        return;
+    }
+    let n = item / pp.groups;
+    let g = item % pp.groups;
+    let base = (n * pp.channels + g * cpg) * pp.spatial;
+    let pivot = partial_input[base];
+    var acc = 0.0;
+    for (var e = lid; e < count; e = e + WORKGROUP_SIZE) {
+        acc = acc + (partial_input[base + e] - pivot);
+    }
+    let delta = workgroup_sum(lid, acc) / f32(count);
+    acc = 0.0;
+    for (var e = lid; e < count; e = e + WORKGROUP_SIZE) {
+        let d = (partial_input[base + e] - pivot) - delta;
+        acc = acc + d * d;
+    }
+    let m2 = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        let s = (pp.band * pp.batch * pp.groups + item) * 4u;
+        partial_stats[s] = f32(count);
+        partial_stats[s + 1u] = pivot;
+        partial_stats[s + 2u] = delta;
+        partial_stats[s + 3u] = m2;
+    }
+}
+
+struct ApplyParams {
+    // Batch size N.
+    batch: u32,
+    // Channels C.
+    channels: u32,
+    // Spatial size of the band S_b (rows_b · W).
+    spatial: u32,
+    // Number of groups.
+    groups: u32,
+    // Number of bands in `stats`.
+    bands: u32,
+    // Added to the variance before the square root.
+    eps: f32,
+    // 1 = apply SiLU after the affine transform.
+    silu: u32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<storage, read> apply_input: array<f32>;
+@group(0) @binding(1) var<storage, read> apply_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> apply_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> apply_beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> apply_output: array<f32>;
+@group(0) @binding(5) var<uniform> ap: ApplyParams;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn band_apply(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let item = wid.x + wid.y * nwg.x;
+    let cpg = ap.channels / ap.groups;
+    let count = cpg * ap.spatial;
+    let entries = ap.batch * ap.groups;
+    if (item >= entries || count == 0u) {
+        return;
+    }
+    // Combine the bands (a handful of entries; every invocation does it, no barrier needed).
+    let origin = apply_stats[item * 4u + 1u];
+    var total = 0.0;
+    var weighted = 0.0;
+    for (var b = 0u; b < ap.bands; b = b + 1u) {
+        let s = (b * entries + item) * 4u;
+        let rel = (apply_stats[s + 1u] - origin) + apply_stats[s + 2u];
+        total = total + apply_stats[s];
+        weighted = weighted + apply_stats[s] * rel;
+    }
+    let delta = weighted / total;
+    var m2 = 0.0;
+    for (var b = 0u; b < ap.bands; b = b + 1u) {
+        let s = (b * entries + item) * 4u;
+        let rel = (apply_stats[s + 1u] - origin) + apply_stats[s + 2u];
+        let d = rel - delta;
+        m2 = m2 + apply_stats[s + 3u] + apply_stats[s] * d * d;
+    }
+    let rstd = 1.0 / sqrt(m2 / total + ap.eps);
+
+    let n = item / ap.groups;
+    let g = item % ap.groups;
+    let base = (n * ap.channels + g * cpg) * ap.spatial;
+    let c0 = g * cpg;
+    for (var e = lid; e < count; e = e + WORKGROUP_SIZE) {
+        let c = c0 + e / ap.spatial;
+        let d = (apply_input[base + e] - origin) - delta;
+        var y = d * rstd * apply_gamma[c] + apply_beta[c];
+        if (ap.silu != 0u) {
+            y = y / (1.0 + exp(-y));
+        }
+        apply_output[base + e] = y;
+    }
+}

@@ -6,8 +6,10 @@
 // scores Q·Kᵀ and P·V without any transposing copies.
 //
 //   C[b, m, n] = (alpha · Σ_k A[b, m, k] · B[b, k, n] + bias[m or n] + residual[b, m, n]) · output_scale
-//   A[b, m, k] at b·a_sb + m·a_sm + k·a_sk;  B[b, k, n] at b·b_sb + k·b_sk + n·b_sn;
-//   C and residual [b, m, n] at b·c_sb + m·c_sm + n·c_sn.
+//   A[b, m, k] at a_off + b·a_sb + m·a_sm + k·a_sk;  B[b, k, n] at b_off + b·b_sb + k·b_sk + n·b_sn;
+//   C and residual [b, m, n] at c_off + b·c_sb + m·c_sm + n·c_sn.
+// The element offsets let one launch work on a window of larger tensors (a chunk of attention's
+// query rows and heads) without binding sub-ranges, whose offsets would need 256-byte alignment.
 //
 // Bindings: 0 a, 1 a4 (the same buffer seen as vec4s), 2 b, 3 b4 (likewise), 4 residual, 5 bias
 // (inputs and weights; absent ones are bound to a dummy that the flags keep unread),
@@ -52,8 +54,13 @@ struct Params {
     // n tiles per m tile, and all tiles of one batch entry (the grid may be 2-D and overshoot).
     n_tiles: u32,
     tiles: u32,
+    // Element offsets of A, B and C / residual (0 for whole tensors).
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -76,8 +83,8 @@ override WG_N: u32 = 8u;
 override BK: u32 = 16u;
 // How the A and B slices are read from global memory: 0 element by element (any strides);
 // 1 as vec4s along k (a_sk = 1 / b_sk = 1); 2 as vec4s along m (a_sm = 1) / n (b_sn = 1). The
-// vec4 modes need K (mode 1) or M / N (mode 2) and the other strides to be multiples of 4; the
-// host checks that before choosing them.
+// vec4 modes need K (mode 1) or M / N (mode 2), the other strides and the offset to be multiples
+// of 4; the host checks that before choosing them.
 override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
 
@@ -89,7 +96,7 @@ var<workgroup> b_s: array<vec4<f32>, BK * WG_N * 2u>;
 // the zero fill needs no branch (llvmpipe executes both sides of a divergent branch anyway).
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {
     let ok = m < p.m && k < p.k;
-    let v = a[select(0u, batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
+    let v = a[select(0u, p.a_off + batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
     return select(0.0, v, ok);
 }
 
@@ -104,7 +111,7 @@ fn load_b4(ok: bool, index: u32) -> vec4<f32> {
 
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {
     let ok = k < p.k && n < p.n;
-    let v = b[select(0u, batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
+    let v = b[select(0u, p.b_off + batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
     return select(0.0, v, ok);
 }
 
@@ -118,7 +125,7 @@ fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
             let kb = (s / bm4) * 4u;
             let m = m0 + (s % bm4) * 4u;
             let k = k0 + kb;
-            let base = batch * p.a_sb + m * p.a_sm + k;
+            let base = p.a_off + batch * p.a_sb + m * p.a_sm + k;
             let r0 = load_a4(m < p.m && k < p.k, base);
             let r1 = load_a4(m + 1u < p.m && k < p.k, base + p.a_sm);
             let r2 = load_a4(m + 2u < p.m && k < p.k, base + 2u * p.a_sm);
@@ -133,7 +140,7 @@ fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
         for (var s = li; s < BK * bm4; s += threads) {
             let m = m0 + (s % bm4) * 4u;
             let k = k0 + s / bm4;
-            a_s[s] = load_a4(m < p.m && k < p.k, batch * p.a_sb + k * p.a_sk + m);
+            a_s[s] = load_a4(m < p.m && k < p.k, p.a_off + batch * p.a_sb + k * p.a_sk + m);
         }
     } else {
         for (var s = li; s < BK * bm4; s += threads) {
@@ -158,7 +165,7 @@ fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
             let kb = (s / bn4) * 4u;
             let n = n0 + (s % bn4) * 4u;
             let k = k0 + kb;
-            let base = batch * p.b_sb + n * p.b_sn + k;
+            let base = p.b_off + batch * p.b_sb + n * p.b_sn + k;
             let c0 = load_b4(n < p.n && k < p.k, base);
             let c1 = load_b4(n + 1u < p.n && k < p.k, base + p.b_sn);
             let c2 = load_b4(n + 2u < p.n && k < p.k, base + 2u * p.b_sn);
@@ -173,7 +180,7 @@ fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
         for (var s = li; s < BK * bn4; s += threads) {
             let n = n0 + (s % bn4) * 4u;
             let k = k0 + s / bn4;
-            b_s[s] = load_b4(n < p.n && k < p.k, batch * p.b_sb + k * p.b_sk + n);
+            b_s[s] = load_b4(n < p.n && k < p.k, p.b_off + batch * p.b_sb + k * p.b_sk + n);
         }
     } else {
         for (var s = li; s < BK * bn4; s += threads) {
@@ -197,7 +204,7 @@ fn store4(batch: u32, m: u32, n0: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
-            let idx = batch * p.c_sb + m * p.c_sm + n * p.c_sn;
+            let idx = p.c_off + batch * p.c_sb + m * p.c_sm + n * p.c_sn;
             var v = p.alpha * acc[j];
             if ((p.flags & FLAG_BIAS) != 0u) {
                 v += bias[select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wgpu_diffusion::gpu::planner::default_memory_budget;
 use wgpu_diffusion::gpu::{self, GpuContext, GpuOptions};
+use wgpu_diffusion::model::autoencoder::DecodeOptions;
 use wgpu_diffusion::model::clip_text::PromptEncoder;
 use wgpu_diffusion::model::unet_2d::UNet2DModel;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
@@ -66,6 +67,14 @@ enum Command {
         /// Width (default: the config's sample_size).
         #[arg(long)]
         width: Option<usize>,
+        /// Plan a latent pipeline's decode against this binding limit (bytes) instead of the
+        /// adapter's, as `sample --decode-binding-limit` does.
+        #[arg(
+            long,
+            value_name = "BYTES",
+            env = "WGPU_DIFFUSION_DECODE_BINDING_LIMIT"
+        )]
+        decode_binding_limit: Option<u64>,
     },
 }
 
@@ -130,9 +139,8 @@ fn yes(b: bool) -> &'static str {
 fn inspect(
     cli: &Cli,
     dir: &Path,
-    batch: usize,
-    height: Option<usize>,
-    width: Option<usize>,
+    (batch, height, width): (usize, Option<usize>, Option<usize>),
+    decode: &DecodeOptions,
 ) -> Result<ExitCode> {
     let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
     let pipeline = Pipeline::load_with(&ctx, dir)
@@ -191,7 +199,7 @@ fn inspect(
         total += print_text_encoder(encoder, &ctx)?;
     }
     if let Some(decoder) = &pipeline.decoder {
-        total += print_decoder(decoder, &ctx, h, w)?;
+        total += print_decoder(decoder, &ctx, (h, w), decode)?;
     }
     if pipeline.decoder.is_some() || pipeline.prompt_encoder.is_some() {
         println!(
@@ -399,8 +407,8 @@ fn print_text_encoder(encoder: &PromptEncoder, ctx: &GpuContext) -> Result<u64> 
 fn print_decoder(
     decoder: &LatentDecoder,
     ctx: &GpuContext,
-    latent_h: usize,
-    latent_w: usize,
+    (latent_h, latent_w): (usize, usize),
+    options: &DecodeOptions,
 ) -> Result<u64> {
     let class = match decoder {
         LatentDecoder::VQModel(_) => "VQModel",
@@ -416,7 +424,11 @@ fn print_decoder(
         decoder.parameters(),
         mib(decoder.parameters() as u64 * 4)
     );
-    let graph = decoder.decode_graph(1, latent_h, latent_w)?;
+    let graph = decoder.decode_graph_with(1, latent_h, latent_w, options)?;
+    let device_limit = ctx.max_binding_bytes();
+    let binding_limit = options
+        .binding_limit
+        .map_or(device_limit, |l| l.min(device_limit));
     let memory = &graph.memory;
     let (label, bytes) = &memory.largest;
     println!(
@@ -426,8 +438,20 @@ fn print_decoder(
         memory.buffers,
         mib(memory.unplanned_bytes),
         mib(*bytes),
-        mib(ctx.max_binding_bytes())
+        mib(binding_limit)
     );
+    let limit = match options.binding_limit {
+        Some(l) if l < device_limit => format!("{} = {l} B (lowered)", mib(l)),
+        _ => format!("{} = {device_limit} B", mib(device_limit)),
+    };
+    if graph.bands == 1 {
+        println!("decode bands 1 (unsplit): every activation fits the binding limit {limit}");
+    } else {
+        println!(
+            "decode bands {} row bands after the mid block (exact: halo rows per conv, whole-image group norm), every activation within the binding limit {limit}",
+            graph.bands
+        );
+    }
     Ok(decoder.parameters() as u64 * 4 + memory.planned_bytes)
 }
 
@@ -520,7 +544,14 @@ fn main() -> ExitCode {
             batch,
             height,
             width,
-        } => inspect(&cli, model, *batch as usize, *height, *width),
+            decode_binding_limit,
+        } => {
+            let size = (*batch as usize, *height, *width);
+            let decode = DecodeOptions {
+                binding_limit: *decode_binding_limit,
+            };
+            inspect(&cli, model, size, &decode)
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 use wgpu_diffusion::bench::preset::LDM_CELEBAHQ_256_VQVAE_CONFIG;
-use wgpu_diffusion::model::autoencoder::config::VQModelConfig;
-use wgpu_diffusion::model::autoencoder::{AutoencoderGraph, AutoencoderKL, VQModel};
+use wgpu_diffusion::model::autoencoder::config::{AutoencoderKLConfig, VQModelConfig};
+use wgpu_diffusion::model::autoencoder::{
+    AutoencoderGraph, AutoencoderKL, DecodeOptions, DecodePlan, VQModel,
+};
 use wgpu_diffusion::model::weights::WeightSource;
 use wgpu_diffusion::reference::{compare_scaled, Comparison};
 use wgpu_diffusion::GpuContext;
@@ -394,4 +396,176 @@ fn ldm_celebahq_256_decoder_architecture_and_memory() {
     assert_eq!(plan.unplanned_bytes, README_UNPLANNED_BYTES, "{plan:?}");
     // The mid block's attention scores, [1, 4096, 4096] f32, are the largest tensor.
     assert_eq!(plan.largest.1, 4096 * 4096 * 4, "{plan:?}");
+}
+
+/// The largest binding limit (a whole number of KiB) under which `plan` splits the decode into
+/// at least 3 bands: found by lowering the limit from the unsplit decode's largest activation.
+fn banding_limit(largest: u64, plan: impl Fn(u64) -> Option<DecodePlan>) -> (u64, DecodePlan) {
+    let mut limit = largest / 1024 * 1024;
+    while limit >= 1024 {
+        if let Some(p) = plan(limit).filter(|p| p.bands >= 3) {
+            return (limit, p);
+        }
+        limit -= 1024;
+    }
+    panic!("no binding limit below {largest} B splits the decode into ≥ 3 bands");
+}
+
+/// A banded decode (a lowered binding limit forcing ≥ 3 row bands) against the unsplit decode
+/// (≤ 1e-5 of its scale) and against diffusers' fixture (≤ TOLERANCE).
+fn check_banded(
+    fixture: &str,
+    io: &Io,
+    unsplit: &AutoencoderGraph,
+    banded: impl Fn(u64) -> AutoencoderGraph,
+    plan: impl Fn(u64) -> Option<DecodePlan>,
+) {
+    let (_, latents) = io.f32("latents").expect("latents");
+    assert_eq!(
+        unsplit.bands, 1,
+        "{fixture}: the device limit needs no bands"
+    );
+    let whole = unsplit.run(&latents).expect("unsplit run");
+    let (limit, p) = banding_limit(unsplit.memory.largest.1, plan);
+    let graph = banded(limit);
+    assert_eq!(graph.bands, p.bands, "{fixture}: plan and graph agree");
+    assert_eq!(
+        graph.memory, p.memory,
+        "{fixture}: the plan is what the graph allocates"
+    );
+    assert!(
+        graph.memory.largest.1 <= limit,
+        "{fixture}: largest {:?} over the limit {limit}",
+        graph.memory.largest
+    );
+    let split = graph.run(&latents).expect("banded run");
+    let identical = split == whole;
+    let max_abs = split
+        .iter()
+        .zip(&whole)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_abs <= 1e-5,
+        "{fixture}: banded vs unsplit max abs {max_abs}"
+    );
+    println!(
+        "{fixture}: limit {limit} B (unsplit largest {:?}) -> {} bands, bit-identical: {identical}",
+        unsplit.memory.largest, graph.bands
+    );
+    let c = compare_scaled(
+        &format!("{fixture} banded vs unsplit"),
+        &split,
+        &common::f64s(&whole),
+        1e-5,
+    );
+    println!("{c}");
+    assert!(c.ok(), "{c}");
+    let (_, want) = io.f32("sample").expect("sample");
+    let c = compare_scaled(
+        &format!("{fixture} banded vs diffusers"),
+        &split,
+        &common::f64s(&want),
+        TOLERANCE,
+    );
+    println!("{c}");
+    assert!(c.ok(), "{c}");
+}
+
+fn limited(limit: u64) -> DecodeOptions {
+    DecodeOptions {
+        binding_limit: Some(limit),
+    }
+}
+
+#[test]
+fn kl_decode_in_bands_equals_unsplit() {
+    let ctx = common::ctx();
+    for fixture in ["kl_rgb", "kl_gray_legacy"] {
+        let dir = fixtures_dir().join(fixture);
+        let io = Io::load(&dir);
+        let model = AutoencoderKL::load(&ctx, &dir).unwrap();
+        let (shape, _) = io.f32("latents").unwrap();
+        let (n, h, w) = (shape[0], shape[2], shape[3]);
+        let unsplit = model.decode_graph(n, h, w).unwrap();
+        check_banded(
+            fixture,
+            &io,
+            &unsplit,
+            |limit| model.decode_graph_with(n, h, w, &limited(limit)).unwrap(),
+            |limit| model.decode_plan(n, h, w, &limited(limit)).ok(),
+        );
+    }
+}
+
+#[test]
+fn vq_decode_in_bands_equals_unsplit() {
+    let (_ctx, io, model) = vq_model("vq_rgb");
+    let (shape, _) = io.f32("latents").unwrap();
+    let (n, h, w) = (shape[0], shape[2], shape[3]);
+    let unsplit = model.decode_graph(n, h, w).unwrap();
+    check_banded(
+        "vq_rgb",
+        &io,
+        &unsplit,
+        |limit| model.decode_graph_with(n, h, w, &limited(limit)).unwrap(),
+        |limit| model.decode_plan(n, h, w, &limited(limit)).ok(),
+    );
+}
+
+#[test]
+fn decode_past_any_band_split_names_the_limit() {
+    let ctx = common::ctx();
+    let model = AutoencoderKL::load(&ctx, &fixtures_dir().join("kl_rgb")).unwrap();
+    // 1 KiB holds no latent-resolution activation of this decoder, however the rows are split.
+    let e = model
+        .decode_graph_with(1, 5, 7, &limited(1024))
+        .unwrap_err()
+        .to_string();
+    println!("{e}");
+    assert!(
+        e.contains("1024") || e.contains("1 KiB") || e.contains("0.0"),
+        "{e}"
+    );
+    assert!(e.contains("row band"), "{e}");
+}
+
+/// Stable Diffusion's VAE (stabilityai/sd-vae-ft-mse and the v1 checkpoints' vae/config.json).
+const SD_VAE_CONFIG: &str = r#"{
+  "_class_name": "AutoencoderKL",
+  "act_fn": "silu",
+  "block_out_channels": [128, 256, 512, 512],
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "in_channels": 3,
+  "latent_channels": 4,
+  "layers_per_block": 2,
+  "norm_num_groups": 32,
+  "out_channels": 3,
+  "sample_size": 512,
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
+}"#;
+
+#[test]
+fn sd_vae_decode_at_512_plans_in_bands_under_128_mib() {
+    // Its 256-channel 512×512 activations take 256 MiB each: past the 128 MiB binding limit
+    // the planner must work within, so the decode runs in bands, every buffer within 128 MiB.
+    let ctx = common::ctx();
+    let label = Path::new("<sd-vae>/config.json");
+    let config = AutoencoderKLConfig::from_json_str(SD_VAE_CONFIG, label).unwrap();
+    let model =
+        AutoencoderKL::from_source(&ctx, config, &WeightSource::random(3, "<random>")).unwrap();
+    assert_eq!(model.upscale(), 8);
+    let limit = 128 << 20;
+    let plan = model.decode_plan(1, 64, 64, &limited(limit)).unwrap();
+    println!("SD VAE decode 512², batch 1, limit 128 MiB: {plan:?}");
+    assert!(plan.bands >= 2, "{plan:?}");
+    assert!(plan.memory.largest.1 <= limit, "{plan:?}");
+    assert_eq!(plan.binding_limit, limit.min(ctx.max_binding_bytes()));
+    // Unsplit, the largest activation would be 256 channels × 512 × 512 × 4 bytes.
+    let whole = model
+        .decode_plan(1, 64, 64, &limited(u64::MAX))
+        .ok()
+        .filter(|p| p.bands == 1);
+    if let Some(p) = whole {
+        assert_eq!(p.memory.largest.1, 256 * 512 * 512 * 4, "{p:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The adapter benchmark on a tiny model (the `google_flags` fixture directory, batch 1, one run):
 //! the JSON report's fields, kernel-family totals, MACs against the graph's own count (what
-//! `inspect` prints), the correctness check flagging a wrong output, and the preset weights.
+//! `inspect` prints), the correctness check flagging a wrong output, the preset weights, and a
+//! latent pipeline's decode timed and profiled after its U-Net.
 
 mod common;
 
@@ -191,7 +192,12 @@ fn presets_have_the_published_parameter_counts() {
         (Preset::CelebaHq256, 113_673_219),
     ] {
         let w = preset::Workload::preset(p, 0).expect("workload");
-        let model = UNet2DModel::from_source(&ctx, w.config.clone(), &w.weights).expect("loads");
+        let model = UNet2DModel::from_source(
+            &ctx,
+            w.config.plain().expect("a UNet2DModel preset").clone(),
+            &w.weights,
+        )
+        .expect("loads");
         let params = model.parameters as u64;
         assert_eq!(params, count, "{}", p.name());
     }
@@ -213,8 +219,11 @@ fn bad_arguments_and_missing_bundled_weights_are_clear_errors() {
         runs: 0,
         ..tiny_args()
     };
-    let e = bench::measure(&zero_runs, &opts).expect_err("runs 0");
-    assert!(e.to_string().contains("--runs"), "{e}");
+    // --runs 0 plans without running: memory reported, nothing timed.
+    let plan = bench::measure(&zero_runs, &opts).expect("runs 0 plans");
+    let r = &plan.adapters[0].results[0];
+    assert!(r.error.is_none() && r.forward_ms.is_none() && r.activation_bytes > 0);
+    assert!(plan.ranking.is_empty());
     let zero_batch = BenchOptions {
         batch: vec![1, 0],
         ..tiny_args()
@@ -248,7 +257,12 @@ fn liveness_plan_cuts_activation_memory_on_the_published_architectures() {
         (Preset::CelebaHq256, &[1][..]),
     ] {
         let w = preset::Workload::preset(p, 0).expect("workload");
-        let model = UNet2DModel::from_source(&ctx, w.config.clone(), &w.weights).expect("loads");
+        let model = UNet2DModel::from_source(
+            &ctx,
+            w.config.plain().expect("a UNet2DModel preset").clone(),
+            &w.weights,
+        )
+        .expect("loads");
         let (h, wd) = w.config.resolution(None, None);
         for &batch in batches {
             let m = model.plan_memory(batch, h, wd).expect("plan");
@@ -266,4 +280,161 @@ fn liveness_plan_cuts_activation_memory_on_the_published_architectures() {
             }
         }
     }
+}
+
+#[test]
+fn latent_pipeline_bench_times_and_profiles_the_decode() {
+    let _ = common::ctx();
+    let args = BenchOptions {
+        model: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm_pipeline/pipeline"),
+        ),
+        batch: vec![1, 2],
+        ..tiny_args()
+    };
+    let report = bench::measure(&args, &GpuOptions::from_env()).expect("bench");
+    assert_eq!(report.workload.decoder.as_deref(), Some("VQModel"));
+    let a = &report.adapters[0];
+    assert_eq!(a.status, "ok", "{:?}", a.error);
+    let decoder_parameters = report.workload.decoder_parameters.expect("decoder loaded");
+    assert_eq!(
+        a.weights_bytes,
+        (report.workload.parameters + decoder_parameters) as u64 * 4
+    );
+    for r in &a.results {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let d = r.decode.as_ref().expect("decode measured");
+        assert!(d.error.is_none(), "{:?}", d.error);
+        assert_eq!(d.bands, 1);
+        assert_eq!(d.decode_ms.as_ref().map(|t| t.runs.len()), Some(1));
+        assert_eq!(d.output_finite, Some(true));
+        assert!(d.dispatches > 0 && d.macs_per_image > 0 && d.activation_bytes > 0);
+        assert_eq!(d.flops_per_decode, d.macs_per_image * 2 * r.batch as u64);
+        // Decode flops scale with the batch, the profile covers every decode dispatch.
+        let k = d.kernels.as_ref().expect("decode profile");
+        let counted: usize = k.families.iter().map(|f| f.dispatches).sum();
+        assert_eq!(counted, d.dispatches);
+        assert!(r.peak_allocated_bytes > d.activation_bytes);
+    }
+    let json = serde_json::to_value(&report).expect("serialises");
+    let d = &json["adapters"][0]["results"][0]["decode"];
+    for key in [
+        "bands",
+        "decode_ms",
+        "images_per_s",
+        "macs_per_image",
+        "activation_bytes",
+        "kernels",
+    ] {
+        assert!(d.get(key).is_some(), "missing decode.{key}");
+    }
+    assert_eq!(json["workload"]["decoder"], "VQModel");
+}
+
+#[test]
+fn ldm_celebahq_256_preset_is_the_published_architecture() {
+    // CompVis/ldm-celebahq-256: diffusers 0.42.1 counts 274,056,163 U-Net parameters for this
+    // config (the LDM paper's 274 M for CelebA-HQ LDM-4) and 55,322,782 in the VQModel.
+    let ctx = common::ctx();
+    let w = preset::Workload::preset(Preset::LdmCelebaHq256, 0).expect("workload");
+    assert_eq!(w.config.resolution(None, None), (64, 64));
+    let model = UNet2DModel::from_source(
+        &ctx,
+        w.config.plain().expect("a UNet2DModel preset").clone(),
+        &w.weights,
+    )
+    .expect("loads");
+    assert_eq!(model.parameters, 274_056_163);
+    let plan = model.plan_memory(1, 64, 64).expect("U-Net plan");
+    println!("ldm-celebahq-256 U-Net, batch 1: {plan:?}");
+    drop(model);
+    let d = w.decoder.as_ref().expect("a latent preset has a decoder");
+    assert_eq!(d.class(), "VQModel");
+    let decoder = d.load(&ctx).expect("decoder loads");
+    assert_eq!(decoder.parameters(), 55_322_782);
+    assert_eq!(decoder.upscale(), 4);
+    let plan = decoder
+        .decode_plan(1, 64, 64, &Default::default())
+        .expect("decode plan");
+    println!("ldm-celebahq-256 decode, batch 1: {plan:?}");
+    assert!(plan.memory.largest.1 <= plan.binding_limit, "{plan:?}");
+    // A pixel-space preset has none.
+    let w = preset::Workload::preset(Preset::Cifar10_32, 0).expect("workload");
+    assert!(w.decoder.is_none());
+}
+
+/// Stable Diffusion 1.5: the published parameter counts (diffusers 0.42.1 / transformers 5.24:
+/// U-Net 859,520,964, AutoencoderKL 83,653,863, CLIP ViT-L text 123,060,480); at 512×512 with
+/// guidance (one image = 2 U-Net rows) every buffer plans within 128 MiB (the VAE decode in row
+/// bands); and at 64×64 on this adapter the whole workload — text encode, U-Net forward with
+/// guidance, decode — runs end to end with finite output.
+#[test]
+fn sd15_preset_plans_at_512_and_runs_end_to_end_at_64() {
+    let mut options = BenchOptions {
+        preset: Preset::Sd15_512,
+        batch: vec![1],
+        runs: 0,
+        warmup: 0,
+        ..BenchOptions::default()
+    };
+    let plan = bench::measure(&options, &GpuOptions::from_env()).expect("plan");
+    let w = &plan.workload;
+    assert_eq!((w.height, w.width), (64, 64), "latents of 512×512");
+    assert_eq!(w.parameters, 859_520_964);
+    assert_eq!(w.decoder_parameters, Some(83_653_863));
+    assert_eq!(w.text_encoder_parameters, Some(123_060_480));
+    assert_eq!(w.model_rows_per_image, 2);
+    let r = &plan.adapters[0].results[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(r.forward_ms.is_none(), "plan only");
+    println!(
+        "sd15-512 plan: U-Net activations {} B, largest {} {} B; text encode {:?}; decode {:?}",
+        r.activation_bytes, r.largest_buffer, r.largest_buffer_bytes, r.text_encode, r.decode
+    );
+    assert!(r.largest_buffer_bytes <= 128 << 20);
+    let decode = r.decode.as_ref().expect("decode planned");
+    assert!(decode.error.is_none() && decode.bands >= 2, "{decode:?}");
+    assert!(r.text_encode.as_ref().is_some_and(|t| t.error.is_none()));
+
+    options.runs = 1;
+    options.height = Some(64);
+    options.width = Some(64);
+    let run = bench::measure(&options, &GpuOptions::from_env()).expect("run");
+    assert_eq!((run.workload.height, run.workload.width), (8, 8));
+    let r = &run.adapters[0].results[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(r.output_finite, Some(true));
+    assert!(r.forward_ms.is_some());
+    let encode = r.text_encode.as_ref().expect("text encode timed");
+    assert_eq!(encode.prompts, 2);
+    assert!(encode.encode_ms.is_some());
+    let decode = r.decode.as_ref().expect("decode timed");
+    assert_eq!(decode.output_finite, Some(true));
+    // A height that is not a multiple of the VAE factor is refused before any loading.
+    options.height = Some(60);
+    let e = bench::measure(&options, &GpuOptions::from_env()).expect_err("height 60");
+    assert!(e.to_string().contains("--height"), "{e}");
+}
+
+/// SD-Turbo's configs: SD 2.1's U-Net (linear projections, per-block heads 5/10/20/20 of 64,
+/// 1024-wide context) and OpenCLIP ViT-H's 23-layer gelu text tower.
+#[test]
+fn sd_turbo_preset_is_sd21_shaped() {
+    let w = preset::Workload::preset(Preset::SdTurbo512, 0).expect("workload");
+    let wgpu_diffusion::sampling::UNetConfig::Text(c) = &w.config else {
+        panic!("a text-to-image preset");
+    };
+    assert!(c.use_linear_projection);
+    assert_eq!(c.context_dim(), 1024);
+    assert_eq!(
+        (0..4).map(|i| c.down_block(i).heads).collect::<Vec<_>>(),
+        [5, 10, 20, 20]
+    );
+    let t = w.text.as_ref().expect("text encoder");
+    assert_eq!(
+        (t.config.hidden_size, t.config.num_hidden_layers),
+        (1024, 23)
+    );
+    assert_eq!(t.config.hidden_act.name(), "gelu");
+    assert_eq!(w.decoder.as_ref().map(|d| d.class()), Some("AutoencoderKL"));
 }

@@ -810,6 +810,42 @@ fn upsample_nearest2x_matches_reference() {
     }
 }
 
+/// The odd sizes a UNet2DConditionModel's up path forwards (OH = 2H − 1): torch's nearest index
+/// floor(dst · (f32)in/out), computed here in f32 as torch does.
+#[test]
+fn upsample_to_odd_sizes_matches_torch_nearest() {
+    let ctx = ctx();
+    for (h, w, oh, ow) in [(3, 2, 5, 4), (5, 4, 9, 7), (1, 1, 1, 2), (4, 3, 8, 5)] {
+        let (n, c) = (2, 3);
+        let mut rng = Rng::new(900 + h as u64);
+        let xs = rng.vec(n * c * h * w, -1.0, 1.0);
+        let x = upload(&ctx, &[n, c, h, w], &xs);
+        let out = zeros(&ctx, &[n, c, oh, ow]);
+        let d = upsample::upsample_nearest2x(
+            &ctx,
+            &upsample::UpsampleNearest2x {
+                input: &x,
+                out: &out,
+            },
+            "t",
+        )
+        .unwrap();
+        let got = run(&ctx, &d, &out);
+        let index = |dst: usize, i: usize, o: usize| {
+            let scale = i as f32 / o as f32;
+            ((dst as f32 * scale).floor() as usize).min(i - 1)
+        };
+        let want: Vec<f64> = (0..n * c * oh * ow)
+            .map(|k| {
+                let (plane, y, x) = (k / (oh * ow), (k / ow) % oh, k % ow);
+                f64::from(xs[(plane * h + index(y, h, oh)) * w + index(x, w, ow)])
+            })
+            .collect();
+        let cmp = compare(&format!("resize {h}x{w}->{oh}x{ow}"), &got, &want, 0.0, 0.0);
+        assert!(cmp.ok(), "{cmp}");
+    }
+}
+
 #[test]
 fn upsample_rejects_bad_shapes() {
     let ctx = ctx();
@@ -818,7 +854,9 @@ fn upsample_rejects_bad_shapes() {
         upsample::upsample_nearest2x(ctx, &upsample::UpsampleNearest2x { input, out }, label)
     };
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 10]), "t").is_ok());
+    assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 5, 9]), "t").is_ok());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 6, 11]), "t").is_err());
+    assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 2, 10]), "t").is_err());
     assert!(up(&ctx, &x, &zeros(&ctx, &[1, 2, 10, 6]), "t").is_err());
     assert!(up(
         &ctx,
@@ -967,4 +1005,173 @@ fn timestep_embedding_rejects_bad_shapes() {
     .is_err());
     assert!(te(&ctx, &t, &zeros(&ctx, &[3, 0]), 0, true, 0.0, "t").is_err());
     assert!(te(&ctx, &t, &zeros(&ctx, &[3, 2]), 2, true, 1.0, "t").is_err());
+}
+
+// ---- banded group norm and row copies ----------------------------------------------------------
+
+/// Group norm of `x` (`[N, C, H, W]`) cut into the row bands `bands` with `copy_rows`, normalised
+/// band by band with the whole image's statistics (`group_norm_partial` per band, then
+/// `group_norm_apply`), written back into one tensor with `copy_rows`, against the reference.
+fn check_banded_group_norm(
+    rng: &mut Rng,
+    shape: [usize; 4],
+    x: &[f32],
+    groups: usize,
+    bands: &[std::ops::Range<usize>],
+    (atol, rtol): (f64, f64),
+) -> f64 {
+    let ctx = ctx();
+    let [n, c, h, w] = shape;
+    assert_eq!(
+        bands.last().map(|r| r.end),
+        Some(h),
+        "the bands cover every row"
+    );
+    let gamma = rng.vec(c, 0.5, 1.5);
+    let beta = rng.vec(c, -0.5, 0.5);
+    let eps = 1e-6f32;
+    let input = upload(&ctx, &shape, x);
+    let g = upload(&ctx, &[c], &gamma);
+    let b = upload(&ctx, &[c], &beta);
+    let stats = zeros(&ctx, &[bands.len(), n * groups, 4]);
+    let out = zeros(&ctx, &shape);
+    let pieces: Vec<(Tensor, Tensor)> = bands
+        .iter()
+        .map(|r| {
+            (
+                zeros(&ctx, &[n, c, r.len(), w]),
+                zeros(&ctx, &[n, c, r.len(), w]),
+            )
+        })
+        .collect();
+    let mut dispatches = Vec::new();
+    for (r, (band, _)) in bands.iter().zip(&pieces) {
+        let args = elementwise::CopyRows {
+            src: &input,
+            dst: band,
+            src_row: r.start,
+            dst_row: 0,
+            rows: r.len(),
+        };
+        dispatches.push(elementwise::copy_rows(&ctx, &args, "split").unwrap());
+    }
+    for (i, (band, _)) in pieces.iter().enumerate() {
+        let args = group_norm::GroupNormPartial {
+            input: band,
+            stats: &stats,
+            groups,
+            band: i,
+        };
+        dispatches.push(group_norm::group_norm_partial(&ctx, &args, "partial").unwrap());
+    }
+    for (r, (band, normed)) in bands.iter().zip(&pieces) {
+        let args = group_norm::GroupNormApply {
+            input: band,
+            stats: &stats,
+            gamma: &g,
+            beta: &b,
+            out: normed,
+            groups,
+            eps,
+            silu: true,
+        };
+        dispatches.push(group_norm::group_norm_apply(&ctx, &args, "apply").unwrap());
+        let args = elementwise::CopyRows {
+            src: normed,
+            dst: &out,
+            src_row: 0,
+            dst_row: r.start,
+            rows: r.len(),
+        };
+        dispatches.push(elementwise::copy_rows(&ctx, &args, "concat").unwrap());
+    }
+    let refs: Vec<&Dispatch> = dispatches.iter().collect();
+    ctx.submit(&refs).unwrap();
+    let got = out.read(&ctx).unwrap();
+    let want = misc::group_norm(x, &shape, &gamma, &beta, groups, f64::from(eps), true).unwrap();
+    let cmp = compare(
+        &format!("banded group_norm {shape:?} groups={groups} bands={bands:?}"),
+        &got,
+        &want,
+        atol,
+        rtol,
+    );
+    assert!(cmp.ok(), "{cmp}");
+    cmp.max_abs
+}
+
+#[test]
+fn banded_group_norm_uses_the_whole_image_statistics() {
+    let mut worst = 0.0f64;
+    let mut rng = Rng::new(21);
+    // Uneven bands (one of a single row), groups of 1 channel and of several.
+    for (shape, groups, bands) in [
+        ([2, 6, 7, 5], 3, vec![0..2, 2..3, 3..7]),
+        ([1, 6, 7, 5], 6, vec![0..3, 3..7]),
+        ([2, 4, 9, 3], 1, vec![0..1, 1..5, 5..8, 8..9]),
+        ([1, 3, 5, 5], 3, std::iter::once(0..5).collect()),
+    ] {
+        let x = rng.vec(shape.iter().product(), -2.0, 3.0);
+        worst = worst.max(check_banded_group_norm(
+            &mut rng,
+            shape,
+            &x,
+            groups,
+            &bands,
+            (1e-5, 1e-5),
+        ));
+    }
+    // A large common offset, and bands whose means differ (a ramp down the rows).
+    let shape = [1, 4, 8, 6];
+    let x: Vec<f32> = rng
+        .vec(shape.iter().product(), -0.5, 0.5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| 1000.0 + v + ((i / 6) % 8) as f32)
+        .collect();
+    worst = worst.max(check_banded_group_norm(
+        &mut rng,
+        shape,
+        &x,
+        2,
+        &[0..3, 3..4, 4..8],
+        (1e-4, 1e-4),
+    ));
+    println!("banded group_norm: max abs err {worst:.3e}");
+}
+
+#[test]
+fn copy_rows_rejects_ranges_outside_either_tensor() {
+    let ctx = ctx();
+    let src = zeros(&ctx, &[1, 2, 4, 3]);
+    let dst = zeros(&ctx, &[1, 2, 3, 3]);
+    let e = elementwise::copy_rows(
+        &ctx,
+        &elementwise::CopyRows {
+            src: &src,
+            dst: &dst,
+            src_row: 2,
+            dst_row: 0,
+            rows: 3,
+        },
+        "bad",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rows 2..5") && e.contains("[1, 2, 4, 3]"), "{e}");
+    let other = zeros(&ctx, &[1, 3, 3, 3]);
+    let e = elementwise::copy_rows(
+        &ctx,
+        &elementwise::CopyRows {
+            src: &src,
+            dst: &other,
+            src_row: 0,
+            dst_row: 0,
+            rows: 1,
+        },
+        "bad",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("N, C and W must agree"), "{e}");
 }

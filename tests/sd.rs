@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
 use wgpu_diffusion::reference::compare_scaled;
-use wgpu_diffusion::sampling::{InitImage, Pipeline, SampleOptions};
+use wgpu_diffusion::sampling::{InitImage, Pipeline, PipelineConfig, SampleOptions};
 use wgpu_diffusion::schedule::SchedulerKind;
 
 /// Block outputs vs diffusers' float64 forward, relative to each block's max |x|.
@@ -30,15 +30,20 @@ fn tensor(io: &SafeTensors, key: &str) -> Vec<f32> {
 }
 
 fn check_unet(name: &str, blocks: &[&str]) {
+    check_unet_io(name, "io.safetensors", [8, 8], blocks);
+    check_unet_io(name, "io_odd.safetensors", [9, 7], blocks);
+}
+
+fn check_unet_io(name: &str, file: &str, [h, w]: [usize; 2], blocks: &[&str]) {
     let ctx = common::ctx();
     let dir = fixture().join(name);
     let model = UNet2DConditionModel::load(&ctx, &dir).expect("load");
-    let bytes = fs::read(dir.join("io.safetensors")).expect("io");
+    let bytes = fs::read(dir.join(file)).expect("io");
     let io = SafeTensors::deserialize(&bytes).expect("io parses");
     let sample = tensor(&io, "sample");
     let timesteps = tensor(&io, "timesteps");
     let context = tensor(&io, "encoder_hidden_states");
-    let graph = model.debug_graph(2, 8, 8, 7).expect("graph");
+    let graph = model.debug_graph(2, h, w, 7).expect("graph");
     let out = graph
         .forward(&sample, &timesteps, &context)
         .expect("forward");
@@ -49,7 +54,12 @@ fn check_unet(name: &str, blocks: &[&str]) {
             b => graph.activations[b].read(&ctx).expect("read"),
         };
         let want = common::f64s(&tensor(&io, block));
-        let c = compare_scaled(&format!("{name} {block}"), &got, &want, BLOCK_TOLERANCE);
+        let c = compare_scaled(
+            &format!("{name} {h}x{w} {block}"),
+            &got,
+            &want,
+            BLOCK_TOLERANCE,
+        );
         println!("{c}");
         if !c.ok() {
             failed.push(c.to_string());
@@ -226,4 +236,156 @@ fn sd1_image_to_image_matches_diffusers_img2img() {
         .expect_err("latent-sized image")
         .to_string();
     assert!(e.contains("init_image") && e.contains("3×16×16"), "{e}");
+}
+
+/// Copies the SD1 fixture folder into a temp dir, applies `edit`, and returns the error of
+/// reading its configs (no GPU).
+fn sd_folder_error(edit: impl Fn(&Path)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture().join("pipeline_sd1");
+    for part in ["", "unet", "vae", "scheduler", "text_encoder", "tokenizer"] {
+        fs::create_dir_all(tmp.path().join(part)).unwrap();
+        for entry in fs::read_dir(src.join(part)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().is_file() {
+                fs::copy(entry.path(), tmp.path().join(part).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    edit(tmp.path());
+    PipelineConfig::load(tmp.path())
+        .expect_err("bad folder")
+        .to_string()
+}
+
+fn edit_json(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn bad_stable_diffusion_inputs_are_named() {
+    // A text encoder whose width disagrees with the U-Net's cross_attention_dim.
+    let e = sd_folder_error(|root| {
+        edit_json(
+            &root.join("text_encoder/config.json"),
+            "\"hidden_size\": 16",
+            "\"hidden_size\": 24",
+        )
+    });
+    assert!(
+        e.contains("text_encoder")
+            && e.contains("hidden_size")
+            && e.contains("cross_attention_dim"),
+        "{e}"
+    );
+    // An unsupported U-Net key, by name.
+    let e = sd_folder_error(|root| {
+        edit_json(
+            &root.join("unet/config.json"),
+            "\"addition_embed_type\": null",
+            "\"addition_embed_type\": \"text_time\"",
+        )
+    });
+    assert!(
+        e.contains("unet") && e.contains("addition_embed_type"),
+        "{e}"
+    );
+    // A missing part.
+    let e = sd_folder_error(|root| fs::remove_dir_all(root.join("text_encoder")).unwrap());
+    assert!(e.contains("text_encoder") && e.contains("missing"), "{e}");
+    // A VAE whose latents disagree with the U-Net's channels.
+    let e = sd_folder_error(|root| {
+        edit_json(
+            &root.join("vae/config.json"),
+            "\"latent_channels\": 4",
+            "\"latent_channels\": 3",
+        )
+    });
+    assert!(e.contains("vae") && e.contains("latent_channels"), "{e}");
+
+    // Options, checked against the configs (no GPU).
+    let config = PipelineConfig::load(&fixture().join("pipeline_sd1")).expect("config");
+    let prompt = Some(vec!["a fox".to_owned()]);
+    let err = |options: SampleOptions| config.prepare(&options).expect_err("bad").to_string();
+    let e = err(SampleOptions::default());
+    assert!(e.contains("prompts") && e.contains("text-to-image"), "{e}");
+    let e = err(SampleOptions {
+        prompts: prompt.clone(),
+        height: Some(15),
+        ..SampleOptions::default()
+    });
+    assert!(e.contains("height") && e.contains("VAE factor"), "{e}");
+    // A multiple of the VAE factor that the U-Net halves to an odd size runs (diffusers'
+    // forward_upsample_size), with the latents the image's size / 2.
+    let odd = SampleOptions {
+        prompts: prompt.clone(),
+        width: Some(18),
+        ..SampleOptions::default()
+    };
+    let spec = config.prepare(&odd).expect("odd latent width");
+    assert_eq!(spec.shape, [1, 4, 8, 9]);
+    let e = err(SampleOptions {
+        prompts: prompt.clone(),
+        class_labels: Some(vec![1]),
+        ..SampleOptions::default()
+    });
+    assert!(e.contains("class_labels") && e.contains("prompts"), "{e}");
+    let e = err(SampleOptions {
+        prompts: prompt,
+        negative_prompts: Some(Vec::new()),
+        ..SampleOptions::default()
+    });
+    assert!(e.contains("negative_prompts"), "{e}");
+    // A prompt on a model without a text encoder.
+    let ldm = PipelineConfig::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldm_pipeline/pipeline"),
+    )
+    .expect("ldm");
+    let e = ldm
+        .prepare(&SampleOptions {
+            prompts: Some(vec!["a fox".to_owned()]),
+            ..SampleOptions::default()
+        })
+        .expect_err("no text encoder")
+        .to_string();
+    assert!(
+        e.contains("prompts") && e.contains("no text encoder"),
+        "{e}"
+    );
+}
+
+/// The whole SD2-style U-Net with the attention scores budget forced to a few rows: every
+/// attention runs in many chunks, and the output is bit-identical to the default graph's.
+#[test]
+fn unet_with_a_tiny_attention_budget_is_bit_identical() {
+    let ctx = common::ctx();
+    let dir = fixture().join("unet_sd2");
+    let mut model = UNet2DConditionModel::load(&ctx, &dir).expect("load");
+    let bytes = fs::read(dir.join("io.safetensors")).expect("io");
+    let io = SafeTensors::deserialize(&bytes).expect("io parses");
+    let (sample, timesteps, context) = (
+        tensor(&io, "sample"),
+        tensor(&io, "timesteps"),
+        tensor(&io, "encoder_hidden_states"),
+    );
+    let default = model.graph(2, 8, 8, 7).expect("graph");
+    let want = default
+        .forward(&sample, &timesteps, &context)
+        .expect("forward");
+    // 64 keys · 4 bytes · 3 rows: self-attention at 8×8 chunks into rows of queries.
+    model.attention_budget = Some(64 * 4 * 3);
+    let chunked = model.graph(2, 8, 8, 7).expect("chunked graph");
+    assert!(chunked.dispatches.len() > default.dispatches.len() + 20);
+    assert!(chunked.memory.planned_bytes < default.memory.planned_bytes);
+    let got = chunked
+        .forward(&sample, &timesteps, &context)
+        .expect("forward");
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "chunked attention changed the output"
+    );
 }

@@ -1,5 +1,5 @@
 //! The adapter benchmark behind `wgpu-diffusion bench`: U-Net forward latency and images/s per
-//! adapter and batch, per-kernel GPU time (timestamp queries, or a labelled wall-clock fallback)
+//! adapter and batch (and, for a latent workload, the decoder's decode latency), per-kernel GPU time (timestamp queries, or a labelled wall-clock fallback)
 //! with GFLOP/s, GB/s and share per kernel family, memory we allocated, pipeline build time, and a
 //! correctness check that keeps an adapter computing garbage out of the ranking.
 //!
@@ -15,6 +15,16 @@
 //!   reads back once per run, not per step).
 //! - `--warmup` passes run first and are excluded; the reported latency is the median of `--runs`
 //!   passes, with min and max.
+//! - A latent workload (`--preset ldm-celebahq-256`, or a pipeline folder with a decoder) then
+//!   times its decode the same way: `batch` latents of the U-Net's sample shape (deterministic
+//!   uniform noise) through the decode graph (row bands when past the binding limit), `--warmup`
+//!   untimed and `--runs` timed decodes, and with `--profile` the decode's own per-kernel table.
+//! - A text-to-image workload (`--preset sd15-512`, `--preset sd-turbo-512`, or a
+//!   `StableDiffusionPipeline` folder) runs its U-Net as sampling with classifier-free guidance
+//!   does: `2 · batch` rows (prompt and negative prompt) against deterministic text embeddings of
+//!   77 tokens, and also times the text encoder on `2 · batch` prompts (`text_encode`).
+//!   `--height/--width` are the image's for latent workloads (the latents are ÷ the VAE factor);
+//!   the presets default to 512×512, and on a CPU adapter a reduced size keeps a check short.
 //! - `--profile` then records every dispatch in its own compute pass bracketed by timestamp
 //!   queries (`TIMESTAMP_QUERY`), taking each dispatch's median over up to 3 passes. Separate
 //!   passes add barriers, so the profiled total is usually above the plain forward latency;
@@ -39,7 +49,11 @@
 //!     "parameters": 35746307, "in_channels": 3, "height": 32, "width": 32,
 //!     "batches": [1, 8], "warmup": 2, "runs": 10,
 //!     "steps": null, "scheduler": null,     recorded as given
-//!     "profile": true
+//!     "profile": true,
+//!     "decoder": null | "VQModel" | "AutoencoderKL",   a latent workload's decoder class
+//!     "decoder_parameters": null | 55322782,
+//!     "text_encoder_parameters": null | 123060480,     a text-to-image workload's CLIP
+//!     "model_rows_per_image": 1 | 2                   2: the U-Net runs with guidance
 //!   },
 //!   "adapters": [{
 //!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
@@ -49,8 +63,8 @@
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
 //!                              "max_abs_err": 1e-7, "max_rel_err": 3e-7, "tolerance": 1e-4,
 //!                              "detail": "..." },
-//!     "load_s": 0.4,                        weights to the GPU (UNet2DModel::from_source)
-//!     "weights_bytes": 142985228,
+//!     "load_s": 0.4,                        weights to the GPU (U-Net and decoder from_source)
+//!     "weights_bytes": 142985228,           U-Net + decoder, f32
 //!     "results": [{
 //!       "batch": 8,
 //!       "error": null | "message",           e.g. a buffer over the adapter's binding limit
@@ -61,7 +75,7 @@
 //!       "flops_per_forward": 97000000000,    2 per multiply-add, whole batch
 //!       "macs_per_image": 6070000000,        = inspect's MACs
 //!       "activation_bytes": 60000000,
-//!       "peak_allocated_bytes": 203000000,   weights + activations of this graph
+//!       "peak_allocated_bytes": 203000000,   weights + activations of this batch's graphs
 //!       "forward_ms": { "median": 812.0, "min": 800.1, "max": 830.2, "runs": [..] },
 //!       "images_per_s": 9.85,
 //!       "gflops_per_s": 119.4,               flops_per_forward / median
@@ -70,6 +84,14 @@
 //!         "scheduler": "ddim" | null, "steps": 20,
 //!         "per_step_ms": null | { "median", "min", "max", "runs" },   whole sampling run / steps
 //!         "note": "..."                      what it includes, or why it was not measured
+//!       },
+//!       "text_encode": null | { "error": null | "message", "prompts": 16, "dispatches": ..,
+//!                               "activation_bytes": .., "encode_ms": { "median", .. } },
+//!       "decode": null | {                   a latent workload's decoder, same batch
+//!         "error": null | "message", "bands": 1, "graph_build_s": 0.3, "dispatches": 80,
+//!         "flops_per_decode": .., "macs_per_image": .., "activation_bytes": ..,
+//!         "decode_ms": { "median", "min", "max", "runs" }, "images_per_s": .., "gflops_per_s": ..,
+//!         "output_finite": true, "kernels": null | { same as "kernels" below }
 //!       },
 //!       "kernels": null | {
 //!         "timing": "gpu-timestamp" | "wall-clock", "passes": 3, "total_ms": 850.0,
@@ -98,7 +120,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuContext, GpuOptions};
-use crate::model::unet_2d::{UNet2DModel, UNetGraph};
+use crate::model::autoencoder::AutoencoderGraph;
+use crate::model::clip_text::CLIPTextModel;
+use crate::sampling::engine::Denoiser;
+use crate::sampling::latent::LatentDecoder;
+use crate::sampling::unet::{AnyGraph, UNet};
 
 pub use correctness::Correctness;
 pub use preset::{Preset, Workload};
@@ -126,7 +152,9 @@ pub struct BenchOptions {
     pub model: Option<PathBuf>,
     /// Batch sizes (each at least 1).
     pub batch: Vec<usize>,
-    /// Timed forward passes per batch (the median is reported; at least 1).
+    /// Timed forward passes per batch (the median is reported). 0: plan only — every graph is
+    /// built (weights, activations, pipelines) and its memory reported, nothing runs (what a
+    /// workload would need on an adapter too slow to run it).
     pub runs: usize,
     /// Untimed forward passes before timing.
     pub warmup: usize,
@@ -142,6 +170,9 @@ pub struct BenchOptions {
     pub wall_clock: bool,
     /// Seed of the random preset weights and of the input.
     pub seed: u64,
+    /// Resolution (`None`: the workload's `sample_size`); the image's for latent workloads.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
 }
 
 impl Default for BenchOptions {
@@ -158,6 +189,8 @@ impl Default for BenchOptions {
             profile: false,
             wall_clock: false,
             seed: 0,
+            height: None,
+            width: None,
         }
     }
 }
@@ -196,6 +229,14 @@ pub struct WorkloadInfo {
     pub steps: Option<usize>,
     pub scheduler: Option<String>,
     pub profile: bool,
+    /// A latent workload's decoder class (`VQModel`, `AutoencoderKL`).
+    pub decoder: Option<String>,
+    /// Its parameter count, when it loaded.
+    pub decoder_parameters: Option<usize>,
+    /// A text-to-image workload's text encoder parameters, when it loaded.
+    pub text_encoder_parameters: Option<usize>,
+    /// U-Net rows per image: 2 for text-to-image workloads (guidance), else 1.
+    pub model_rows_per_image: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -248,15 +289,77 @@ pub struct BatchResult {
     pub macs_per_image: u64,
     pub activation_bytes: u64,
     pub peak_allocated_bytes: u64,
+    /// The largest planned buffer (label, bytes) vs the adapter's binding limit.
+    pub largest_buffer: String,
+    pub largest_buffer_bytes: u64,
     pub forward_ms: Option<Stats>,
     pub images_per_s: Option<f64>,
     pub gflops_per_s: Option<f64>,
     pub output_finite: Option<bool>,
     pub sampler_step: Option<SamplerStep>,
+    /// A latent workload's decode of this batch.
+    pub decode: Option<DecodeResult>,
+    /// A text-to-image workload's text encoder on this batch's prompts and negative prompts.
+    pub text_encode: Option<TextEncodeResult>,
     pub kernels: Option<KernelProfile>,
 }
 
+/// The text encoder on `prompts` prompts (77 tokens each).
+#[derive(Debug, Clone, Serialize)]
+pub struct TextEncodeResult {
+    pub error: Option<String>,
+    pub prompts: usize,
+    pub dispatches: usize,
+    pub activation_bytes: u64,
+    pub encode_ms: Option<Stats>,
+}
+
+/// The decode of one batch of latents.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeResult {
+    pub error: Option<String>,
+    /// Row bands the decode runs in (1: unsplit; more when an activation is past the binding
+    /// limit).
+    pub bands: usize,
+    pub graph_build_s: f64,
+    pub dispatches: usize,
+    /// 2 per multiply-add, whole batch.
+    pub flops_per_decode: u64,
+    pub macs_per_image: u64,
+    pub activation_bytes: u64,
+    pub decode_ms: Option<Stats>,
+    pub images_per_s: Option<f64>,
+    pub gflops_per_s: Option<f64>,
+    pub output_finite: Option<bool>,
+    pub kernels: Option<KernelProfile>,
+}
+
+impl DecodeResult {
+    fn failed(error: String) -> Self {
+        DecodeResult {
+            error: Some(error),
+            bands: 0,
+            graph_build_s: 0.0,
+            dispatches: 0,
+            flops_per_decode: 0,
+            macs_per_image: 0,
+            activation_bytes: 0,
+            decode_ms: None,
+            images_per_s: None,
+            gflops_per_s: None,
+            output_finite: None,
+            kernels: None,
+        }
+    }
+}
+
 impl BatchResult {
+    /// A plan-only result (`runs` 0): no error, nothing timed.
+    fn planned(mut self) -> Self {
+        self.error = None;
+        self
+    }
+
     fn failed(batch: usize, error: String) -> Self {
         BatchResult {
             batch,
@@ -269,11 +372,15 @@ impl BatchResult {
             macs_per_image: 0,
             activation_bytes: 0,
             peak_allocated_bytes: 0,
+            largest_buffer: String::new(),
+            largest_buffer_bytes: 0,
             forward_ms: None,
             images_per_s: None,
             gflops_per_s: None,
             output_finite: None,
             sampler_step: None,
+            decode: None,
+            text_encode: None,
             kernels: None,
         }
     }
@@ -300,9 +407,6 @@ pub fn measure_with_progress(
     opts: &GpuOptions,
     progress: &dyn Fn(&str),
 ) -> Result<BenchReport> {
-    if args.runs == 0 {
-        return Err(Error::invalid("bench", "runs (--runs) must be at least 1"));
-    }
     if args.batch.is_empty() || args.batch.contains(&0) {
         return Err(Error::invalid(
             "bench",
@@ -319,7 +423,25 @@ pub fn measure_with_progress(
         None => Workload::preset(args.preset, args.seed)?,
     };
     let cfg = &workload.config;
-    let (height, width) = cfg.resolution(None, None);
+    let f = workload.decoder.as_ref().map_or(1, |d| d.config.upscale());
+    for (flag, v) in [
+        ("height (--height)", args.height),
+        ("width (--width)", args.width),
+    ] {
+        if let Some(v) = v {
+            if v == 0 || !v.is_multiple_of(f) {
+                return Err(Error::invalid(
+                    "bench",
+                    format!(
+                        "{flag} {v} is not a positive multiple of the workload's VAE factor {f} \
+                         (the image's size; the latents are {f}x smaller)"
+                    ),
+                ));
+            }
+        }
+    }
+    let (height, width) = cfg.resolution(args.height.map(|v| v / f), args.width.map(|v| v / f));
+    cfg.check_resolution(height, width)?;
     note(format!(
         "workload {} ready in {:.2} s",
         workload.name,
@@ -328,6 +450,8 @@ pub fn measure_with_progress(
     let contexts = contexts(args, opts)?;
     let mut adapters = Vec::new();
     let mut parameters = 0;
+    let mut decoder_parameters = None;
+    let mut text_encoder_parameters = None;
     for ctx in contexts {
         let ctx = match ctx {
             Ok(ctx) => ctx,
@@ -339,8 +463,10 @@ pub fn measure_with_progress(
         };
         note(format!("adapter {}", ctx.adapter.describe()));
         let report = bench_adapter(&ctx, &workload, args, (height, width), &note);
-        if let Some(p) = report.1 {
+        if let Some((p, d, t)) = report.1 {
             parameters = p;
+            decoder_parameters = decoder_parameters.or(d);
+            text_encoder_parameters = text_encoder_parameters.or(t);
         }
         adapters.push(report.0);
     }
@@ -364,7 +490,7 @@ pub fn measure_with_progress(
             random_weights: workload.random_weights,
             seed: args.seed,
             parameters,
-            in_channels: cfg.in_channels,
+            in_channels: cfg.in_channels(),
             height,
             width,
             batches: args.batch.clone(),
@@ -373,6 +499,10 @@ pub fn measure_with_progress(
             steps: args.steps,
             scheduler: args.scheduler.clone(),
             profile: args.profile,
+            decoder: workload.decoder.as_ref().map(|d| d.class().to_owned()),
+            decoder_parameters,
+            text_encoder_parameters,
+            model_rows_per_image: rows_per_image(&workload),
         },
         adapters,
         ranking,
@@ -441,20 +571,23 @@ fn adapter_error(summary: &gpu::AdapterSummary, error: String) -> AdapterReport 
     r
 }
 
+/// Parameters of the U-Net, and of the decoder and text encoder when the workload has them.
+type PartParameters = (usize, Option<usize>, Option<usize>);
+
 /// Benchmarks the workload on one device. Errors land in the report, so one broken adapter does
-/// not stop the others. Also returns the model's parameter count when it loaded.
+/// not stop the others. Also returns the U-Net's (and decoder's) parameter count when it loaded.
 fn bench_adapter(
     ctx: &Arc<GpuContext>,
     workload: &Workload,
     args: &BenchOptions,
     (height, width): (usize, usize),
     note: &dyn Fn(String),
-) -> (AdapterReport, Option<usize>) {
+) -> (AdapterReport, Option<PartParameters>) {
     let mut report = adapter_base(&ctx.adapter);
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();
-    let model = match UNet2DModel::from_source(ctx, workload.config.clone(), &workload.weights)
+    let model = match UNet::from_source(ctx, &workload.config, &workload.weights)
         .and_then(|m| ctx.wait().map(|()| m))
     {
         Ok(model) => model,
@@ -464,24 +597,91 @@ fn bench_adapter(
             return (report, None);
         }
     };
+    let decoder = match workload.decoder.as_ref().map(|d| d.load(ctx)).transpose() {
+        Ok(decoder) => decoder,
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("loading {}'s decoder: {e}", workload.name));
+            return (report, None);
+        }
+    };
+    let text_encoder = match workload
+        .text
+        .as_ref()
+        .map(|t| CLIPTextModel::from_source(ctx, t.config.clone(), &t.weights))
+        .transpose()
+    {
+        Ok(encoder) => encoder,
+        Err(e) => {
+            report.status = "error".to_owned();
+            report.error = Some(format!("loading {}'s text encoder: {e}", workload.name));
+            return (report, None);
+        }
+    };
     report.load_s = start.elapsed().as_secs_f64();
-    report.weights_bytes = model.parameters as u64 * 4;
+    let decoder_parameters = decoder.as_ref().map(LatentDecoder::parameters);
+    let text_parameters = text_encoder.as_ref().map(|t| t.parameters);
+    report.weights_bytes = (model.parameters()
+        + decoder_parameters.unwrap_or(0)
+        + text_parameters.unwrap_or(0)) as u64
+        * 4;
     note(format!(
-        "  loaded {} parameters in {:.2} s",
-        model.parameters, report.load_s
+        "  loaded {} parameters{}{} in {:.2} s",
+        model.parameters(),
+        match decoder_parameters {
+            Some(p) => format!(" (+ {p} in the decoder)"),
+            None => String::new(),
+        },
+        match text_parameters {
+            Some(p) => format!(" (+ {p} in the text encoder)"),
+            None => String::new(),
+        },
+        report.load_s
     ));
     for &batch in &args.batch {
-        let result = bench_batch(ctx, &model, workload, args, batch, height, width)
+        let mut result = bench_batch(ctx, &model, workload, args, batch, height, width)
             .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
+        if let (Some(encoder), Some(text), None) = (&text_encoder, &workload.text, &result.error) {
+            let encode = bench_text_encode(ctx, encoder, args, 2 * batch, text.tokens);
+            result.peak_allocated_bytes = result
+                .peak_allocated_bytes
+                .max(encoder.parameters as u64 * 4 + encode.activation_bytes);
+            match (&encode.error, &encode.encode_ms) {
+                (Some(e), _) => note(format!("  batch {batch} text encode: error: {e}")),
+                (None, Some(t)) => note(format!(
+                    "  batch {batch} text encode of {} prompts: median {:.2} ms",
+                    encode.prompts, t.median
+                )),
+                _ => {}
+            }
+            result.text_encode = Some(encode);
+        }
         match (&result.error, &result.forward_ms) {
             (Some(e), _) => note(format!("  batch {batch}: error: {e}")),
             (None, Some(t)) => note(format!("  batch {batch}: median {:.2} ms", t.median)),
             _ => {}
         }
+        if let (Some(decoder), None) = (&decoder, &result.error) {
+            let decode = bench_decode(ctx, decoder, args, batch, (height, width))
+                .unwrap_or_else(|e| DecodeResult::failed(e.to_string()));
+            result.peak_allocated_bytes +=
+                decoder.parameters() as u64 * 4 + decode.activation_bytes;
+            match (&decode.error, &decode.decode_ms) {
+                (Some(e), _) => note(format!("  batch {batch} decode: error: {e}")),
+                (None, Some(t)) => note(format!(
+                    "  batch {batch} decode: median {:.2} ms ({} band(s))",
+                    t.median, decode.bands
+                )),
+                _ => {}
+            }
+            result.decode = Some(decode);
+        }
         report.results.push(result);
     }
-    let parameters = model.parameters;
+    let parameters = model.parameters();
     drop(model);
+    drop(decoder);
+    drop(text_encoder);
     match correctness::check_adapter(ctx) {
         Ok(c) => {
             if !c.ok {
@@ -498,43 +698,113 @@ fn bench_adapter(
             report.error = Some(format!("correctness check: {e}"));
         }
     }
-    (report, Some(parameters))
+    (
+        report,
+        Some((parameters, decoder_parameters, text_parameters)),
+    )
 }
 
-/// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`.
-fn bench_inputs(
-    graph: &UNetGraph,
-    in_channels: usize,
-    classes: Option<usize>,
-    seed: u64,
-) -> (Vec<f32>, Vec<f32>, Option<Vec<usize>>) {
-    let numel = graph.batch * in_channels * graph.height * graph.width;
-    let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0x5EED));
-    let sample = (0..numel).map(|_| rng.symmetric()).collect();
-    let timesteps = vec![BENCH_TIMESTEP; graph.batch];
-    let labels = classes.map(|n| (0..graph.batch).map(|i| i % n.max(1)).collect());
-    (sample, timesteps, labels)
+/// U-Net rows per image: text-to-image workloads run with guidance (prompt + negative prompt).
+fn rows_per_image(workload: &Workload) -> usize {
+    if workload.text.is_some() {
+        2
+    } else {
+        1
+    }
 }
 
-fn bench_batch(
+/// Times the text encoder on `prompts` prompts of `tokens` deterministic token ids.
+fn bench_text_encode(
     ctx: &Arc<GpuContext>,
-    model: &UNet2DModel,
-    workload: &Workload,
+    encoder: &CLIPTextModel,
+    args: &BenchOptions,
+    prompts: usize,
+    tokens: usize,
+) -> TextEncodeResult {
+    let mut result = TextEncodeResult {
+        error: None,
+        prompts,
+        dispatches: 0,
+        activation_bytes: 0,
+        encode_ms: None,
+    };
+    let run = || -> Result<(usize, u64, Stats)> {
+        let graph = encoder.graph(prompts, tokens)?;
+        if args.runs == 0 {
+            return Ok((
+                graph.dispatches.len(),
+                graph.memory.planned_bytes,
+                Stats::of(Vec::new()),
+            ));
+        }
+        let vocab = encoder.config.vocab_size.max(1) as u64;
+        let mut rng = crate::model::weights::SplitMix64::new(args.seed.wrapping_add(0x7E47));
+        let ids: Vec<Vec<u32>> = (0..prompts)
+            .map(|_| {
+                (0..tokens)
+                    .map(|_| u32::try_from(rng.next_u64() % vocab).unwrap_or(0))
+                    .collect()
+            })
+            .collect();
+        for _ in 0..args.warmup {
+            graph.forward(encoder, &ids)?;
+        }
+        let mut runs = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            graph.forward(encoder, &ids)?;
+            runs.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ctx.wait()?;
+        Ok((
+            graph.dispatches.len(),
+            graph.memory.planned_bytes,
+            Stats::of(runs),
+        ))
+    };
+    match run() {
+        Ok((dispatches, bytes, stats)) => {
+            result.dispatches = dispatches;
+            result.activation_bytes = bytes;
+            result.encode_ms = (!stats.runs.is_empty()).then_some(stats);
+        }
+        Err(e) => result.error = Some(e.to_string()),
+    }
+    result
+}
+
+/// The deterministic decode input: uniform latents in [-1, 1) of the U-Net's sample shape.
+fn decode_inputs(graph: &AutoencoderGraph, seed: u64) -> Vec<f32> {
+    let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0xDEC0DE));
+    (0..graph.input.numel()).map(|_| rng.symmetric()).collect()
+}
+
+/// Times the decode of `batch` latents of `latent` size: graph build, warm-up, timed runs, and
+/// the per-kernel profile when asked.
+fn bench_decode(
+    ctx: &Arc<GpuContext>,
+    decoder: &LatentDecoder,
     args: &BenchOptions,
     batch: usize,
-    height: usize,
-    width: usize,
-) -> Result<BatchResult> {
-    let pipelines_before = ctx.pipeline_count();
+    (height, width): (usize, usize),
+) -> Result<DecodeResult> {
     let start = Instant::now();
-    let graph = model.graph(batch, height, width)?;
+    let graph = decoder.decode_graph(batch, height, width)?;
     ctx.wait()?;
     let graph_build_s = start.elapsed().as_secs_f64();
-    let pipelines_total = ctx.pipeline_count();
-    let cfg = &model.config;
-    let (sample, timesteps, labels) =
-        bench_inputs(&graph, cfg.in_channels, cfg.num_class_embeds, args.seed);
-    graph.write_inputs(&sample, &timesteps, labels.as_deref())?;
+    if args.runs == 0 {
+        return Ok(DecodeResult {
+            error: None,
+            bands: graph.bands,
+            graph_build_s,
+            dispatches: graph.dispatches.len(),
+            flops_per_decode: graph.flops(),
+            macs_per_image: graph.flops() / 2 / batch as u64,
+            activation_bytes: graph.memory.planned_bytes,
+            ..DecodeResult::failed(String::new())
+        });
+    }
+    graph.input.write(ctx, &decode_inputs(&graph, args.seed))?;
     for _ in 0..args.warmup {
         graph.submit()?;
         ctx.wait()?;
@@ -546,13 +816,115 @@ fn bench_batch(
         ctx.wait()?;
         runs.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let forward = Stats::of(runs);
+    let timed = Stats::of(runs);
     let output = graph.output.read(ctx)?;
     let flops = graph.flops();
     let kernels = if args.profile {
         Some(profile::profile(
             ctx,
             &graph.dispatches,
+            PROFILE_PASSES.min(args.runs),
+            args.wall_clock,
+        )?)
+    } else {
+        None
+    };
+    let seconds = timed.median / 1e3;
+    Ok(DecodeResult {
+        error: None,
+        bands: graph.bands,
+        graph_build_s,
+        dispatches: graph.dispatches.len(),
+        flops_per_decode: flops,
+        macs_per_image: flops / 2 / batch as u64,
+        activation_bytes: graph.memory.planned_bytes,
+        images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
+        gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
+        decode_ms: Some(timed),
+        output_finite: Some(output.iter().all(|v| v.is_finite())),
+        kernels,
+    })
+}
+
+/// The deterministic bench input: uniform noise in [-1, 1), timestep 500, labels `i % classes`,
+/// and uniform text embeddings in [-1, 1) for a text-conditioned U-Net.
+type BenchInputs = (Vec<f32>, Vec<f32>, Option<Vec<usize>>, Option<Vec<f32>>);
+
+fn bench_inputs(graph: &AnyGraph, classes: Option<usize>, seed: u64) -> BenchInputs {
+    let rows = graph.batch();
+    let numel = graph.input().numel();
+    let mut rng = crate::model::weights::SplitMix64::new(seed.wrapping_add(0x5EED));
+    let sample = (0..numel).map(|_| rng.symmetric()).collect();
+    let timesteps = vec![BENCH_TIMESTEP; rows];
+    let labels = classes.map(|n| (0..rows).map(|i| i % n.max(1)).collect());
+    let context = match graph {
+        AnyGraph::Text(g) => Some(
+            (0..g.encoder_hidden_states.numel())
+                .map(|_| rng.symmetric())
+                .collect(),
+        ),
+        AnyGraph::Plain(_) => None,
+    };
+    (sample, timesteps, labels, context)
+}
+
+fn bench_batch(
+    ctx: &Arc<GpuContext>,
+    model: &UNet,
+    workload: &Workload,
+    args: &BenchOptions,
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> Result<BatchResult> {
+    let pipelines_before = ctx.pipeline_count();
+    let start = Instant::now();
+    let tokens = workload.text.as_ref().map_or(0, |t| t.tokens);
+    let graph = model.graph(batch * rows_per_image(workload), height, width, tokens)?;
+    ctx.wait()?;
+    let graph_build_s = start.elapsed().as_secs_f64();
+    let pipelines_total = ctx.pipeline_count();
+    let (sample, timesteps, labels, context) =
+        bench_inputs(&graph, workload.config.num_class_embeds(), args.seed);
+    graph.write_inputs(&sample, &timesteps, labels.as_deref(), context.as_deref())?;
+    let submit = || -> Result<()> {
+        let refs: Vec<&crate::gpu::Dispatch> = graph.dispatches().iter().collect();
+        ctx.submit(&refs)?;
+        ctx.wait()
+    };
+    let (label, bytes) = graph.memory().largest.clone();
+    if args.runs == 0 {
+        return Ok(BatchResult {
+            graph_build_s,
+            pipelines_compiled: pipelines_total - pipelines_before.min(pipelines_total),
+            pipelines_total,
+            dispatches: graph.dispatches().len(),
+            flops_per_forward: graph.flops(),
+            macs_per_image: graph.flops() / 2 / batch as u64,
+            activation_bytes: graph.memory().planned_bytes,
+            peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+            largest_buffer: label,
+            largest_buffer_bytes: bytes,
+            ..BatchResult::failed(batch, String::new())
+        }
+        .planned());
+    }
+    for _ in 0..args.warmup {
+        submit()?;
+    }
+    let mut runs = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        submit()?;
+        runs.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let forward = Stats::of(runs);
+    let output = graph.output().read(ctx)?;
+    let flops = graph.flops();
+    let kernels = if args.profile {
+        Some(profile::profile(
+            ctx,
+            graph.dispatches(),
             PROFILE_PASSES.min(args.runs),
             args.wall_clock,
         )?)
@@ -566,16 +938,20 @@ fn bench_batch(
         graph_build_s,
         pipelines_compiled: pipelines_total - pipelines_before.min(pipelines_total),
         pipelines_total,
-        dispatches: graph.dispatches.len(),
+        dispatches: graph.dispatches().len(),
         flops_per_forward: flops,
         macs_per_image: flops / 2 / batch as u64,
-        activation_bytes: graph.memory.planned_bytes,
-        peak_allocated_bytes: model.parameters as u64 * 4 + graph.memory.planned_bytes,
+        activation_bytes: graph.memory().planned_bytes,
+        peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+        largest_buffer: label,
+        largest_buffer_bytes: bytes,
         images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),
         gflops_per_s: (seconds > 0.0).then(|| flops as f64 / seconds / 1e9),
         forward_ms: Some(forward),
         output_finite: Some(output.iter().all(|v| v.is_finite())),
         sampler_step: sampler_step_latency(ctx, workload, args, batch),
+        decode: None,
+        text_encode: None,
         kernels,
     })
 }

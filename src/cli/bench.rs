@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use wgpu_diffusion::bench::{self, profile, BenchOptions, BenchReport, KernelProfile, Preset};
+use wgpu_diffusion::bench::{
+    self, profile, BenchOptions, BenchReport, DecodeResult, KernelProfile, Preset,
+};
 use wgpu_diffusion::sampling::io::AtomicFile;
 use wgpu_diffusion::sampling::{PipelineConfig, SampleOptions};
 use wgpu_diffusion::schedule::SchedulerKind;
@@ -25,6 +27,18 @@ pub enum PresetArg {
     /// google/ddpm-celebahq-256: 113.7 M parameters, 256×256×3, attention at 16×16.
     #[value(name = "celebahq-256")]
     CelebaHq256,
+    /// CompVis/ldm-celebahq-256: 274.1 M-parameter U-Net on 64×64×3 latents + 55.3 M VQ
+    /// decoder to 256×256×3 (decode timed too).
+    #[value(name = "ldm-celebahq-256")]
+    LdmCelebaHq256,
+    /// Stable Diffusion 1.5 at 512×512: CLIP ViT-L text encoder (123.1 M), 859.5 M U-Net run
+    /// with guidance (2 rows per image), AutoencoderKL (83.7 M); encode and decode timed too.
+    #[value(name = "sd15-512")]
+    Sd15_512,
+    /// SD-Turbo (SD 2.1's architecture) at 512×512: OpenCLIP ViT-H text encoder (340.4 M),
+    /// 865.9 M U-Net, the same VAE.
+    #[value(name = "sd-turbo-512")]
+    SdTurbo512,
 }
 
 impl From<PresetArg> for Preset {
@@ -33,6 +47,9 @@ impl From<PresetArg> for Preset {
             PresetArg::Bundled => Preset::Bundled,
             PresetArg::Cifar10_32 => Preset::Cifar10_32,
             PresetArg::CelebaHq256 => Preset::CelebaHq256,
+            PresetArg::LdmCelebaHq256 => Preset::LdmCelebaHq256,
+            PresetArg::Sd15_512 => Preset::Sd15_512,
+            PresetArg::SdTurbo512 => Preset::SdTurbo512,
         }
     }
 }
@@ -41,10 +58,13 @@ impl From<PresetArg> for Preset {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Workload: `bundled` (weights/fashion-ddpm), or the exact architecture of
-    /// google/ddpm-cifar10-32 or google/ddpm-celebahq-256 with deterministic random weights.
+    /// google/ddpm-cifar10-32, google/ddpm-celebahq-256, CompVis/ldm-celebahq-256 (U-Net +
+    /// VQ decoder, decode timed too), Stable Diffusion 1.5 or SD-Turbo (text encoder + U-Net
+    /// with guidance + VAE) with deterministic random weights.
     #[arg(long, value_enum, default_value_t = PresetArg::Cifar10_32)]
     pub preset: PresetArg,
-    /// A diffusers UNet2DModel directory to benchmark instead of a preset.
+    /// A diffusers UNet2DModel directory (or pipeline folder; a latent pipeline's decoder is
+    /// timed too) to benchmark instead of a preset.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Batch sizes, comma separated.
@@ -77,6 +97,12 @@ pub struct BenchArgs {
     /// Seed of the random preset weights and of the input.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Height (the image's for latent workloads; default: the workload's sample size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Width (the image's for latent workloads).
+    #[arg(long)]
+    pub width: Option<usize>,
 }
 
 impl BenchArgs {
@@ -94,6 +120,8 @@ impl BenchArgs {
             profile: self.profile,
             wall_clock: self.wall_clock,
             seed: self.seed,
+            height: self.height,
+            width: self.width,
         }
     }
 }
@@ -182,10 +210,15 @@ pub fn render_table(report: &BenchReport) -> String {
     let w = &report.workload;
     let _ = writeln!(
         s,
-        "workload {} — {:.2} M parameters{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
+        "workload {} — {:.2} M parameters{}{}, {}x{}x{}; {} warm-up + {} timed forward passes per \
          batch (submit → GPU done, median)",
         w.name,
         w.parameters as f64 / 1e6,
+        match (&w.decoder, w.decoder_parameters) {
+            (Some(class), Some(p)) => format!(" + {class} decoder {:.2} M", p as f64 / 1e6),
+            (Some(class), None) => format!(" + {class} decoder"),
+            _ => String::new(),
+        },
         if w.random_weights {
             format!(", random weights seed {}", w.seed)
         } else {
@@ -254,7 +287,27 @@ pub fn render_table(report: &BenchReport) -> String {
                 let _ = writeln!(s, "  {:>5} error: {e}", r.batch);
                 continue;
             }
-            let Some(t) = &r.forward_ms else { continue };
+            let Some(t) = &r.forward_ms else {
+                // --runs 0: the plan alone.
+                let _ = writeln!(
+                    s,
+                    "  {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8.2} {:>9} {:>10} {:>9.1}  (plan only: U-Net activations {:.1} MiB, largest {} {:.1} MiB)",
+                    r.batch,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    r.graph_build_s,
+                    format!("{}/{}", r.pipelines_compiled, r.pipelines_total),
+                    r.dispatches,
+                    mib(r.peak_allocated_bytes),
+                    mib(r.activation_bytes),
+                    r.largest_buffer,
+                    mib(r.largest_buffer_bytes)
+                );
+                continue;
+            };
             let _ = writeln!(
                 s,
                 "  {:>5} {:>11.2} {:>10.2} {:>10.2} {:>9.2} {:>8.2} {:>8.2} {:>9} {:>10} {:>9.1}{}",
@@ -284,6 +337,46 @@ pub fn render_table(report: &BenchReport) -> String {
                 .map(|r| r.macs_per_image as f64 / 1e9)
                 .unwrap_or(0.0)
         );
+        if report.workload.model_rows_per_image > 1 {
+            let _ = writeln!(
+                s,
+                "  U-Net rows per image: {} (classifier-free guidance, as sampling runs)",
+                report.workload.model_rows_per_image
+            );
+        }
+        for r in &a.results {
+            if let Some(t) = &r.text_encode {
+                match (&t.error, &t.encode_ms) {
+                    (Some(e), _) => {
+                        let _ = writeln!(s, "  text encode, batch {}: error: {e}", r.batch);
+                    }
+                    (None, Some(ms)) => {
+                        let _ = writeln!(
+                            s,
+                            "  text encode, batch {} ({} prompts): median {:.2} ms, {} dispatches, activations {:.1} MiB",
+                            r.batch,
+                            t.prompts,
+                            ms.median,
+                            t.dispatches,
+                            mib(t.activation_bytes)
+                        );
+                    }
+                    (None, None) => {
+                        let _ = writeln!(
+                            s,
+                            "  text encode, batch {} ({} prompts): plan only, {} dispatches, activations {:.1} MiB",
+                            r.batch,
+                            t.prompts,
+                            t.dispatches,
+                            mib(t.activation_bytes)
+                        );
+                    }
+                }
+            }
+            if let Some(d) = &r.decode {
+                render_decode(&mut s, r.batch, d);
+            }
+        }
         for r in &a.results {
             let Some(step) = &r.sampler_step else {
                 continue;
@@ -305,7 +398,10 @@ pub fn render_table(report: &BenchReport) -> String {
         }
         for r in &a.results {
             if let Some(k) = &r.kernels {
-                render_kernels(&mut s, r.batch, k);
+                render_kernels(&mut s, &format!("batch {}", r.batch), k);
+            }
+            if let Some(k) = r.decode.as_ref().and_then(|d| d.kernels.as_ref()) {
+                render_kernels(&mut s, &format!("decode, batch {}", r.batch), k);
             }
         }
     }
@@ -336,10 +432,50 @@ pub fn render_table(report: &BenchReport) -> String {
     s
 }
 
-fn render_kernels(s: &mut String, batch: usize, k: &KernelProfile) {
+/// One decode line: latency, rate, bands and memory.
+fn render_decode(s: &mut String, batch: usize, d: &DecodeResult) {
+    if let Some(e) = &d.error {
+        let _ = writeln!(s, "  decode, batch {batch}: error: {e}");
+        return;
+    }
+    let Some(t) = &d.decode_ms else {
+        let _ = writeln!(
+            s,
+            "  decode, batch {batch}: plan only, {:.3} G MACs/image, {} dispatches, {} row band(s), activations {:.1} MiB",
+            d.macs_per_image as f64 / 1e9,
+            d.dispatches,
+            d.bands,
+            mib(d.activation_bytes)
+        );
+        return;
+    };
     let _ = writeln!(
         s,
-        "  per-kernel time, batch {batch} ({}, median of {} pass(es), one compute pass per \
+        "  decode, batch {batch}: median {:.2} ms (min {:.2}, max {:.2}), {:.2} images/s, {:.2} \
+         GFLOP/s, {:.3} G MACs/image, {} dispatches, {} row band(s), activations {:.1} MiB, \
+         build {:.2} s{}",
+        t.median,
+        t.min,
+        t.max,
+        d.images_per_s.unwrap_or(0.0),
+        d.gflops_per_s.unwrap_or(0.0),
+        d.macs_per_image as f64 / 1e9,
+        d.dispatches,
+        d.bands,
+        mib(d.activation_bytes),
+        d.graph_build_s,
+        if d.output_finite == Some(false) {
+            "  (output not finite!)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn render_kernels(s: &mut String, what: &str, k: &KernelProfile) {
+    let _ = writeln!(
+        s,
+        "  per-kernel time, {what} ({}, median of {} pass(es), one compute pass per \
          dispatch): total {:.2} ms",
         k.timing.name(),
         k.passes,

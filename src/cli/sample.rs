@@ -78,6 +78,15 @@ pub struct SampleArgs {
     /// default: half the available RAM on a CPU adapter, 4 GiB on a discrete GPU, 1 GiB else).
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
+    /// A latent pipeline's decode: the most bytes one activation may take (default: the
+    /// adapter's binding limit). Past it the decode runs in exact row bands; lower it to test
+    /// that path on any adapter.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "WGPU_DIFFUSION_DECODE_BINDING_LIMIT"
+    )]
+    pub decode_binding_limit: Option<u64>,
     /// Write a grid of all images to this file (default samples.png when no other output is
     /// given); the extension picks the format: .png, .jpg / .jpeg or .webp (lossless).
     #[arg(short = 'o', long = "output")]
@@ -172,6 +181,7 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("first_image", "--first-image"),
     ("batch_size", "--batch-size"),
     ("memory_budget", "--memory-budget"),
+    ("decode_binding_limit", "--decode-binding-limit"),
     ("class_labels", "--class-label"),
     ("guidance_scale", "--guidance-scale"),
     ("prompts", "--prompt"),
@@ -297,6 +307,7 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         first_image: a.first_image.unwrap_or(0),
         batch_size: a.batch_size,
         memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
+        decode_binding_limit: a.decode_binding_limit,
         class_labels,
         guidance_scale: a.guidance_scale,
         prompts: a.prompts.clone(),

@@ -114,11 +114,11 @@ kernels! {
     Conv2d(conv2d) { MAIN = "main" },
     /// Strided batched matrix multiply (linear layers, attention scores and values).
     Matmul(matmul) { MAIN = "main" },
-    /// Group normalisation with optional fused SiLU.
-    GroupNorm(group_norm) { MAIN = "main" },
+    /// Group normalisation with optional fused SiLU (whole, or per row band in two passes).
+    GroupNorm(group_norm) { MAIN = "main", BAND_PARTIAL = "band_partial", BAND_APPLY = "band_apply" },
     /// Row softmax (attention probabilities).
     Softmax(softmax) { MAIN = "main" },
-    /// Pointwise ops: SiLU, add, affine, concat, embedding lookup, channel slice.
+    /// Pointwise ops: SiLU, add, affine, concat, embedding lookup, channel slice, row copy.
     Elementwise(elementwise) {
         SILU = "silu",
         ADD = "add",
@@ -126,6 +126,7 @@ kernels! {
         CONCAT_CHANNELS = "concat_channels",
         EMBEDDING_ADD = "embedding_add",
         SLICE_CHANNELS = "slice_channels",
+        COPY_ROWS = "copy_rows",
     },
     /// Nearest-neighbour ×2 upsampling.
     Upsample(upsample) { MAIN = "main" },

@@ -86,11 +86,18 @@ pub struct MemoryReport {
     pub buffers: usize,
 }
 
+/// The default attention scores budget's cap: 64 MiB.
+pub const DEFAULT_ATTENTION_BUDGET_CAP: u64 = 64 << 20;
+
 /// A graph being recorded. `'a` is the lifetime of the weights the op closures borrow.
 pub struct Graph<'a> {
     ctx: &'a GpuContext,
+    /// The largest value, in bytes: the device's binding limit, or a lower one to plan against.
+    binding_limit: u64,
     values: Vec<ValueInfo>,
     ops: Vec<PendingOp<'a>>,
+    /// Bytes the attention scores of one chunk may take (see [`Graph::set_attention_budget`]).
+    attention_budget: u64,
 }
 
 /// A finished graph: the tensor of every value and the dispatches, in order.
@@ -111,9 +118,45 @@ impl<'a> Graph<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
         Graph {
             ctx,
+            binding_limit: ctx.max_binding_bytes(),
             values: Vec::new(),
             ops: Vec::new(),
+            attention_budget: Self::default_attention_budget(ctx),
         }
+    }
+
+    /// The attention scores budget a new graph starts with: `min(64 MiB, max binding / 2)` of
+    /// `ctx`'s device, so a scores chunk always binds and leaves room for the rest of the graph.
+    pub fn default_attention_budget(ctx: &GpuContext) -> u64 {
+        DEFAULT_ATTENTION_BUDGET_CAP.min(ctx.max_binding_bytes() / 2)
+    }
+
+    /// Sets the most bytes one attention scores buffer may take in ops recorded from now on
+    /// ([`crate::model::blocks::attention::attention`] chunks its queries and heads to fit).
+    /// Tests force it small to exercise the chunked path; a budget below one row of scores
+    /// (4 bytes per key) makes recording attention fail with an error naming the budget.
+    pub fn set_attention_budget(&mut self, bytes: u64) {
+        self.attention_budget = bytes;
+    }
+
+    /// The attention scores budget in bytes.
+    pub fn attention_budget(&self) -> u64 {
+        self.attention_budget
+    }
+
+    /// A graph whose values must each fit `limit` bytes (or the device's binding limit when that
+    /// is lower): a lowered limit makes a small device's splits happen on any adapter.
+    pub fn with_binding_limit(ctx: &'a GpuContext, limit: u64) -> Self {
+        let mut graph = Self::new(ctx);
+        graph.binding_limit = graph.binding_limit.min(limit);
+        // A scores chunk must bind under the lowered limit too.
+        graph.attention_budget = graph.attention_budget.min(graph.binding_limit / 2);
+        graph
+    }
+
+    /// The largest value this graph accepts, in bytes.
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
     }
 
     /// The device the graph is recorded for (its limits bound every value).
@@ -127,7 +170,7 @@ impl<'a> Graph<'a> {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| Error::invalid(label, format!("shape {shape:?} overflows")))?;
         let bytes = (numel.max(1) as u64).saturating_mul(4);
-        let limit = self.ctx.max_binding_bytes();
+        let limit = self.binding_limit;
         if bytes > limit {
             return Err(Error::BufferTooLarge {
                 what: format!("tensor {label} {shape:?}"),

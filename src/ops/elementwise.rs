@@ -114,6 +114,20 @@ uniform_struct! {
     }
 }
 
+uniform_struct! {
+    /// `CopyRowsParams` of `elementwise.wgsl`.
+    pub struct CopyRowsParams = "CopyRowsParams" {
+        count: u32,
+        width: u32,
+        rows: u32,
+        src_height: u32,
+        dst_height: u32,
+        src_row: u32,
+        dst_row: u32,
+        _pad0: u32,
+    }
+}
+
 /// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
 pub const UNIFORMS: &[UniformLayout] = &[
     SiluParams::LAYOUT,
@@ -122,6 +136,7 @@ pub const UNIFORMS: &[UniformLayout] = &[
     ConcatParams::LAYOUT,
     EmbeddingParams::LAYOUT,
     SliceParams::LAYOUT,
+    CopyRowsParams::LAYOUT,
 ];
 shader_flags! {}
 
@@ -414,6 +429,73 @@ pub fn slice_channels(ctx: &GpuContext, args: &SliceChannels, label: &str) -> Re
     launch(
         ctx,
         entry::elementwise::SLICE_CHANNELS,
+        label,
+        &storage,
+        &params,
+        count,
+    )
+}
+
+/// `dst[:, :, dst_row..dst_row + rows] = src[:, :, src_row..src_row + rows]` for `[N, C, H, W]`
+/// tensors of the same N, C and W (row bands of one image: a band's halo, or a band written
+/// into the whole output); the other rows of `dst` are left as they are.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyRows<'a> {
+    pub src: &'a Tensor,
+    pub dst: &'a Tensor,
+    pub src_row: usize,
+    pub dst_row: usize,
+    pub rows: usize,
+}
+
+/// Builds the launch for `args`, checking the shapes and row ranges.
+pub fn copy_rows(ctx: &GpuContext, args: &CopyRows, label: &str) -> Result<Dispatch> {
+    const OP: &str = "copy_rows";
+    let CopyRows {
+        src,
+        dst,
+        src_row,
+        dst_row,
+        rows,
+    } = *args;
+    let ([n, c, hs, w], [nd, cd, hd, wd]) = (&src.shape[..], &dst.shape[..]) else {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "src {:?} and dst {:?} must both be [N, C, H, W]",
+                src.shape, dst.shape
+            ),
+        ));
+    };
+    if (n, c, w) != (nd, cd, wd) || src_row + rows > *hs || dst_row + rows > *hd {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "rows {src_row}..{} of src {:?} do not fit rows {dst_row}..{} of dst {:?} \
+                 (N, C and W must agree)",
+                src_row + rows,
+                src.shape,
+                dst_row + rows,
+                dst.shape
+            ),
+        ));
+    }
+    expect_distinct(OP, dst, &[("src", src)])?;
+    let count = to_u32(OP, "copied elements", n * c * rows * w)?;
+    let params = CopyRowsParams {
+        count,
+        width: to_u32(OP, "W", *w)?,
+        rows: to_u32(OP, "rows", rows)?,
+        src_height: to_u32(OP, "src H", *hs)?,
+        dst_height: to_u32(OP, "dst H", *hd)?,
+        src_row: to_u32(OP, "src row", src_row)?,
+        dst_row: to_u32(OP, "dst row", dst_row)?,
+        ..CopyRowsParams::default()
+    };
+    let storage = [&*src.buffer, &*dst.buffer];
+    launch(
+        ctx,
+        entry::elementwise::COPY_ROWS,
         label,
         &storage,
         &params,

@@ -66,9 +66,24 @@ uniform_struct! {
         output_scale: f32,
         n_tiles: u32,
         tiles: u32,
+        a_off: u32,
+        b_off: u32,
+        c_off: u32,
         _pad0: u32,
         _pad1: u32,
+        _pad2: u32,
     }
+}
+
+/// Element offsets at which [`matmul_at`] starts reading `a` and `b` and writing `out` (and
+/// reading `residual`): a window of larger tensors, such as one chunk of attention's query rows
+/// and heads. `A[b, m, k]` then lives at `a + b·a_strides[0] + m·a_strides[1] + k·a_strides[2]`,
+/// and likewise for `b` and `c`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatmulOffsets {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
 }
 
 /// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
@@ -94,10 +109,10 @@ pub(crate) fn to_u32(op: &str, what: &str, value: usize) -> Result<u32> {
     })
 }
 
-/// Largest element index `Σ (extent_i − 1)·stride_i` of a strided view, or `None` on overflow or
-/// when an extent is zero.
-fn max_index(extents: [usize; 3], strides: [usize; 3]) -> Option<usize> {
-    let mut total = 0usize;
+/// Largest element index `offset + Σ (extent_i − 1)·stride_i` of a strided view, or `None` on
+/// overflow or when an extent is zero.
+fn max_index(offset: usize, extents: [usize; 3], strides: [usize; 3]) -> Option<usize> {
+    let mut total = offset;
     for (e, s) in extents.iter().zip(strides) {
         total = total.checked_add(e.checked_sub(1)?.checked_mul(s)?)?;
     }
@@ -109,21 +124,22 @@ fn check_view(
     op: &str,
     name: &str,
     tensor: &Tensor,
-    extents: [usize; 3],
-    strides: [usize; 3],
+    (offset, extents, strides): (usize, [usize; 3], [usize; 3]),
 ) -> Result<()> {
-    let last = max_index(extents, strides).ok_or_else(|| {
+    let last = max_index(offset, extents, strides).ok_or_else(|| {
         Error::invalid(
             op,
-            format!("{name}: extents {extents:?} with strides {strides:?} overflow"),
+            format!(
+                "{name}: offset {offset} with extents {extents:?} and strides {strides:?} overflow"
+            ),
         )
     })?;
     if last >= tensor.numel() {
         return Err(Error::invalid(
             op,
             format!(
-                "{name}: extents {extents:?} with strides {strides:?} reach element {last}, but the \
-                 tensor has shape {:?} ({} elements)",
+                "{name}: offset {offset} with extents {extents:?} and strides {strides:?} reach \
+                 element {last}, but the tensor has shape {:?} ({} elements)",
                 tensor.shape,
                 tensor.numel()
             ),
@@ -135,6 +151,18 @@ fn check_view(
 
 /// Builds the launch for `mm`. Every operand's largest index must fall inside its tensor.
 pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
+    matmul_at(ctx, mm, MatmulOffsets::default(), label)
+}
+
+/// Like [`matmul`], on the windows of `a`, `b` and `out` that start at `offsets`. Each output
+/// element is computed exactly as [`matmul`] computes it (same k order, same fma chain), so a
+/// product split into windows is bit-identical to the whole.
+pub fn matmul_at(
+    ctx: &GpuContext,
+    mm: &Matmul,
+    offsets: MatmulOffsets,
+    label: &str,
+) -> Result<Dispatch> {
     let op = format!("matmul {label}");
     let op = op.as_str();
     if mm.batch == 0 || mm.m == 0 || mm.n == 0 || mm.k == 0 {
@@ -146,11 +174,14 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
             ),
         ));
     }
-    check_view(op, "a", mm.a, [mm.batch, mm.m, mm.k], mm.a_strides)?;
-    check_view(op, "b", mm.b, [mm.batch, mm.k, mm.n], mm.b_strides)?;
-    check_view(op, "out", mm.out, [mm.batch, mm.m, mm.n], mm.c_strides)?;
+    let a_view = (offsets.a, [mm.batch, mm.m, mm.k], mm.a_strides);
+    let b_view = (offsets.b, [mm.batch, mm.k, mm.n], mm.b_strides);
+    let c_view = (offsets.c, [mm.batch, mm.m, mm.n], mm.c_strides);
+    check_view(op, "a", mm.a, a_view)?;
+    check_view(op, "b", mm.b, b_view)?;
+    check_view(op, "out", mm.out, c_view)?;
     if let Some(res) = mm.residual {
-        check_view(op, "residual", res, [mm.batch, mm.m, mm.n], mm.c_strides)?;
+        check_view(op, "residual", res, c_view)?;
     }
     let inputs = [Some(mm.a), Some(mm.b), mm.residual, mm.bias.map(|(t, _)| t)];
     if inputs.iter().flatten().any(|t| *t.buffer == *mm.out.buffer) {
@@ -205,14 +236,18 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
         output_scale: mm.output_scale,
         n_tiles: u("n tiles", n_tiles)?,
         tiles: u("tiles", n_tiles * m_tiles)?,
+        a_off: u("a offset", offsets.a)?,
+        b_off: u("b offset", offsets.b)?,
+        c_off: u("out offset", offsets.c)?,
         ..Params::default()
     };
     // Absent optional operands bind `a` (never read: the flags are clear); a read-only binding
     // must not alias the read-write output.
     let residual = mm.residual.unwrap_or(mm.a);
     let bias = mm.bias.map(|(t, _)| t).unwrap_or(mm.a);
-    let a_mode = vec4_mode(mm.batch, mm.m, mm.k, mm.a_strides);
+    let a_mode = vec4_mode(offsets.a, mm.batch, mm.m, mm.k, mm.a_strides);
     let b_mode = vec4_mode(
+        offsets.b,
         mm.batch,
         mm.n,
         mm.k,
@@ -266,11 +301,11 @@ pub fn matmul(ctx: &GpuContext, mm: &Matmul, label: &str) -> Result<Dispatch> {
 
 /// How the kernel may read an operand with `rows` rows (m for A, n for B) and depth `k`, given its
 /// `[batch, row, k]` element strides: 1 = vec4s along k, 2 = vec4s along the rows, 0 = element by
-/// element. A vec4 mode needs the contiguous extent and every other stride (and so every vec4
-/// start) to be a multiple of 4 elements.
-fn vec4_mode(batch: usize, rows: usize, k: usize, [sb, sr, sk]: [usize; 3]) -> u32 {
+/// element. A vec4 mode needs the contiguous extent, every other stride and the offset (and so
+/// every vec4 start) to be multiples of 4 elements.
+fn vec4_mode(offset: usize, batch: usize, rows: usize, k: usize, [sb, sr, sk]: [usize; 3]) -> u32 {
     let aligned = |stride: usize, extent: usize| extent == 1 || stride.is_multiple_of(4);
-    let batch_ok = aligned(sb, batch);
+    let batch_ok = aligned(sb, batch) && offset.is_multiple_of(4);
     if sk == 1 && k.is_multiple_of(4) && aligned(sr, rows) && batch_ok {
         1
     } else if sr == 1 && rows.is_multiple_of(4) && aligned(sk, k) && batch_ok {

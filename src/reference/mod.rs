@@ -2,6 +2,7 @@
 //! kernels are validated against these before they are benchmarked (as llm.c does), and the
 //! bench uses them to flag adapters that compute garbage.
 
+pub mod attention;
 pub mod conv;
 pub mod misc;
 pub mod rng;

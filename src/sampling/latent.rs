@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::autoencoder::config::{AutoencoderKLConfig, VQModelConfig};
-use crate::model::autoencoder::{AutoencoderGraph, AutoencoderKL, VQModel};
+use crate::model::autoencoder::{
+    AutoencoderGraph, AutoencoderKL, DecodeOptions, DecodePlan, VQModel,
+};
 use crate::model::graph::MemoryReport;
 use crate::model::unet_2d::CONFIG_FILE;
 use crate::sampling::unet::UNetConfig;
@@ -152,11 +154,38 @@ impl LatentDecoder {
         }
     }
 
-    /// The decode graph of `batch` latents of `h`×`w` (a `VQModel` quantises first).
+    /// The decode graph of `batch` latents of `h`×`w` (a `VQModel` quantises first), in row
+    /// bands when an activation would exceed the adapter's binding limit.
     pub fn decode_graph(&self, batch: usize, h: usize, w: usize) -> Result<AutoencoderGraph> {
+        self.decode_graph_with(batch, h, w, &DecodeOptions::default())
+    }
+
+    /// [`LatentDecoder::decode_graph`] planned against `options` (a lowered binding limit).
+    pub fn decode_graph_with(
+        &self,
+        batch: usize,
+        h: usize,
+        w: usize,
+        options: &DecodeOptions,
+    ) -> Result<AutoencoderGraph> {
         match self {
-            LatentDecoder::VQModel(m) => m.decode_graph(batch, h, w),
-            LatentDecoder::AutoencoderKL(m) => m.decode_graph(batch, h, w),
+            LatentDecoder::VQModel(m) => m.decode_graph_with(batch, h, w, options),
+            LatentDecoder::AutoencoderKL(m) => m.decode_graph_with(batch, h, w, options),
+        }
+    }
+
+    /// The row bands and activation memory of [`LatentDecoder::decode_graph_with`], without
+    /// allocating anything (what `inspect` reports).
+    pub fn decode_plan(
+        &self,
+        batch: usize,
+        h: usize,
+        w: usize,
+        options: &DecodeOptions,
+    ) -> Result<DecodePlan> {
+        match self {
+            LatentDecoder::VQModel(m) => m.decode_plan(batch, h, w, options),
+            LatentDecoder::AutoencoderKL(m) => m.decode_plan(batch, h, w, options),
         }
     }
 

@@ -118,6 +118,10 @@ pub struct SampleOptions {
     /// Resolution (`None`: the model's sample_size).
     pub height: Option<usize>,
     pub width: Option<usize>,
+    /// A latent pipeline's decode: the most bytes one activation may take (`None`: the
+    /// adapter's binding limit). A decode past it runs in exact row bands; a lower value
+    /// makes any adapter take that path (tests). Ignored by pixel-space pipelines.
+    pub decode_binding_limit: Option<u64>,
 }
 
 impl Default for SampleOptions {
@@ -141,6 +145,7 @@ impl Default for SampleOptions {
             trajectory_every: None,
             height: None,
             width: None,
+            decode_binding_limit: None,
         }
     }
 }

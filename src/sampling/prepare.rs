@@ -203,6 +203,8 @@ pub struct RunSpec<'a> {
     pub batch_size: Option<usize>,
     /// Bytes the run may plan for when it picks the batch (`None`: the adapter's default).
     pub memory_budget: Option<u64>,
+    /// A latent pipeline's decode binding limit (`SampleOptions::decode_binding_limit`).
+    pub decode_binding_limit: Option<u64>,
 }
 
 impl<'a> RunSpec<'a> {
@@ -314,6 +316,7 @@ impl<'a> RunSpec<'a> {
             trajectory_steps,
             batch_size: options.batch_size,
             memory_budget: options.memory_budget,
+            decode_binding_limit: options.decode_binding_limit,
         })
     }
 

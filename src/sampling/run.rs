@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
-use crate::model::autoencoder::AutoencoderGraph;
+use crate::model::autoencoder::{AutoencoderGraph, DecodeOptions};
 use crate::model::clip_text::PromptEncoder;
 
 use super::engine::{self, ChunkJob, InitNoise};
@@ -135,6 +135,9 @@ impl Pipeline {
         let steps_total = spec.steps_total(batch);
         // A latent pipeline decodes each chunk with a decode graph per chunk size.
         let mut decoders: Vec<(usize, AutoencoderGraph)> = Vec::new();
+        let decode_options = DecodeOptions {
+            binding_limit: spec.decode_binding_limit,
+        };
         let tokens = self.context_tokens();
         // A latent pipeline's init image starts from its encoded latents.
         let encoded = match (&self.decoder, spec.init_image) {
@@ -207,8 +210,9 @@ impl Pipeline {
                     let graph = match decoders.iter().position(|(b, _)| *b == chunk.images) {
                         Some(i) => &decoders[i].1,
                         None => {
-                            decoders
-                                .push((chunk.images, decoder.decode_graph(chunk.images, h, w)?));
+                            let graph =
+                                decoder.decode_graph_with(chunk.images, h, w, &decode_options)?;
+                            decoders.push((chunk.images, graph));
                             &decoders[decoders.len() - 1].1
                         }
                     };
@@ -259,6 +263,9 @@ impl Pipeline {
         let max_buffer = self.ctx.adapter.limits.max_buffer_size;
         let rows_per_image = if spec.guidance.is_some() { 2 } else { 1 };
         let mut smallest = 0;
+        let decode_options = DecodeOptions {
+            binding_limit: spec.decode_binding_limit,
+        };
         let fits = |images: usize| -> Result<bool> {
             let memory = match self
                 .model
@@ -271,8 +278,8 @@ impl Pipeline {
             };
             let decode = match &self.decoder {
                 None => 0,
-                Some(decoder) => match decoder.plan_memory(images, h, w) {
-                    Ok(m) => decoder.parameters() as u64 * 4 + m.planned_bytes,
+                Some(decoder) => match decoder.decode_plan(images, h, w, &decode_options) {
+                    Ok(plan) => decoder.parameters() as u64 * 4 + plan.memory.planned_bytes,
                     Err(Error::BufferTooLarge { .. }) if images > 1 => return Ok(false),
                     Err(e) => return Err(e),
                 },

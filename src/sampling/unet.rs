@@ -108,6 +108,20 @@ pub enum UNet {
 }
 
 impl UNet {
+    /// Builds the U-Net `config` describes from `weights` (a checkpoint or random).
+    pub fn from_source(
+        ctx: &Arc<GpuContext>,
+        config: &UNetConfig,
+        weights: &crate::model::weights::WeightSource,
+    ) -> Result<Self> {
+        Ok(match config {
+            UNetConfig::Plain(c) => UNet::Plain(UNet2DModel::from_source(ctx, c.clone(), weights)?),
+            UNetConfig::Text(c) => {
+                UNet::Text(UNet2DConditionModel::from_source(ctx, c.clone(), weights)?)
+            }
+        })
+    }
+
     /// Parameters loaded.
     pub fn parameters(&self) -> usize {
         match self {
@@ -184,6 +198,25 @@ impl AnyGraph {
         match self {
             AnyGraph::Plain(g) => g.flops(),
             AnyGraph::Text(g) => g.flops(),
+        }
+    }
+
+    /// Writes `sample`, `timesteps`, and the class labels or text embeddings the model takes.
+    pub fn write_inputs(
+        &self,
+        sample: &[f32],
+        timesteps: &[f32],
+        labels: Option<&[usize]>,
+        context: Option<&[f32]>,
+    ) -> Result<()> {
+        match self {
+            AnyGraph::Plain(g) => g.write_inputs(sample, timesteps, labels),
+            AnyGraph::Text(g) => {
+                let ctx = g.context();
+                g.sample.write(ctx, sample)?;
+                g.timesteps.write(ctx, timesteps)?;
+                g.write_context(context.unwrap_or(&[]))
+            }
         }
     }
 

@@ -3,7 +3,9 @@
 //! of the latent distribution) and [`VQModel`] (`decode` = nearest-codebook quantisation →
 //! post_quant_conv → decoder). Latents are decoded as given: dividing by
 //! [`AutoencoderKL::scaling_factor`] is the pipeline's job, as in diffusers' pipelines.
+//! A decode whose activations exceed the binding limit runs in exact row bands ([`banded`]).
 
+pub mod banded;
 pub mod blocks;
 pub mod config;
 pub mod decoder;
@@ -22,6 +24,7 @@ use crate::model::weights::{Init, VarBuilder, WeightSource};
 use crate::ops::elementwise::{slice_channels, SliceChannels};
 use crate::ops::vq_quantize::{vq_quantize, VqQuantize};
 
+pub use banded::DecodeOptions;
 use config::{AutoencoderKLConfig, VQModelConfig};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
@@ -95,6 +98,107 @@ fn check_image_size(h: usize, w: usize, downs: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A decode graph's plan: its row bands (1: unsplit) and activation memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodePlan {
+    /// Row bands of the decode after the mid block; 1 when every activation fits whole.
+    pub bands: usize,
+    /// The binding limit the plan fits (the adapter's, or the lower one asked for).
+    pub binding_limit: u64,
+    pub memory: MemoryReport,
+}
+
+/// The fewest bands (1 = unsplit, up to one latent row per band) whose graph fits the binding
+/// limit: `record(bands)` records the graph, failing with [`Error::BufferTooLarge`] when a value
+/// does not fit. Fitting depends on the band height, which only shrinks as bands are added, so
+/// after 1 and `latent_h` bands a bisection finds the fewest (O(log h) recordings, none of which
+/// allocates). `lowered` is the limit of [`DecodeOptions`] when it is below the device's.
+fn fewest_bands<'a>(
+    latent_h: usize,
+    lowered: Option<u64>,
+    mut record: impl FnMut(usize) -> Result<Recorded<'a>>,
+) -> Result<Recorded<'a>> {
+    let whole = record(1);
+    if latent_h <= 1 || !matches!(whole, Err(Error::BufferTooLarge { .. })) {
+        return whole.map_err(|e| no_band_fits(e, 1, lowered));
+    }
+    let (mut fails, mut fits) = (1, latent_h);
+    let mut best = record(latent_h).map_err(|e| no_band_fits(e, latent_h, lowered))?;
+    while fits - fails > 1 {
+        let bands = fails + (fits - fails) / 2;
+        match record(bands) {
+            Ok(recorded) => {
+                fits = bands;
+                best = recorded;
+            }
+            Err(Error::BufferTooLarge { .. }) => fails = bands,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(best)
+}
+
+/// A decode that does not fit even in `bands` bands of one latent row: the error says so (and
+/// whether the limit was lowered); any other error passes through.
+fn no_band_fits(e: Error, bands: usize, lowered: Option<u64>) -> Error {
+    let Error::BufferTooLarge {
+        what,
+        size,
+        limit,
+        adapter,
+    } = e
+    else {
+        return e;
+    };
+    let lowered = match lowered {
+        Some(l) if l == limit => format!(
+            "; {limit} bytes is the lowered decode binding limit \
+             (DecodeOptions::binding_limit / --decode-binding-limit), not the adapter's"
+        ),
+        _ => String::new(),
+    };
+    Error::BufferTooLarge {
+        what: format!(
+            "{what} (the decode does not fit even in {bands} row band(s), one per latent row; \
+             the latent-resolution part runs whole{lowered})"
+        ),
+        size,
+        limit,
+        adapter,
+    }
+}
+
+/// The limit of `options` when it is below the device's.
+fn lowered_limit(ctx: &GpuContext, options: &DecodeOptions) -> Option<u64> {
+    options
+        .binding_limit
+        .filter(|&l| l < ctx.max_binding_bytes())
+}
+
+/// The graph a decode records into: the device's binding limit, or the lower one of `options`.
+fn decode_graph_for<'a>(ctx: &'a GpuContext, options: &DecodeOptions) -> Graph<'a> {
+    match options.binding_limit {
+        Some(limit) => Graph::with_binding_limit(ctx, limit),
+        None => Graph::new(ctx),
+    }
+}
+
+/// The decoder proper, whole or in `bands` row bands.
+fn record_decoder<'a>(
+    decoder: &'a Decoder,
+    g: &mut Graph<'a>,
+    z: &Value,
+    bands: usize,
+    blocks: &mut Blocks,
+) -> Result<Value> {
+    if bands == 1 {
+        decoder.record(g, z, "decoder", blocks)
+    } else {
+        let rows = banded::latent_bands(z.shape[2], bands);
+        decoder.record_banded(g, z, &rows, "decoder")
+    }
 }
 
 /// diffusers `AutoencoderKL`, weights resident on the GPU.
@@ -178,10 +282,15 @@ impl AutoencoderKL {
         &self.ctx
     }
 
-    fn record_decode(&self, n: usize, h: usize, w: usize) -> Result<Recorded<'_>> {
+    fn record_decode(
+        &self,
+        (n, h, w): (usize, usize, usize),
+        options: &DecodeOptions,
+        bands: usize,
+    ) -> Result<Recorded<'_>> {
         check_batch(n, "AutoencoderKL decode")?;
         check_latent_size(h, w)?;
-        let mut g = Graph::new(&self.ctx);
+        let mut g = decode_graph_for(&self.ctx, options);
         let mut blocks = Vec::new();
         let latents = g.input(&[n, self.config.latent_channels, h, w], "latents")?;
         let z = optional_conv(
@@ -191,20 +300,58 @@ impl AutoencoderKL {
             "post_quant_conv",
             &mut blocks,
         )?;
-        let output = self.decoder.record(&mut g, &z, "decoder", &mut blocks)?;
-        Ok(Recorded::new(g, latents, output, blocks))
+        let output = record_decoder(&self.decoder, &mut g, &z, bands, &mut blocks)?;
+        Ok(Recorded::new(g, latents, output, blocks, bands))
+    }
+
+    /// The decode recorded in the fewest row bands that fit the binding limit.
+    fn record_fitting(
+        &self,
+        size: (usize, usize, usize),
+        options: &DecodeOptions,
+    ) -> Result<Recorded<'_>> {
+        let lowered = lowered_limit(&self.ctx, options);
+        fewest_bands(size.1, lowered, |bands| {
+            self.record_decode(size, options, bands)
+        })
     }
 
     /// The decode graph for `batch` latents of `latent_h`×`latent_w`: `sample = decoder(
-    /// post_quant_conv(latents))`, `[batch, out_channels, latent_h·2^k, latent_w·2^k]`.
+    /// post_quant_conv(latents))`, `[batch, out_channels, latent_h·2^k, latent_w·2^k]`; in row
+    /// bands when an activation would exceed the adapter's binding limit.
     pub fn decode_graph(
         &self,
         batch: usize,
         latent_h: usize,
         latent_w: usize,
     ) -> Result<AutoencoderGraph> {
-        self.record_decode(batch, latent_h, latent_w)?
+        self.decode_graph_with(batch, latent_h, latent_w, &DecodeOptions::default())
+    }
+
+    /// [`AutoencoderKL::decode_graph`] planned against `options` (a lowered binding limit).
+    pub fn decode_graph_with(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+        options: &DecodeOptions,
+    ) -> Result<AutoencoderGraph> {
+        self.record_fitting((batch, latent_h, latent_w), options)?
             .finish(&self.ctx, false)
+    }
+
+    /// The bands and activation memory [`AutoencoderKL::decode_graph_with`] would use, without
+    /// allocating anything.
+    pub fn decode_plan(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+        options: &DecodeOptions,
+    ) -> Result<DecodePlan> {
+        Ok(self
+            .record_fitting((batch, latent_h, latent_w), options)?
+            .plan())
     }
 
     /// Like [`AutoencoderKL::decode_graph`], keeping every per-block output (`post_quant_conv`,
@@ -215,7 +362,7 @@ impl AutoencoderKL {
         latent_h: usize,
         latent_w: usize,
     ) -> Result<AutoencoderGraph> {
-        self.record_decode(batch, latent_h, latent_w)?
+        self.record_decode((batch, latent_h, latent_w), &DecodeOptions::default(), 1)?
             .finish(&self.ctx, true)
     }
 
@@ -226,7 +373,9 @@ impl AutoencoderKL {
         latent_h: usize,
         latent_w: usize,
     ) -> Result<MemoryReport> {
-        Ok(self.record_decode(batch, latent_h, latent_w)?.graph.plan())
+        Ok(self
+            .decode_plan(batch, latent_h, latent_w, &DecodeOptions::default())?
+            .memory)
     }
 
     fn record_encode(&self, n: usize, h: usize, w: usize) -> Result<Recorded<'_>> {
@@ -258,7 +407,7 @@ impl AutoencoderKL {
             };
             slice_channels(b.ctx, &args, "latent_mean")
         })?;
-        Ok(Recorded::new(g, image, mean, blocks))
+        Ok(Recorded::new(g, image, mean, blocks, 1))
     }
 
     /// The encode graph for `batch` images of `height`×`width`: the mean of diffusers'
@@ -364,7 +513,13 @@ impl VQModel {
         &self.ctx
     }
 
-    fn record_decode(&self, n: usize, h: usize, w: usize, quantize: bool) -> Result<Recorded<'_>> {
+    fn record_decode(
+        &self,
+        (n, h, w): (usize, usize, usize),
+        quantize: bool,
+        options: &DecodeOptions,
+        bands: usize,
+    ) -> Result<Recorded<'_>> {
         check_batch(n, "VQModel decode")?;
         check_latent_size(h, w)?;
         if !quantize && self.config.lookup_from_codebook {
@@ -377,7 +532,7 @@ impl VQModel {
                 ),
             ));
         }
-        let mut g = Graph::new(&self.ctx);
+        let mut g = decode_graph_for(&self.ctx, options);
         let mut blocks = Vec::new();
         let latents = g.input(&[n, self.config.embed_dim(), h, w], "latents")?;
         let mut z = latents.clone();
@@ -400,20 +555,59 @@ impl VQModel {
             "post_quant_conv",
             &mut blocks,
         )?;
-        let output = self.decoder.record(&mut g, &z, "decoder", &mut blocks)?;
-        Ok(Recorded::new(g, latents, output, blocks))
+        let output = record_decoder(&self.decoder, &mut g, &z, bands, &mut blocks)?;
+        Ok(Recorded::new(g, latents, output, blocks, bands))
+    }
+
+    /// The decode recorded in the fewest row bands that fit the binding limit.
+    fn record_fitting(
+        &self,
+        size: (usize, usize, usize),
+        quantize: bool,
+        options: &DecodeOptions,
+    ) -> Result<Recorded<'_>> {
+        let lowered = lowered_limit(&self.ctx, options);
+        fewest_bands(size.1, lowered, |bands| {
+            self.record_decode(size, quantize, options, bands)
+        })
     }
 
     /// The decode graph for `batch` latents `[batch, vq_embed_dim, latent_h, latent_w]`:
-    /// nearest-codebook quantisation on the GPU, post_quant_conv, decoder.
+    /// nearest-codebook quantisation on the GPU, post_quant_conv, decoder; in row bands when an
+    /// activation would exceed the adapter's binding limit.
     pub fn decode_graph(
         &self,
         batch: usize,
         latent_h: usize,
         latent_w: usize,
     ) -> Result<AutoencoderGraph> {
-        self.record_decode(batch, latent_h, latent_w, true)?
+        self.decode_graph_with(batch, latent_h, latent_w, &DecodeOptions::default())
+    }
+
+    /// [`VQModel::decode_graph`] planned against `options` (a lowered binding limit).
+    pub fn decode_graph_with(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+        options: &DecodeOptions,
+    ) -> Result<AutoencoderGraph> {
+        self.record_fitting((batch, latent_h, latent_w), true, options)?
             .finish(&self.ctx, false)
+    }
+
+    /// The bands and activation memory [`VQModel::decode_graph_with`] would use, without
+    /// allocating anything.
+    pub fn decode_plan(
+        &self,
+        batch: usize,
+        latent_h: usize,
+        latent_w: usize,
+        options: &DecodeOptions,
+    ) -> Result<DecodePlan> {
+        Ok(self
+            .record_fitting((batch, latent_h, latent_w), true, options)?
+            .plan())
     }
 
     /// diffusers' `decode(h, force_not_quantize=True)`: post_quant_conv and decoder only.
@@ -423,8 +617,12 @@ impl VQModel {
         latent_h: usize,
         latent_w: usize,
     ) -> Result<AutoencoderGraph> {
-        self.record_decode(batch, latent_h, latent_w, false)?
-            .finish(&self.ctx, false)
+        self.record_fitting(
+            (batch, latent_h, latent_w),
+            false,
+            &DecodeOptions::default(),
+        )?
+        .finish(&self.ctx, false)
     }
 
     /// Like [`VQModel::decode_graph`], keeping every per-block output (`quantize`,
@@ -436,8 +634,13 @@ impl VQModel {
         latent_h: usize,
         latent_w: usize,
     ) -> Result<AutoencoderGraph> {
-        self.record_decode(batch, latent_h, latent_w, true)?
-            .finish(&self.ctx, true)
+        self.record_decode(
+            (batch, latent_h, latent_w),
+            true,
+            &DecodeOptions::default(),
+            1,
+        )?
+        .finish(&self.ctx, true)
     }
 
     /// The activation memory a (quantising) decode graph would allocate, without allocating it.
@@ -448,9 +651,8 @@ impl VQModel {
         latent_w: usize,
     ) -> Result<MemoryReport> {
         Ok(self
-            .record_decode(batch, latent_h, latent_w, true)?
-            .graph
-            .plan())
+            .decode_plan(batch, latent_h, latent_w, &DecodeOptions::default())?
+            .memory)
     }
 
     fn record_encode(&self, n: usize, h: usize, w: usize) -> Result<Recorded<'_>> {
@@ -466,7 +668,7 @@ impl VQModel {
             .quant_conv
             .record(&mut g, &x, &ConvApply::same(0), "quant_conv")?;
         blocks.push(("quant_conv".to_owned(), latents.clone()));
-        Ok(Recorded::new(g, image, latents, blocks))
+        Ok(Recorded::new(g, image, latents, blocks, 1))
     }
 
     /// The encode graph: diffusers' `encode(x).latents` (encoder → quant_conv, not quantised),
@@ -499,16 +701,33 @@ struct Recorded<'a> {
     input: Value,
     output: Value,
     blocks: Blocks,
+    /// Row bands of a decode (1: unsplit, and every encode).
+    bands: usize,
 }
 
 impl<'a> Recorded<'a> {
-    fn new(mut graph: Graph<'a>, input: Value, output: Value, blocks: Blocks) -> Self {
+    fn new(
+        mut graph: Graph<'a>,
+        input: Value,
+        output: Value,
+        blocks: Blocks,
+        bands: usize,
+    ) -> Self {
         graph.keep(&output);
         Recorded {
             graph,
             input,
             output,
             blocks,
+            bands,
+        }
+    }
+
+    fn plan(&self) -> DecodePlan {
+        DecodePlan {
+            bands: self.bands,
+            binding_limit: self.graph.binding_limit(),
+            memory: self.graph.plan(),
         }
     }
 
@@ -534,6 +753,7 @@ impl<'a> Recorded<'a> {
             activations,
             dispatches: finished.dispatches,
             memory: finished.memory,
+            bands: self.bands,
         })
     }
 }
@@ -552,6 +772,8 @@ pub struct AutoencoderGraph {
     pub dispatches: Vec<Dispatch>,
     /// Activation memory: planned (what this graph allocated) and one-buffer-per-op.
     pub memory: MemoryReport,
+    /// Row bands the decode runs in after the mid block (1: unsplit; an encode is always 1).
+    pub bands: usize,
 }
 
 impl AutoencoderGraph {

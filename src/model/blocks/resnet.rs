@@ -153,9 +153,23 @@ impl Upsample2D {
     }
 
     pub fn record<'a>(&'a self, g: &mut Graph<'a>, x: &Value, name: &str) -> Result<Value> {
+        self.record_to(g, x, None, name)
+    }
+
+    /// Nearest upsampling to `size` (`[H, W]`; `None`: ×2), as diffusers' `Upsample2D` with
+    /// `output_size` (a U-Net's up path forwards the next skip's size when the sample is not a
+    /// multiple of its overall factor), then the conv.
+    pub fn record_to<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        size: Option<[usize; 2]>,
+        name: &str,
+    ) -> Result<Value> {
         let mut shape = x.shape.clone();
-        shape[2] *= 2;
-        shape[3] *= 2;
+        let [h, w] = size.unwrap_or([2 * shape[2], 2 * shape[3]]);
+        shape[2] = h;
+        shape[3] = w;
         let xi = x.id();
         let label = format!("{name}.interpolate");
         let up = g.op(&label.clone(), &[x], &shape, move |b, out| {

@@ -267,8 +267,11 @@ impl<A: SpatialLayer> UpBlock2D<A> {
                 x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{j}"))?;
             }
         }
+        // To the next skip's size: ×2 when the sample divides evenly, else the odd size the
+        // down path produced (diffusers' `forward_upsample_size`).
+        let size = skips.last().map(|s| [s.shape[2], s.shape[3]]);
         for (j, u) in self.upsamplers.iter().enumerate() {
-            x = u.record(g, &x, &format!("{name}.upsamplers.{j}"))?;
+            x = u.record_to(g, &x, size, &format!("{name}.upsamplers.{j}"))?;
         }
         Ok(x)
     }

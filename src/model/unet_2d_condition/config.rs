@@ -656,18 +656,16 @@ impl UNet2DConditionConfig {
         1 << (self.block_out_channels.len() - 1).min(16)
     }
 
-    /// Checks that `height × width` survives the down and up path.
+    /// Checks the sample size: any positive height and width. Sizes that are not multiples of
+    /// [`UNet2DConditionConfig::downscale`] run as diffusers runs them: the stride-2 convolutions
+    /// round up, and each up block upsamples to the size of the skip it meets next
+    /// (`forward_upsample_size`).
     pub fn check_resolution(&self, height: usize, width: usize) -> Result<()> {
-        let f = self.downscale();
-        if height == 0 || width == 0 || !height.is_multiple_of(f) || !width.is_multiple_of(f) {
+        if height == 0 || width == 0 {
             return Err(Error::Resolution {
                 height,
                 width,
-                message: format!(
-                    "the U-Net halves the latent resolution {} time(s), so its height and width \
-                     must be positive multiples of {f}",
-                    self.block_out_channels.len() - 1
-                ),
+                message: "height and width must be at least 1".to_owned(),
             });
         }
         Ok(())

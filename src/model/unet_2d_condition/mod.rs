@@ -41,6 +41,9 @@ pub struct UNet2DConditionModel {
     pub conv_out: Conv2dLayer,
     /// Number of parameters loaded.
     pub parameters: usize,
+    /// Bytes one attention scores chunk may take in the graphs this model records (`None`:
+    /// [`Graph::default_attention_budget`]); results do not depend on it.
+    pub attention_budget: Option<u64>,
     ctx: Arc<GpuContext>,
 }
 
@@ -180,6 +183,7 @@ impl UNet2DConditionModel {
             conv_norm_out,
             conv_out,
             parameters: vb.parameters(),
+            attention_budget: None,
             config,
             ctx: Arc::clone(ctx),
         })
@@ -268,6 +272,9 @@ impl<'a> Recorded<'a> {
         }
         cfg.check_resolution(height, width)?;
         let mut g = Graph::new(&model.ctx);
+        if let Some(budget) = model.attention_budget {
+            g.set_attention_budget(budget);
+        }
         let mut blocks = Vec::new();
         let sample = g.input(&[n, cfg.in_channels, height, width], "sample")?;
         let timesteps = g.input(&[n], "timesteps")?;
@@ -388,6 +395,11 @@ impl CondUNetGraph {
             dispatches: finished.dispatches,
             memory: finished.memory,
         })
+    }
+
+    /// The device the graph runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
     }
 
     /// Writes the text embeddings `[N, T, D]` (row-major), checked against the graph's shape.
