@@ -12,6 +12,8 @@
 //!   ([`Error::AdapterNotFound`], [`Error::BadGpuOption`]).
 //! * **Environment**: the machine cannot run the request ([`Error::NoAdapter`],
 //!   [`Error::RequestDevice`], [`Error::Gpu`], [`Error::BufferTooLarge`]).
+//! * **Numerics**: the run itself produced NaN or infinite values ([`Error::NonFinite`]),
+//!   usually from extreme options or weights; never written as an image.
 //! * **Internal misuse**: a library-internal API was called with inconsistent shapes or
 //!   parameters ([`Error::InvalidArgument`]) or a shader failed to build ([`Error::Shader`]): a bug
 //!   in the library or in code driving its internals directly, not something an option can fix.
@@ -144,6 +146,22 @@ pub enum Error {
         path: PathBuf,
         count: usize,
         keys: String,
+    },
+
+    /// A run produced NaN or infinite values: the arithmetic overflowed (a huge guidance scale
+    /// or η, weights out of range, a scheduler config that leaves no signal). Reported instead
+    /// of writing a black image. `first_step` says where it was first seen when the run's
+    /// trajectory snapshots tell (empty otherwise).
+    #[error(
+        "the {what} hold {count} non-finite value(s) (NaN or ±inf), the first in image \
+         {image}{first_step}; nothing was written. The sampling arithmetic overflowed: lower \
+         guidance_scale or eta, or check the model's weights and scheduler config"
+    )]
+    NonFinite {
+        what: String,
+        count: usize,
+        image: usize,
+        first_step: String,
     },
 
     /// The requested resolution cannot pass through the model's down/up blocks.

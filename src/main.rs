@@ -504,8 +504,34 @@ fn print_auto_batch(pipeline: &Pipeline, height: usize, width: usize) -> Result<
     Ok(())
 }
 
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP: delete the temp files of outputs not yet written and
+/// exit at once with 128 + the signal number, as a shell reports a killed command. Waiting for
+/// the GPU work in flight could take minutes; nothing half-written is left either way.
+#[cfg(unix)]
+fn exit_on_interrupt() {
+    extern "C" fn on_signal(signal: libc::c_int) {
+        wgpu_diffusion::sampling::io::remove_temp_files();
+        let note = b"\ninterrupted: no output written\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer outlives the call.
+        unsafe {
+            libc::write(2, note.as_ptr().cast(), note.len());
+            libc::_exit(128 + signal);
+        }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only makes async-signal-safe calls (unlink, write, _exit).
+        unsafe {
+            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn exit_on_interrupt() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    exit_on_interrupt();
     let result = match &cli.command {
         Command::Sample(args) => cli::sample::run(args, &gpu_options(&cli)),
         Command::Bench(args) => {

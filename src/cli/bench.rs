@@ -5,12 +5,15 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use wgpu_diffusion::bench::{
     self, profile, BenchOptions, BenchReport, DecodeResult, KernelProfile, Preset,
 };
-use wgpu_diffusion::GpuOptions;
+use wgpu_diffusion::sampling::io::AtomicFile;
+use wgpu_diffusion::sampling::{PipelineConfig, SampleOptions};
+use wgpu_diffusion::schedule::SchedulerKind;
+use wgpu_diffusion::{Error, GpuOptions};
 
 /// `--preset`: the CLI names of [`Preset`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,16 +126,79 @@ impl BenchArgs {
     }
 }
 
-/// Measures (progress on stderr), prints the table on stdout, writes `--json` if asked.
+/// Measures (progress on stderr), prints the table on stdout, writes `--json` if asked. Every
+/// argument is checked first, `--json`'s path included (its temp file is created now), so a bad
+/// one fails in a moment rather than after minutes of measuring.
 pub fn run(args: &BenchArgs, gpu: &GpuOptions) -> Result<()> {
+    let json_file = args
+        .json
+        .as_deref()
+        .map(AtomicFile::create)
+        .transpose()
+        .context("--json")?;
+    check_sampler_flags(args)?;
     let report = bench::measure_with_progress(&args.options(), gpu, &|note| eprintln!("{note}"))?;
     print!("{}", render_table(&report));
-    if let Some(path) = &args.json {
-        bench::write_json(&report, path)?;
+    if let Some(file) = json_file {
+        let text =
+            serde_json::to_string_pretty(&report).context("--json: serialising the report")?;
+        let path = file.target().to_path_buf();
+        file.commit((text + "\n").as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())
 }
+
+/// `--steps` and `--scheduler`, checked as `sample` would check them against the model's
+/// scheduler config (a model directory or the bundled model; random-weight presets have none,
+/// and their report says the sampler step was not measured).
+fn check_sampler_flags(args: &BenchArgs) -> Result<()> {
+    if args.steps.is_none() && args.scheduler.is_none() {
+        return Ok(());
+    }
+    if args.steps == Some(0) {
+        bail!("--steps: must be at least 1, got 0");
+    }
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerKind::from_cli_name)
+        .transpose()
+        .context("--scheduler")?;
+    let dir = match (&args.model, args.preset) {
+        (Some(dir), _) => dir.clone(),
+        (None, PresetArg::Bundled) => crate::cli::sample::bundled_model(),
+        (None, _) => return Ok(()),
+    };
+    let config =
+        PipelineConfig::load(&dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let options = SampleOptions {
+        scheduler,
+        steps: args.steps.unwrap_or(DEFAULT_SAMPLER_STEPS),
+        num_images: 1,
+        ..SampleOptions::default()
+    };
+    match config.prepare(&options) {
+        Ok(_) => Ok(()),
+        Err(Error::InvalidOption {
+            field: "steps",
+            message,
+        }) => {
+            bail!("--steps: {message}")
+        }
+        Err(Error::InvalidOption {
+            field: "scheduler",
+            message,
+        }) => {
+            bail!("--scheduler: {message}")
+        }
+        // Other needs of the model (a prompt, a class) are the measurement's own business.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Steps the sampler-step latency uses without `--steps` (the library's default).
+const DEFAULT_SAMPLER_STEPS: usize = 20;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

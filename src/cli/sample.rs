@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use wgpu_diffusion::gpu::planner::available_memory;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
-use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle};
+use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle, ImageFormat};
 use wgpu_diffusion::sampling::{
-    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, ScheduleOverrides,
+    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, Samples,
+    ScheduleOverrides,
 };
 use wgpu_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerKind, TimestepSpacing};
 use wgpu_diffusion::Error;
@@ -60,8 +62,9 @@ pub struct SampleArgs {
     pub eta: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 16)]
-    pub num_images: usize,
+    /// Images to generate. Default: the image count of --init-noise when given, else 16.
+    #[arg(long)]
+    pub num_images: Option<usize>,
     /// Global index of the first image: the run produces images K .. K+N−1 of the seeded
     /// sequence (noise, class cycling, --out-dir file names), bit-identical to those images of
     /// one run from 0, so a job splits into slices (see scripts/ray_sample.py). Default 0.
@@ -84,10 +87,12 @@ pub struct SampleArgs {
         env = "WGPU_DIFFUSION_DECODE_BINDING_LIMIT"
     )]
     pub decode_binding_limit: Option<u64>,
-    /// Write a grid of all images to this PNG (default samples.png when no other output is given).
+    /// Write a grid of all images to this file (default samples.png when no other output is
+    /// given); the extension picks the format: .png, .jpg / .jpeg or .webp (lossless).
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
-    /// Write one PNG per image into this directory (created if missing).
+    /// Write one PNG per image into this directory (created, if missing, once the images are
+    /// ready to write).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
     /// Write the final samples in f32, before clamping and quantising, as tensor `sample`.
@@ -254,14 +259,24 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         .unet
         .resolution(a.height.map(|v| v / f), a.width.map(|v| v / f));
     let c = config.unet.in_channels();
+    let mut num_images = a.num_images.unwrap_or(DEFAULT_NUM_IMAGES);
     let init_noise = match &a.init_noise {
         Some(path) => {
             let tensor = io::read_single_tensor(path).context("--init-noise")?;
-            // The file's own shape; the library sees the flat values.
-            let want = [a.num_images, c, h, w];
+            // The file's own shape; the library sees the flat values. Without --num-images the
+            // tensor says how many images there are.
+            if let (None, [n, ..]) = (a.num_images, tensor.shape.as_slice()) {
+                num_images = *n;
+            }
+            let want = [num_images, c, h, w];
             if tensor.shape != want {
+                let count = if a.num_images.is_some() {
+                    "--num-images"
+                } else {
+                    "N"
+                };
                 bail!(
-                    "--init-noise {}: tensor shape {:?}, expected {want:?} ([--num-images, C, H, W])",
+                    "--init-noise {}: tensor shape {:?}, expected {want:?} ([{count}, C, H, W])",
                     path.display(),
                     tensor.shape
                 );
@@ -288,7 +303,7 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         steps: a.steps,
         eta: a.eta,
         seed: a.seed,
-        num_images: a.num_images,
+        num_images,
         first_image: a.first_image.unwrap_or(0),
         batch_size: a.batch_size,
         memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
@@ -315,6 +330,9 @@ fn sample_options(a: &SampleArgs, config: &PipelineConfig) -> Result<SampleOptio
         width: a.width,
     })
 }
+
+/// Images a run makes without --num-images or --init-noise.
+const DEFAULT_NUM_IMAGES: usize = 16;
 
 /// The `__metadata__` key of a tensor file naming the global index of its first image.
 const FIRST_IMAGE_KEY: &str = "first_image";
@@ -354,6 +372,97 @@ fn check_noise_images(
 fn image_file_name(index: usize, last: usize) -> String {
     let width = last.to_string().len().max(5);
     format!("{index:0width$}.png")
+}
+
+/// What the run keeps on the CPU until its outputs are written must fit the machine's
+/// available memory: every image when `keep_all` (-o, --save-tensor), and the strip's
+/// trajectory. Checked before the GPU is opened; --out-dir alone streams and keeps nothing.
+fn check_held_memory(
+    a: &SampleArgs,
+    config: &PipelineConfig,
+    spec: &RunSpec,
+    keep_all: bool,
+) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    let [n, c, h, w] = config.output_shape(spec);
+    let mut per_image = 0u64;
+    if keep_all {
+        per_image = (c as u64).saturating_mul(h as u64 * w as u64) * 4;
+        if a.save_tensor.is_some() && config.decoder.is_some() {
+            let [_, lc, lh, lw] = spec.shape;
+            per_image = per_image.saturating_add(lc as u64 * lh as u64 * lw as u64 * 4);
+        }
+    }
+    let bytes = per_image
+        .saturating_mul(n as u64)
+        .saturating_add(spec.trajectory_bytes(n.min(STRIP_IMAGES)));
+    if bytes > available {
+        bail!(
+            "--num-images {n} at {c}x{h}x{w}: -o and --save-tensor keep every image in memory \
+             until they are written ({bytes} bytes), but the machine has {available} bytes \
+             available; write --out-dir alone (streamed batch by batch), or make fewer or \
+             smaller images per run (--first-image slices a job)"
+        );
+    }
+    Ok(())
+}
+
+/// Writes a batch's images into `dir` as PNGs at the model's resolution (whatever --scale
+/// says), one file open at a time; `first` is the global index of the batch's first image.
+fn write_out_dir_images(
+    dir: &Path,
+    batch: &Samples,
+    first: usize,
+    last: usize,
+) -> std::result::Result<(), Error> {
+    let [n, c, h, w] = batch.shape;
+    for i in 0..n {
+        let path = dir.join(image_file_name(first + i, last));
+        let bytes = io::image(batch.image(i), c, h, w).encode_png()?;
+        AtomicFile::create(&path)?.commit(&bytes)?;
+    }
+    Ok(())
+}
+
+/// Adds a batch to what the run keeps: every image when `keep_all` (a grid or --save-tensor
+/// needs them), and the trajectory of the first [`STRIP_IMAGES`] images (all a strip shows).
+fn gather(kept: &mut Option<Samples>, batch: Samples, keep_all: bool, first_image: usize) {
+    let strip_images = STRIP_IMAGES.saturating_sub(first_image).min(batch.shape[0]);
+    // Trajectory snapshots are [images, C, H, W] of the model's space.
+    let per_image = batch
+        .trajectory
+        .first()
+        .map_or(0, |(x, _)| x.len() / batch.shape[0].max(1));
+    let strip_len = strip_images * per_image;
+    let Some(kept) = kept else {
+        let mut batch = batch;
+        if !keep_all {
+            // Freed, not just emptied: the run may be far larger than memory.
+            batch.data = Vec::new();
+            batch.latents = None;
+        }
+        for (x, x0) in &mut batch.trajectory {
+            x.truncate(strip_len);
+            x0.truncate(strip_len);
+        }
+        *kept = Some(batch);
+        return;
+    };
+    kept.shape[0] += batch.shape[0];
+    if keep_all {
+        kept.data.extend_from_slice(&batch.data);
+        if let (Some((all, shape)), Some((more, more_shape))) = (&mut kept.latents, &batch.latents)
+        {
+            all.extend_from_slice(more);
+            shape[0] += more_shape[0];
+        }
+    }
+    for ((x, x0), (bx, bx0)) in kept.trajectory.iter_mut().zip(&batch.trajectory) {
+        x.extend_from_slice(&bx[..strip_len.min(bx.len())]);
+        x0.extend_from_slice(&bx0[..strip_len.min(bx0.len())]);
+    }
 }
 
 /// The look of the grid and strip from the arguments.
@@ -405,6 +514,98 @@ fn check_pictures(
     Ok(())
 }
 
+/// What the outputs' paths decided, checked before any GPU work.
+struct Outputs {
+    /// The grid's encoder, from `-o`'s extension.
+    grid_format: ImageFormat,
+    /// The trajectory strip's encoder, from `--trajectory`'s extension.
+    strip_format: ImageFormat,
+}
+
+impl Outputs {
+    /// Checks every output path of the run: each file path can be a file (not a directory, not
+    /// spelled `dir/`, in a directory that exists), pictures have an extension we can encode, no
+    /// two outputs name the same file (nor an `--out-dir` image), and `--out-dir` can be made.
+    fn check(a: &SampleArgs, grid: Option<&Path>, spec: &RunSpec) -> Result<Self> {
+        let mut files: Vec<(&str, &Path)> = Vec::new();
+        if let Some(p) = grid {
+            files.push(("-o", p));
+        }
+        if let Some(p) = &a.save_tensor {
+            files.push(("--save-tensor", p));
+        }
+        if let Some(p) = &a.trajectory {
+            files.push(("--trajectory", p));
+        }
+        for (flag, path) in &files {
+            io::check_output_path(path).with_context(|| flag.to_string())?;
+        }
+        let grid_format = grid
+            .map(ImageFormat::from_path)
+            .transpose()
+            .context("-o")?
+            .unwrap_or(ImageFormat::Png);
+        let strip_format = a
+            .trajectory
+            .as_deref()
+            .map(ImageFormat::from_path)
+            .transpose()
+            .context("--trajectory")?
+            .unwrap_or(ImageFormat::Png);
+        let normalized: Vec<(&str, &Path, PathBuf)> = files
+            .iter()
+            .map(|(flag, path)| (*flag, *path, io::normalized_path(path)))
+            .collect();
+        for (i, (flag, path, real)) in normalized.iter().enumerate() {
+            if let Some((other, other_path, _)) = normalized[..i].iter().find(|(_, _, r)| r == real)
+            {
+                bail!(
+                    "{other} {} and {flag} {} are the same file; give each output its own path",
+                    other_path.display(),
+                    path.display()
+                );
+            }
+        }
+        if let Some(dir) = &a.out_dir {
+            io::check_output_dir(dir).context("--out-dir")?;
+            let real_dir = io::normalized_path(dir);
+            let first = spec.first_image;
+            let last = first + (spec.shape[0] - 1);
+            for (flag, path, real) in &normalized {
+                if *real == real_dir {
+                    bail!(
+                        "{flag} {} is the --out-dir {}; give the file another path",
+                        path.display(),
+                        dir.display()
+                    );
+                }
+                let in_dir = real.parent() == Some(real_dir.as_path());
+                let index = real
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".png"))
+                    .and_then(|n| n.parse::<usize>().ok());
+                if let (true, Some(i)) = (in_dir, index) {
+                    if (first..=last).contains(&i)
+                        && real.file_name().and_then(|n| n.to_str())
+                            == Some(image_file_name(i, last).as_str())
+                    {
+                        bail!(
+                            "{flag} {} is also the --out-dir file of image {i}; give the file \
+                             another path",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Outputs {
+            grid_format,
+            strip_format,
+        })
+    }
+}
+
 pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     // Everything that needs no GPU first: the model's config files, the input files and the
     // library's checks of the options (the run spec). Bad arguments fail here, with no output
@@ -421,7 +622,9 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let style = grid_style(a);
     check_pictures(a, &config, &spec, &style, grid_path.is_some())?;
 
-    // Open every output next: an unwritable path fails now, with nothing written.
+    // Check every output next: clashing, impossible or unwritable paths fail now, with nothing
+    // written. The file outputs' temp files are created now; --out-dir only when writing.
+    let outputs = Outputs::check(a, grid_path.as_deref(), &spec)?;
     let grid_file = grid_path.as_deref().map(AtomicFile::create).transpose()?;
     let tensor_file = a
         .save_tensor
@@ -433,18 +636,14 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         .as_deref()
         .map(AtomicFile::create)
         .transpose()?;
-    if let Some(dir) = &a.out_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --out-dir {}", dir.display()))?;
-    }
+    check_held_memory(
+        a,
+        &config,
+        &spec,
+        grid_file.is_some() || tensor_file.is_some(),
+    )?;
     let first = spec.first_image;
-    let last = first + (a.num_images - 1);
-    let per_image: Vec<AtomicFile> = match &a.out_dir {
-        Some(dir) => (first..=last)
-            .map(|i| AtomicFile::create(&dir.join(image_file_name(i, last))))
-            .collect::<std::result::Result<_, _>>()?,
-        None => Vec::new(),
-    };
+    let last = first + (spec.shape[0] - 1);
 
     let t_load = Instant::now();
     let ctx: Arc<GpuContext> = GpuContext::new(gpu)?;
@@ -465,14 +664,38 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         bar
     };
     let t_run = Instant::now();
-    let samples = pipeline.run(&spec, &mut |p: Progress| {
-        bar.set_length(p.steps_total as u64);
-        bar.set_position(p.steps_done as u64);
-    })?;
+    // Batch by batch: --out-dir images are written as each batch comes back, and only what the
+    // grid, --save-tensor and the strip need is kept, so a long --out-dir run holds one batch.
+    let keep_all = grid_file.is_some() || tensor_file.is_some();
+    let mut samples: Option<Samples> = None;
+    let mut out_dir_made = false;
+    pipeline.run_each(
+        &spec,
+        &mut |p: Progress| {
+            bar.set_length(p.steps_total as u64);
+            bar.set_position(p.steps_done as u64);
+        },
+        &mut |chunk, batch| {
+            if let Some(dir) = &a.out_dir {
+                if !out_dir_made {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+                        path: dir.clone(),
+                        error: e,
+                    })?;
+                    out_dir_made = true;
+                }
+                write_out_dir_images(dir, &batch, first + chunk.first_image, last)?;
+            }
+            gather(&mut samples, batch, keep_all, chunk.first_image);
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     let run_s = t_run.elapsed().as_secs_f64();
+    let samples = samples.context("the run produced no images")?;
 
-    let [n, c, h, w] = samples.shape;
+    let [_, c, h, w] = samples.shape;
+    let n = spec.shape[0];
     let mut written = Vec::new();
     if let Some(f) = grid_file {
         let names = caption_names(a, &config);
@@ -489,13 +712,9 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
         for caption in &mut captions {
             caption.index += first;
         }
-        let bytes = io::grid(&samples.data, n, [c, h, w], &style, &captions)?.encode_png()?;
+        let bytes = io::grid(&samples.data, n, [c, h, w], &style, &captions)?
+            .encode(outputs.grid_format)?;
         written.push(f.target().display().to_string());
-        f.commit(&bytes)?;
-    }
-    // At the model's resolution, whatever --scale says.
-    for (i, f) in per_image.into_iter().enumerate() {
-        let bytes = io::image(samples.image(i), c, h, w).encode_png()?;
         f.commit(&bytes)?;
     }
     if let Some(dir) = &a.out_dir {
@@ -524,7 +743,7 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
             &headers,
             &style,
         )?
-        .encode_png()?;
+        .encode(outputs.strip_format)?;
         written.push(f.target().display().to_string());
         f.commit(&bytes)?;
     }

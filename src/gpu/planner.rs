@@ -23,7 +23,7 @@ pub fn default_memory_budget(adapter: &AdapterSummary) -> u64 {
 }
 
 /// `MemAvailable` of `/proc/meminfo`, where there is one.
-fn available_memory() -> Option<u64> {
+pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -50,6 +50,8 @@ pub struct Weights {
     /// Offset of the data section within the file (`8 + header length`).
     data_start: usize,
     tensors: BTreeMap<String, TensorInfo>,
+    /// The header's `__metadata__` string pairs (empty without one).
+    metadata: BTreeMap<String, String>,
     used: RefCell<BTreeSet<String>>,
 }
 
@@ -67,7 +69,18 @@ impl Weights {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            // Mapping a directory fails with "No such device", which blames the wrong thing.
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    "is a directory, expected a safetensors weights file",
+                ),
+            ));
+        }
+        let file_len = meta.len();
         let bad = |message: String| Error::SafeTensors {
             path: path.to_path_buf(),
             message,
@@ -83,12 +96,13 @@ impl Weights {
         // mmap, another process truncating it meanwhile is outside what we can guard against.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let bytes: &[u8] = &mmap;
-        let (tensors, data_start) = parse(bytes).map_err(bad)?;
+        let header = parse(bytes).map_err(bad)?;
         Ok(Weights {
             path: path.to_path_buf(),
             mmap,
-            data_start,
-            tensors,
+            data_start: header.data_start,
+            tensors: header.tensors,
+            metadata: header.metadata,
             used: RefCell::new(BTreeSet::new()),
         })
     }
@@ -103,16 +117,16 @@ impl Weights {
             memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| Error::io(&path, e))?;
         anon[..bytes.len()].copy_from_slice(bytes);
         let mmap = anon.make_read_only().map_err(|e| Error::io(&path, e))?;
-        let (tensors, data_start) =
-            parse(&mmap[..bytes.len()]).map_err(|message| Error::SafeTensors {
-                path: path.clone(),
-                message,
-            })?;
+        let header = parse(&mmap[..bytes.len()]).map_err(|message| Error::SafeTensors {
+            path: path.clone(),
+            message,
+        })?;
         Ok(Weights {
             path,
             mmap,
-            data_start,
-            tensors,
+            data_start: header.data_start,
+            tensors: header.tensors,
+            metadata: header.metadata,
             used: RefCell::new(BTreeSet::new()),
         })
     }
@@ -161,6 +175,11 @@ impl Weights {
     /// The file these weights were read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The header's `__metadata__` string pairs (empty without one).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Whether the file holds `key`.
@@ -246,6 +265,18 @@ impl Weights {
                 .collect(),
             _ => return Err(unsupported()),
         };
+        // A NaN or infinite weight would turn every image black; name it at load instead.
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::SafeTensors {
+                path: self.path.clone(),
+                message: format!(
+                    "tensor {key:?} holds a non-finite value ({}) at element {at} of {}; the \
+                     checkpoint is corrupt or was saved after training diverged",
+                    values[at],
+                    values.len()
+                ),
+            });
+        }
         self.used.borrow_mut().insert(key.to_owned());
         Ok(values)
     }
@@ -366,9 +397,11 @@ impl Weights {
     }
 }
 
-/// Parses and validates the header of a whole safetensors file. Returns the tensors and the
-/// offset of the data section. Messages name the tensor at fault and the numbers involved.
-fn parse(bytes: &[u8]) -> std::result::Result<(BTreeMap<String, TensorInfo>, usize), String> {
+/// Parses and validates a whole safetensors file as strictly as the reference implementation:
+/// header length, UTF-8 JSON object, no duplicate key, `__metadata__` of strings, every tensor's
+/// dtype/shape/offsets against the data section, no overlap, no unreferenced byte between
+/// tensors and none after the last. Messages name the tensor at fault and the numbers involved.
+fn parse(bytes: &[u8]) -> std::result::Result<Header, String> {
     let file_len = bytes.len();
     let Some(prefix) = bytes.get(..8) else {
         return Err(format!(
@@ -403,10 +436,21 @@ fn parse(bytes: &[u8]) -> std::result::Result<(BTreeMap<String, TensorInfo>, usi
     let serde_json::Value::Object(entries) = header else {
         return Err("the header is JSON but not an object of tensor entries".to_owned());
     };
+    // serde_json keeps the last of duplicate keys; the reference implementation refuses them.
+    let keys: HeaderKeys = serde_json::from_str(header_text)
+        .map_err(|e| format!("the {header_len} byte header is not valid JSON: {e}"))?;
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = keys.0.iter().find(|k| !seen.insert(k.as_str())) {
+        return Err(format!(
+            "the header names {dup:?} more than once; each tensor (and __metadata__) must appear once"
+        ));
+    }
     let data_len = file_len - data_start;
     let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
     for (key, entry) in &entries {
         if key == "__metadata__" {
+            metadata = parse_metadata(entry)?;
             continue;
         }
         let info = parse_entry(key, entry, data_len)?;
@@ -429,7 +473,85 @@ fn parse(bytes: &[u8]) -> std::result::Result<(BTreeMap<String, TensorInfo>, usi
             ));
         }
     }
-    Ok((tensors, data_start))
+    // As the reference implementation: the tensors tile the data section exactly, from 0 to
+    // its end, with no byte that no tensor references.
+    let mut end = 0;
+    let mut previous: Option<&str> = None;
+    for (key, t) in &ranges {
+        if t.begin != end {
+            let after = previous.map_or_else(
+                || "the start of the data section".to_owned(),
+                |p| format!("tensor {p:?}"),
+            );
+            return Err(format!(
+                "bytes [{end}, {}] of the data section belong to no tensor (between {after} and \
+                 tensor {key:?}, data_offsets [{}, {}]); tensors must be stored back to back",
+                t.begin, t.begin, t.end
+            ));
+        }
+        end = t.end;
+        previous = Some(key);
+    }
+    if end != data_len {
+        return Err(format!(
+            "{} trailing byte(s) after the last tensor's data: the tensors end at byte {end} of the \
+             {data_len} byte data section",
+            data_len - end
+        ));
+    }
+    Ok(Header {
+        tensors,
+        data_start,
+        metadata,
+    })
+}
+
+/// A validated safetensors header: its tensors, where the data section starts, and the
+/// `__metadata__` string pairs.
+struct Header {
+    tensors: BTreeMap<String, TensorInfo>,
+    data_start: usize,
+    metadata: BTreeMap<String, String>,
+}
+
+/// The top-level keys of a header, in order and with repeats (a JSON map would drop them).
+struct HeaderKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for HeaderKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = HeaderKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HeaderKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(HeaderKeys(keys))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
+/// The header's `__metadata__`: an object of strings, as the reference implementation requires.
+fn parse_metadata(
+    entry: &serde_json::Value,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let not_strings = || format!("__metadata__ is {entry}, not an object of string values");
+    entry
+        .as_object()
+        .ok_or_else(not_strings)?
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or_else(not_strings)?.to_owned())))
+        .collect()
 }
 
 /// Validates one header entry `{"dtype": .., "shape": [..], "data_offsets": [begin, end]}`.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::ClassNames;
 use crate::error::{Error, Result};
+use crate::model::weights::Weights;
 use crate::schedule::{NoiseLevels, StepPlan};
 
 /// Maps a sample value in [−1, 1] to 0..=255 (clamped, rounded).
@@ -152,21 +153,98 @@ impl Canvas {
 
     /// PNG bytes.
     pub fn encode_png(&self) -> Result<Vec<u8>> {
+        self.encode(ImageFormat::Png)
+    }
+
+    /// The canvas encoded as `format` (JPEG at quality 95; WebP lossless, the only WebP the
+    /// `image` crate writes).
+    pub fn encode(&self, format: ImageFormat) -> Result<Vec<u8>> {
         let color = if self.channels == 1 {
             image::ExtendedColorType::L8
         } else {
             image::ExtendedColorType::Rgb8
         };
+        let (width, height) = (self.width as u32, self.height as u32);
         let mut bytes = Vec::new();
-        image::ImageEncoder::write_image(
-            image::codecs::png::PngEncoder::new(&mut bytes),
-            &self.pixels,
-            self.width as u32,
-            self.height as u32,
-            color,
-        )
-        .map_err(|e| Error::invalid("PNG encoding", e.to_string()))?;
+        let written = match format {
+            ImageFormat::Png => image::ImageEncoder::write_image(
+                image::codecs::png::PngEncoder::new(&mut bytes),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+            ImageFormat::Jpeg => image::ImageEncoder::write_image(
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+            ImageFormat::WebP => image::ImageEncoder::write_image(
+                image::codecs::webp::WebPEncoder::new_lossless(&mut bytes),
+                &self.pixels,
+                width,
+                height,
+                color,
+            ),
+        };
+        written
+            .map_err(|e| Error::invalid(format!("{} encoding", format.name()), e.to_string()))?;
         Ok(bytes)
+    }
+}
+
+/// The formats a picture output (grid, trajectory strip) can be written in, chosen by the
+/// output path's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl ImageFormat {
+    /// The extensions accepted, as listed in messages.
+    pub const EXTENSIONS: &'static str = ".png, .jpg / .jpeg or .webp";
+
+    /// The format `path`'s extension names (case-insensitive): `.png`, `.jpg` / `.jpeg`,
+    /// `.webp`. Any other extension, or none, is refused: writing PNG bytes under a `.jpg` name
+    /// would make a file other programs misread.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("png") => Ok(ImageFormat::Png),
+            Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
+            Some("webp") => Ok(ImageFormat::WebP),
+            Some(other) => Err(Error::invalid(
+                "output file",
+                format!(
+                    "{}: cannot write an image with extension .{other}; use {}",
+                    path.display(),
+                    Self::EXTENSIONS
+                ),
+            )),
+            None => Err(Error::invalid(
+                "output file",
+                format!(
+                    "{}: no file extension to choose the image format from; use {}",
+                    path.display(),
+                    Self::EXTENSIONS
+                ),
+            )),
+        }
+    }
+
+    /// The format's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "PNG",
+            ImageFormat::Jpeg => "JPEG",
+            ImageFormat::WebP => "WebP",
+        }
     }
 }
 
@@ -692,70 +770,257 @@ pub fn trajectory_strip(
     Ok(canvas)
 }
 
+/// Temp files created by this process so far: each gets its own number, so two outputs can
+/// never share a temp name, whatever their targets.
+static TEMP_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The temp files of live [`AtomicFile`]s, for [`remove_temp_files`] to delete when the process
+/// is interrupted (Ctrl-C, SIGTERM) and no destructor will run. Fixed slots of leaked C strings
+/// swapped atomically: no lock and no allocation, so a signal handler can read them.
+#[cfg(unix)]
+mod live_temps {
+    use std::ffi::{c_char, CString};
+    use std::path::Path;
+    use std::ptr::null_mut;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    /// More than a run ever has open at once (grid, tensor, strip, one --out-dir image).
+    const SLOTS: usize = 64;
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
+    static LIVE: [AtomicPtr<c_char>; SLOTS] = [EMPTY; SLOTS];
+
+    /// Records `path`; returns its slot (`None` when every slot is taken or the path holds a
+    /// NUL byte: the file is then only removed by its destructor).
+    pub fn register(path: &Path) -> Option<usize> {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = CString::new(path.as_os_str().as_bytes()).ok()?.into_raw();
+        for (i, slot) in LIVE.iter().enumerate() {
+            if slot
+                .compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(i);
+            }
+        }
+        // SAFETY: `raw` came from `CString::into_raw` above and was stored nowhere.
+        drop(unsafe { CString::from_raw(raw) });
+        None
+    }
+
+    /// Forgets slot `i` (the file was renamed or removed).
+    pub fn unregister(i: usize) {
+        let raw = LIVE[i].swap(null_mut(), Ordering::AcqRel);
+        if !raw.is_null() {
+            // SAFETY: every non-null slot holds a pointer from `CString::into_raw`, and the swap
+            // took it out, so it is freed once.
+            drop(unsafe { CString::from_raw(raw) });
+        }
+    }
+
+    /// Unlinks every recorded temp file. Only async-signal-safe calls (`unlink`).
+    pub fn remove_all() {
+        for slot in &LIVE {
+            let raw = slot.load(Ordering::Acquire);
+            if !raw.is_null() {
+                // SAFETY: a non-null slot holds a valid NUL-terminated path (see `register`).
+                unsafe { libc::unlink(raw) };
+            }
+        }
+    }
+}
+
+/// Elsewhere no signal handler runs: temp files are only removed by their destructors.
+#[cfg(not(unix))]
+mod live_temps {
+    pub fn register(_: &std::path::Path) -> Option<usize> {
+        None
+    }
+    pub fn unregister(_: usize) {}
+    pub fn remove_all() {}
+}
+
+/// Deletes the temp files of every [`AtomicFile`] not yet committed or dropped. For a signal
+/// handler (the binary's Ctrl-C handling): it only calls `unlink`, so it is async-signal-safe.
+pub fn remove_temp_files() {
+    live_temps::remove_all();
+}
+
+/// Whether `path` is spelled as a directory: it ends with a path separator (`out/`) or with
+/// `.` / `..`, so it can never be a file.
+fn names_a_directory(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    text.ends_with(std::path::MAIN_SEPARATOR)
+        || text.ends_with('/')
+        || matches!(
+            path.components().next_back(),
+            Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+        )
+        || path.file_name().is_none()
+}
+
+/// Checks that `target` can be an output file: not a directory, nor spelled as one (`out/`),
+/// in a directory that exists. Creates nothing.
+pub fn check_output_path(target: &Path) -> Result<()> {
+    if target.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            "output file",
+            "the path is empty, expected a file path",
+        ));
+    }
+    if target.is_dir() || names_a_directory(target) {
+        return Err(Error::invalid(
+            "output file",
+            format!("{} is a directory, expected a file path", target.display()),
+        ));
+    }
+    let dir = parent_dir(target);
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            "output file",
+            format!(
+                "cannot write {}: directory {} does not exist",
+                target.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `dir` can become an output directory without creating it: it is a directory
+/// already, or the nearest part of it that exists is one (so `create_dir_all` can make the rest).
+pub fn check_output_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid("output file", "the directory path is empty"));
+    }
+    let mut existing = dir;
+    loop {
+        if existing.exists() {
+            break;
+        }
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => return Ok(()),
+        }
+    }
+    if !existing.is_dir() {
+        return Err(Error::invalid(
+            "output file",
+            format!(
+                "cannot use {} as a directory: {} exists and is not a directory",
+                dir.display(),
+                existing.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The directory a file `target` is written in (`.` for a bare name).
+fn parent_dir(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `path` made absolute against the current directory, with its directory part resolved
+/// through symlinks where it exists, so two spellings of one file compare equal.
+pub fn normalized_path(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let Ok(real) = absolute.canonicalize() {
+        return real;
+    }
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => normalized_path(parent).join(name),
+        _ => absolute,
+    }
+}
+
 /// A file being written atomically: bytes go to a temp file beside `target`, which replaces
-/// `target` on [`AtomicFile::commit`] and is removed if dropped uncommitted.
+/// `target` on [`AtomicFile::commit`]. The temp file is removed if the file is dropped
+/// uncommitted and when writing or renaming fails, so no failure leaves it behind.
 pub struct AtomicFile {
     target: PathBuf,
     temp: PathBuf,
     file: Option<std::fs::File>,
+    /// The temp file's slot in the interrupt-cleanup list.
+    slot: Option<usize>,
 }
 
 impl AtomicFile {
     /// Creates the temp file now, so an unwritable destination fails before any work is done.
     pub fn create(target: &Path) -> Result<Self> {
-        if target.is_dir() {
-            return Err(Error::invalid(
-                "output",
-                format!("{} is a directory, expected a file path", target.display()),
-            ));
-        }
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(Error::invalid(
-                "output",
-                format!(
-                    "cannot write {}: directory {} does not exist",
-                    target.display(),
-                    dir.display()
-                ),
-            ));
-        }
+        check_output_path(target)?;
+        let dir = parent_dir(target);
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "output".into());
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let file = std::fs::File::create(&temp).map_err(|e| {
-            Error::invalid("output", format!("cannot write {}: {e}", target.display()))
-        })?;
+        let number = TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}.{number}.tmp", std::process::id()));
+        // Recorded before it exists, so an interrupt can never miss it.
+        let slot = live_temps::register(&temp);
+        let file = match std::fs::File::create(&temp) {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(i) = slot {
+                    live_temps::unregister(i);
+                }
+                return Err(Error::invalid(
+                    "output file",
+                    format!("cannot write {}: {e}", target.display()),
+                ));
+            }
+        };
         Ok(AtomicFile {
             target: target.to_path_buf(),
             temp,
             file: Some(file),
+            slot,
         })
     }
 
-    /// Writes `bytes`, syncs and renames over the target.
+    /// Writes `bytes`, syncs and renames over the target. On failure the temp file is removed
+    /// and the target left as it was.
     pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
-        let mut file = self.file.take().ok_or_else(|| {
-            Error::invalid(
-                "output",
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::invalid(
+                "output file",
                 format!("{} already written", self.target.display()),
-            )
-        })?;
-        file.write_all(bytes)
+            ));
+        };
+        let written = file
+            .write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(&self.temp, e))?;
+            .map_err(|e| Error::io(&self.temp, e));
         drop(file);
-        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-        Ok(())
+        let renamed = written.and_then(|()| {
+            std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))
+        });
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        if let Some(i) = self.slot.take() {
+            live_temps::unregister(i);
+        }
+        renamed
     }
 
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The temp file the bytes go to before the rename.
+    pub fn temp(&self) -> &Path {
+        &self.temp
     }
 }
 
@@ -764,6 +1029,9 @@ impl Drop for AtomicFile {
         if self.file.is_some() {
             self.file = None;
             let _ = std::fs::remove_file(&self.temp);
+        }
+        if let Some(i) = self.slot.take() {
+            live_temps::unregister(i);
         }
     }
 }
@@ -802,69 +1070,44 @@ pub struct SingleTensor {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads the one f32 tensor of a safetensors file (`--init-noise`): its shape, values and
-/// metadata.
+/// Reads the one tensor of a safetensors file (`--init-noise`) as f32 (F32, or F16 / BF16
+/// converted exactly): its shape, values and metadata. The file is validated by the same strict
+/// parser as model weights ([`Weights`]), and a non-finite value is refused.
 pub fn read_single_tensor(path: &Path) -> Result<SingleTensor> {
-    // Not `Error::io`: its source would be printed twice in an error chain.
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::invalid("cannot read", format!("{}: {e}", path.display())))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::SafeTensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let names = st.names();
-    if names.len() != 1 {
+    if path.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, expected a safetensors tensor file",
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let weights = Weights::from_bytes(path, &bytes)?;
+    let names: Vec<&str> = weights.keys().collect();
+    let [name] = names.as_slice() else {
         return Err(Error::SafeTensors {
             path: path.to_path_buf(),
             message: format!(
                 "expected exactly one tensor, found {} ({})",
                 names.len(),
-                names
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names.join(", ")
             ),
         });
-    }
-    let name = names[0].to_string();
-    let view = st.tensor(&name).map_err(|e| Error::SafeTensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    if view.dtype() != safetensors::Dtype::F32 {
-        return Err(Error::UnsupportedDtype {
-            path: path.to_path_buf(),
-            key: name,
-            dtype: format!("{:?}", view.dtype()),
-        });
-    }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    };
+    let shape = weights.shape_of(name).unwrap_or_default().to_vec();
+    let values = weights.get(name, &shape)?;
     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::SafeTensors {
             path: path.to_path_buf(),
             message: format!("tensor {name:?} holds a non-finite value at element {bad}"),
         });
     }
-    let metadata = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::SafeTensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?
-        .1
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
     Ok(SingleTensor {
-        shape: view.shape().to_vec(),
+        shape,
         values,
-        metadata,
+        metadata: weights.metadata().clone(),
     })
 }
 
@@ -937,6 +1180,91 @@ mod tests {
     /// text gray), image i's pixel p = (i·h·w + p) mod 64 / 128.
     fn images(n: usize, h: usize, w: usize) -> Vec<f32> {
         (0..n * h * w).map(|k| (k % 64) as f32 / 128.0).collect()
+    }
+
+    /// Files in `dir` named like `AtomicFile` temp files.
+    fn temp_files(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn atomic_files_never_share_a_temp_and_a_failed_rename_removes_it() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let target = tmp.path().join("out.png");
+        let a = AtomicFile::create(&target).unwrap();
+        let b = AtomicFile::create(&target).unwrap();
+        assert_ne!(a.temp(), b.temp());
+        drop(b);
+        assert_eq!(temp_files(tmp.path()).len(), 1);
+        // The target turns into a non-empty directory meanwhile: the rename fails.
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), "x").unwrap();
+        let err = a.commit(b"bytes").unwrap_err();
+        assert!(err.to_string().contains("out.png"), "{err}");
+        assert!(
+            temp_files(tmp.path()).is_empty(),
+            "{:?}",
+            temp_files(tmp.path())
+        );
+        assert!(target.join("keep").is_file());
+    }
+
+    #[test]
+    fn output_paths_spelled_as_directories_are_refused() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        for path in ["new/", "new/..", "."] {
+            let err = check_output_path(&tmp.path().join(path)).unwrap_err();
+            assert!(err.to_string().contains("is a directory"), "{path}: {err}");
+        }
+        assert!(AtomicFile::create(&tmp.path().join("x/")).is_err());
+        assert!(temp_files(tmp.path()).is_empty());
+        check_output_path(&tmp.path().join("ok.png")).unwrap();
+        // An out-dir may not exist yet, but what exists of it must be a directory.
+        check_output_dir(&tmp.path().join("a/b/c")).unwrap();
+        std::fs::write(tmp.path().join("f"), "x").unwrap();
+        let err = check_output_dir(&tmp.path().join("f/b")).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(!tmp.path().join("a").exists());
+    }
+
+    #[test]
+    fn image_format_comes_from_the_extension() {
+        let format = |p: &str| ImageFormat::from_path(Path::new(p));
+        assert_eq!(format("a.png").unwrap(), ImageFormat::Png);
+        assert_eq!(format("a.PNG").unwrap(), ImageFormat::Png);
+        assert_eq!(format("a.jpg").unwrap(), ImageFormat::Jpeg);
+        assert_eq!(format("dir.x/a.jpeg").unwrap(), ImageFormat::Jpeg);
+        assert_eq!(format("a.webp").unwrap(), ImageFormat::WebP);
+        assert!(format("a.gif").unwrap_err().to_string().contains(".gif"));
+        assert!(format("a")
+            .unwrap_err()
+            .to_string()
+            .contains("no file extension"));
+        let canvas = image(&images(1, 5, 7), 1, 5, 7);
+        let decode = |f: ImageFormat, want: image::ImageFormat| {
+            let bytes = canvas.encode(f).unwrap();
+            let back = image::load_from_memory_with_format(&bytes, want).unwrap();
+            assert_eq!((back.width(), back.height()), (7, 5), "{f:?}");
+            back.to_luma8()
+        };
+        // PNG and lossless WebP give the pixels back exactly; JPEG within its loss.
+        let png = decode(ImageFormat::Png, image::ImageFormat::Png);
+        assert_eq!(png.into_raw(), canvas.pixels);
+        let webp = decode(ImageFormat::WebP, image::ImageFormat::WebP);
+        assert_eq!(webp.into_raw(), canvas.pixels);
+        let jpeg = decode(ImageFormat::Jpeg, image::ImageFormat::Jpeg);
+        let worst = jpeg
+            .into_raw()
+            .iter()
+            .zip(&canvas.pixels)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 8, "JPEG off by {worst}");
     }
 
     #[test]

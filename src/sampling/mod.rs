@@ -264,6 +264,20 @@ fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassName
             });
         }
     }
+    // Every name's label, so a bad entry is blamed on this file, not on the flag that used it.
+    if let Some(num) = num_class_embeds {
+        if let Some((name, label)) = classes.names.iter().find(|(_, &l)| l >= num) {
+            return Err(Error::Config {
+                path,
+                key: name.clone(),
+                message: format!(
+                    "label {label} is out of range for num_class_embeds = {num} in config.json \
+                     (labels 0..={})",
+                    num - 1
+                ),
+            });
+        }
+    }
     Ok(classes)
 }
 

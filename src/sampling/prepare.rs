@@ -49,10 +49,16 @@ impl SampleOptions {
         if self.batch_size == Some(0) {
             return Err(Error::option("batch_size", "must be at least 1, got 0"));
         }
-        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+        // Checked in f32, the precision the GPU computes in: 1e300 is finite in f64 only.
+        if !(self.eta >= 0.0 && fits_f32(self.eta)) {
             return Err(Error::option(
                 "eta",
-                format!("must be a finite number ≥ 0, got {}", self.eta),
+                format!(
+                    "must be a finite number ≥ 0 within f32 range (the GPU's precision, up to \
+                     {:e}), got {:?}",
+                    f32::MAX,
+                    self.eta
+                ),
             ));
         }
         if self.class_labels.as_ref().is_some_and(Vec::is_empty) {
@@ -62,10 +68,14 @@ impl SampleOptions {
             ));
         }
         if let Some(g) = self.guidance_scale {
-            if !g.is_finite() {
+            if !fits_f32(g) {
                 return Err(Error::option(
                     "guidance_scale",
-                    format!("must be a finite number, got {g}"),
+                    format!(
+                        "must be a finite number within f32 range (the GPU's precision, up to \
+                         {:e}), got {g:?}",
+                        f32::MAX
+                    ),
                 ));
             }
         }
@@ -428,6 +438,11 @@ fn model_dir(unet: &UNetConfig) -> String {
     }
 }
 
+/// Whether `v` is finite in f32, the precision the GPU computes in.
+fn fits_f32(v: f64) -> bool {
+    (v as f32).is_finite()
+}
+
 /// Checks that `label` is a class of the model.
 pub fn check_label(unet: &UNetConfig, label: usize) -> Result<()> {
     match unet.num_class_embeds() {
@@ -635,7 +650,7 @@ fn text_run(unet: &UNetConfig, options: &SampleOptions) -> Result<(Option<Guidan
         }
     };
     let scale = options.guidance_scale.unwrap_or(TEXT_GUIDANCE_DEFAULT);
-    if !scale.is_finite() {
+    if !fits_f32(scale) {
         return Err(Error::option(
             "guidance_scale",
             format!("must be a finite number, got {scale}"),

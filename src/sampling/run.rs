@@ -74,9 +74,58 @@ impl PromptTable {
 impl Pipeline {
     /// Runs a prepared [`RunSpec`] (from [`Pipeline::prepare`], or [`super::PipelineConfig::prepare`]
     /// on the same model directory) on the GPU; `progress` is called as inference steps complete.
+    /// Every image is held in memory until the end: see [`Pipeline::run_each`] to stream.
     pub fn run(&self, spec: &RunSpec<'_>, progress: &mut dyn FnMut(Progress)) -> Result<Samples> {
-        self.check_spec(spec)?;
         let [n, _, h, w] = spec.shape;
+        let mut data = Vec::new();
+        let mut latents = Vec::new();
+        let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
+            vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
+        self.run_each(spec, progress, &mut |_, batch| {
+            data.extend_from_slice(&batch.data);
+            if let Some((l, _)) = &batch.latents {
+                latents.extend_from_slice(l);
+            }
+            for (slot, (x, x0)) in trajectory.iter_mut().zip(batch.trajectory) {
+                slot.0.extend_from_slice(&x);
+                slot.1.extend_from_slice(&x0);
+            }
+            Ok(())
+        })?;
+        let (shape, latents) = match &self.decoder {
+            None => (spec.shape, None),
+            Some(decoder) => {
+                let f = decoder.upscale();
+                (
+                    [n, decoder.out_channels(), h * f, w * f],
+                    Some((latents, spec.shape)),
+                )
+            }
+        };
+        Ok(Samples {
+            data,
+            shape,
+            trajectory_steps: spec.trajectory_steps.clone(),
+            trajectory,
+            plan: spec.plan.clone(),
+            first_step: spec.first_step,
+            model_evaluations: spec.model_evaluations(),
+            latents,
+        })
+    }
+
+    /// Runs `spec` like [`Pipeline::run`] but hands each GPU batch to `on_batch` as soon as it
+    /// is read back — its [`Chunk`] (which images of the run) and its [`Samples`] (shape
+    /// `[chunk.images, …]`) — and keeps nothing: memory stays that of one batch however many
+    /// images the run makes. An error from `on_batch` stops the run.
+    pub fn run_each(
+        &self,
+        spec: &RunSpec<'_>,
+        progress: &mut dyn FnMut(Progress),
+        on_batch: &mut dyn FnMut(Chunk, Samples) -> Result<()>,
+    ) -> Result<()> {
+        self.check_spec(spec)?;
+        let [_, _, h, w] = spec.shape;
         let batch = match spec.batch_size {
             Some(b) => b,
             None => self.batch_for(spec)?,
@@ -84,15 +133,11 @@ impl Pipeline {
         let chunks = spec.chunks(batch);
         let steps_per_chunk = spec.steps_per_chunk();
         let steps_total = spec.steps_total(batch);
-        let mut data = Vec::new();
-        let mut latents = Vec::new();
         // A latent pipeline decodes each chunk with a decode graph per chunk size.
         let mut decoders: Vec<(usize, AutoencoderGraph)> = Vec::new();
         let decode_options = DecodeOptions {
             binding_limit: spec.decode_binding_limit,
         };
-        let mut trajectory: Vec<(Vec<f32>, Vec<f32>)> =
-            vec![(Vec::new(), Vec::new()); spec.trajectory_steps.len()];
         let tokens = self.context_tokens();
         // A latent pipeline's init image starts from its encoded latents.
         let encoded = match (&self.decoder, spec.init_image) {
@@ -153,8 +198,14 @@ impl Pipeline {
                     steps_total,
                 })
             })?;
-            match &self.decoder {
-                None => data.extend_from_slice(&result.sample),
+            let what = if self.decoder.is_some() {
+                "final latents"
+            } else {
+                "final samples"
+            };
+            check_finite(what, &result.sample, spec, chunk, &result.trajectory)?;
+            let (data, latents, shape) = match &self.decoder {
+                None => (result.sample, None, [chunk.images, spec.shape[1], h, w]),
                 Some(decoder) => {
                     let graph = match decoders.iter().position(|(b, _)| *b == chunk.images) {
                         Some(i) => &decoders[i].1,
@@ -165,35 +216,32 @@ impl Pipeline {
                             &decoders[decoders.len() - 1].1
                         }
                     };
-                    data.extend(decoder.decode(graph, &result.sample)?);
-                    latents.extend_from_slice(&result.sample);
+                    let decoded = decoder.decode(graph, &result.sample)?;
+                    check_finite("decoded images", &decoded, spec, chunk, &[])?;
+                    let f = decoder.upscale();
+                    let latent_shape = [chunk.images, spec.shape[1], h, w];
+                    (
+                        decoded,
+                        Some((result.sample, latent_shape)),
+                        [chunk.images, decoder.out_channels(), h * f, w * f],
+                    )
                 }
-            }
-            for (slot, (x, x0)) in trajectory.iter_mut().zip(result.trajectory) {
-                slot.0.extend_from_slice(&x);
-                slot.1.extend_from_slice(&x0);
-            }
+            };
+            on_batch(
+                *chunk,
+                Samples {
+                    data,
+                    shape,
+                    trajectory_steps: spec.trajectory_steps.clone(),
+                    trajectory: result.trajectory,
+                    plan: spec.plan.clone(),
+                    first_step: spec.first_step,
+                    model_evaluations: spec.model_evaluations(),
+                    latents,
+                },
+            )?;
         }
-        let (shape, latents) = match &self.decoder {
-            None => (spec.shape, None),
-            Some(decoder) => {
-                let f = decoder.upscale();
-                (
-                    [n, decoder.out_channels(), h * f, w * f],
-                    Some((latents, spec.shape)),
-                )
-            }
-        };
-        Ok(Samples {
-            data,
-            shape,
-            trajectory_steps: spec.trajectory_steps.clone(),
-            trajectory,
-            plan: spec.plan.clone(),
-            first_step: spec.first_step,
-            model_evaluations: spec.model_evaluations(),
-            latents,
-        })
+        Ok(())
     }
 
     /// The batch a run of `spec` uses when none is given: the largest (up to every image)
@@ -304,4 +352,40 @@ impl Pipeline {
             .as_ref()
             .map_or(0, |p| p.tokenizer.model_max_length())
     }
+}
+
+/// Never a silent black image: a chunk's `values` (its images, read back for writing anyway,
+/// so this costs one pass over memory and no transfer) must be finite. The error names the
+/// first bad image (global index) and, when trajectory snapshots were taken, the first step
+/// whose snapshot is already non-finite.
+fn check_finite(
+    what: &str,
+    values: &[f32],
+    spec: &RunSpec<'_>,
+    chunk: &Chunk,
+    trajectory: &[(Vec<f32>, Vec<f32>)],
+) -> Result<()> {
+    let Some(first) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let count = values.iter().filter(|v| !v.is_finite()).count();
+    let per_image = (values.len() / chunk.images.max(1)).max(1);
+    let image = spec.first_image + chunk.first_image + first / per_image;
+    let first_step = trajectory
+        .iter()
+        .zip(&spec.trajectory_steps)
+        .find(|((x, x0), _)| x.iter().chain(x0).any(|v| !v.is_finite()))
+        .map_or_else(String::new, |(_, &step)| {
+            format!(
+                " (already in the trajectory snapshot of step {} of {})",
+                step + 1,
+                spec.plan.steps.len()
+            )
+        });
+    Err(Error::NonFinite {
+        what: what.to_owned(),
+        count,
+        image,
+        first_step,
+    })
 }

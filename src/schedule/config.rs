@@ -16,6 +16,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+/// The most training timesteps a scheduler config may declare: the schedule's f64 tables (a
+/// few per timestep) then stay under a hundred MiB.
+pub const MAX_TRAIN_TIMESTEPS: usize = 1 << 20;
+
 /// The nine samplers. Each follows one diffusers scheduler class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
@@ -938,6 +942,17 @@ impl SamplerSettings {
                 format!("{t} is too small: at least 2 training timesteps are needed"),
             );
         }
+        // The schedule's tables hold one f64 per training timestep: bound them before any is
+        // allocated (1e12 asked for terabytes and aborted the process).
+        if t > MAX_TRAIN_TIMESTEPS {
+            return bad(
+                "num_train_timesteps",
+                format!(
+                    "{t} is too large: at most {MAX_TRAIN_TIMESTEPS} training timesteps are \
+                     supported (diffusers models use 1000)"
+                ),
+            );
+        }
         if let Some(betas) = &self.trained_betas {
             if betas.len() != t {
                 return bad(
@@ -948,10 +963,11 @@ impl SamplerSettings {
                     ),
                 );
             }
-            if let Some(b) = betas.iter().find(|b| !(0.0..=1.0).contains(*b)) {
+            // A beta of 1 leaves no signal (ᾱ = 0): every sampler would divide by zero.
+            if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
                 return bad(
                     "trained_betas",
-                    format!("holds {b}; every beta must lie in [0, 1]"),
+                    format!("holds {b}; every beta must lie in [0, 1)"),
                 );
             }
         }
