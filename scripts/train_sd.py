@@ -345,23 +345,28 @@ def load_vae(args):
     return vae.eval().requires_grad_(False), summary, ck
 
 
-@torch.no_grad()
-def latent_cache(args, vae):
-    """Encoder mean and std of every train image (the posterior U-Net training draws from)."""
-    path = Path(args.run) / "unet" / "latents.pt"
-    if path.exists():
-        return torch.load(path, weights_only=False)
-    x, y = load_fashion("train")
-    x, y = pad32(x[:args.train_subset or None]), y[:args.train_subset or None]
-    means, stds = [], []
-    for i in range(0, x.shape[0], 500):
-        post = vae.encode(x[i:i + 500]).latent_dist
-        means.append(post.mean)
-        stds.append(post.std)
-    cache = {"mean": torch.cat(means), "std": torch.cat(stds), "labels": y}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(cache, str(path))
-    return cache
+class LatentCache:
+    """The frozen VAE's posterior (mean, std) per train image, encoded the first time an image is
+    drawn (encoding all 60 000 up front costs more than a short CPU run draws)."""
+
+    def __init__(self, args, vae):
+        x, y = load_fashion("train")
+        self.x = pad32(x[:args.train_subset or None])
+        self.labels = y[:args.train_subset or None]
+        n = self.x.shape[0]
+        self.mean = torch.zeros(n, 4, 8, 8)
+        self.std = torch.zeros(n, 4, 8, 8)
+        self.done = torch.zeros(n, dtype=torch.bool)
+        self.vae = vae
+
+    @torch.no_grad()
+    def get(self, idx):
+        todo = idx[~self.done[idx]]
+        if todo.numel():
+            post = self.vae.encode(self.x[todo]).latent_dist
+            self.mean[todo], self.std[todo] = post.mean, post.std
+            self.done[todo] = True
+        return self.mean[idx], self.std[idx], self.labels[idx]
 
 
 # ----------------------------------------------------------------------------- U-Net + text
@@ -371,7 +376,7 @@ def train_unet(args):
     run = Run(args, "unet")
     vae, vae_sum, _ = load_vae(args)
     scale = vae_sum["scaling_factor"]
-    cache = latent_cache(args, vae)
+    cache = LatentCache(args, vae)
     tok = make_tokenizer(Path(args.run) / "tokenizer")
     unet = make_unet(args)
     text = make_text_encoder(tok, args)
@@ -382,7 +387,7 @@ def train_unet(args):
         {"params": list(text.parameters()), "base_lr": args.text_lr, "weight_decay": 0.0},
     ], lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
-    sampler = Sampler(cache["mean"].shape[0], gen)
+    sampler = Sampler(cache.x.shape[0], gen)
     ck = run.load()
     if ck is None:
         print(f"fresh U-Net run in {run.dir}; unet params {n_params(unet):,}, text encoder "
@@ -414,9 +419,8 @@ def train_unet(args):
         set_lr(opt, args.lr, step, args.warmup)
         idx = sampler.next(args.batch)
         b = idx.numel()
-        z0 = (cache["mean"][idx] + cache["std"][idx] * torch.randn(
-            cache["mean"][idx].shape, generator=gen)) * scale
-        labels = cache["labels"][idx]
+        mean, std, labels = cache.get(idx)
+        z0 = (mean + std * torch.randn(mean.shape, generator=gen)) * scale
         pick = torch.rand(b, generator=gen)
         prompt = torch.stack([by_class[int(c)][int(p * len(by_class[int(c)]))]
                               for c, p in zip(labels, pick)])
