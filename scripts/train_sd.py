@@ -511,9 +511,117 @@ def export(args):
           f"vae {n_params(vae):,}; steps vae {vae_ck['step']} unet {ck['step']}")
 
 
+def write_card(args):
+    """weights/fashion-sd/README.md from training_summary.json and scripts/eval_fashion_sd.py's
+    report.json (--eval DIR), with --timing (a measured line) as given."""
+    out = Path(args.out)
+    t = json.loads((out / "training_summary.json").read_text())
+    r = json.loads((Path(args.eval) / "report.json").read_text()) if args.eval else None
+    v, u = t["vae"], t["unet"]
+    unet_cfg = json.loads((out / "unet" / "config.json").read_text())
+    text_cfg = json.loads((out / "text_encoder" / "config.json").read_text())
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    curve = ", ".join(f"{s}: {l:.3f}" for s, l, _ in u["loss_log_every_50"])
+    if r:
+        c, un, fd = r["conditional"], r["unconditional"], r["frechet_distance"]
+        per = "\n".join(f"| {k} | {vv['n']} | {vv['accuracy']:.1%} | {vv['most_confused_with'] or '-'} |"
+                        for k, vv in c["per_class"].items())
+        quality = f"""Judged through the `wgpu-diffusion` binary (not diffusers) by
+`scripts/eval_fashion_sd.py` (DDIM 20 steps, guidance 7.5: the folder's defaults), outputs cropped
+to the 28×28 data area, with `scripts/eval_quality.py`'s classifier (its own test accuracy
+{r['classifier_test_accuracy']:.1%}):
+
+- prompts naming each class ({c['n']} images, {c['n'] // 10} per class): **class accuracy
+  {c['accuracy']:.1%}** (target ≥ 85 %: {'reached' if c['accuracy'] >= 0.85 else 'NOT reached'}),
+  mean confidence {c['mean_confidence']:.3f}
+- empty prompt ({un['n']} images): {un['coverage_classes_any']}/10 classes present,
+  {un['coverage_classes_ge_1pct']}/10 at ≥ 1 %, normalised entropy {un['normalised_entropy']:.3f};
+  histogram {', '.join(f'{k} {n}' for k, n in un['histogram'].items())}
+- FD (classifier features) vs the real test split: {fd['samples_vs_test']:.2f}; real train
+  images of the same count vs test: {fd['baseline_train_subset_same_n_vs_test']:.2f} (full
+  train: {fd['baseline_full_train_vs_test']:.2f})
+
+| class | n | accuracy | else mostly |
+|---|---|---|---|
+{per}
+"""
+    else:
+        quality = "Not measured yet."
+    text = f"""---
+license: mit
+library_name: diffusers
+pipeline_tag: text-to-image
+tags: [diffusers, stable-diffusion, fashion-mnist, text-to-image]
+datasets: [fashion_mnist]
+---
+
+# fashion-sd — a small text-to-image Stable Diffusion pipeline for Fashion-MNIST
+
+A `StableDiffusionPipeline` folder (diffusers `save_pretrained`, safetensors) trained from scratch
+on one shared CPU core by `scripts/train_sd.py` in the `wgpu-diffusion` repository: a prompt such
+as "a pair of sneakers" gives a 32×32 grayscale Fashion-MNIST-like image. It is what
+`make sample-text` samples with the same loader and pipeline users run on real SD folders; it loads
+unchanged in diffusers (`StableDiffusionPipeline.from_pretrained`).
+
+**Status: under-trained.** {u['steps']} U-Net steps ({u['seconds'] / 60:.0f} min) and {v['steps']}
+VAE steps ({v['seconds'] / 60:.0f} min) on a CPU core shared with other jobs — a time box, not a
+converged run; see Quality. Training resumes from its checkpoints (see Training).
+
+## Parts
+
+| part | class | size |
+|---|---|---|
+| `vae/` | `AutoencoderKL`, 1 channel, blocks (16, 32, 64), 32×32 → 8×8×4 latents, `scaling_factor` {v['scaling_factor']:.4f} (1 / the latents' measured std {v['latent_std']:.3f}) | {(out / 'vae' / 'diffusion_pytorch_model.safetensors').stat().st_size:,} B |
+| `text_encoder/` | `CLIPTextModel`, {text_cfg['num_hidden_layers']} layers × {text_cfg['hidden_size']} wide, {text_cfg['num_attention_heads']} heads, quick_gelu, {text_cfg['max_position_embeddings']} positions; token embedding table ({text_cfg['vocab_size']} × {text_cfg['hidden_size']}) stored F16, the rest F32 | {(out / 'text_encoder' / 'model.safetensors').stat().st_size:,} B |
+| `tokenizer/` | `CLIPTokenizer`: the real CLIP vocabulary (`vocab.json`, `merges.txt`), SD 1.x special tokens, `model_max_length` {MAX_LENGTH} | {sum((out / 'tokenizer' / f).stat().st_size for f in os.listdir(out / 'tokenizer')):,} B |
+| `unet/` | `UNet2DConditionModel`, blocks {tuple(unet_cfg['block_out_channels'])}, CrossAttnDown/Up at both levels + cross-attention mid block, 1 layer per block, 4 heads, cross-attention dim {unet_cfg['cross_attention_dim']}; {u['params']:,} parameters, EMA weights | {(out / 'unet' / 'diffusion_pytorch_model.safetensors').stat().st_size:,} B |
+| `scheduler/` | `DDIMScheduler`: SD 1.x's scaled_linear β 0.00085 → 0.012, T = 1000, ε-prediction, leading spacing, steps_offset 1 | |
+
+Whole folder: {total:,} bytes.
+
+Prompts it was trained on (class names in templates; {len(t['prompts'])} in all, plus "" for 10 %
+of the images): {', '.join(repr(p) for p in t['prompts'][:12])}, … (all in `training_summary.json`).
+The evaluation prompts, one per class: {', '.join(repr(p) for p in t['eval_prompts'])}.
+
+## Data and licence
+
+Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747), the 60 000-image training split from
+Debian's `dataset-fashion-mnist` package (`/usr/share/datasets/fashion-mnist`), MIT licence;
+28×28 padded to 32×32 with the background value, pixels in [−1, 1]. The test split was not used
+for training. These weights: MIT, as the repository. The CLIP vocabulary files are OpenAI's (MIT).
+
+## Training
+
+`scripts/train_sd.py` (torch {t['versions']['torch']}, diffusers {t['versions']['diffusers']},
+transformers {t['versions']['transformers']}; 1 thread, `nice -n 10`, fixed seeds, checkpoints
+every 3 min under `/work/runs/t2i/<stage>/`, resumed bit-identically):
+
+1. `vae`: L1 + 1e-3 × KL (mean per latent element), batch 32, AdamW lr 2e-3, {v['steps']} steps.
+   Test-split reconstruction (decoder of the encoder mean, 28×28 area): **L1 {v['test_l1']:.4f},
+   MSE {v['test_mse']:.4f}, PSNR {v['test_psnr_db']:.1f} dB** (pixels in [−1, 1]).
+2. `unet`: U-Net and text encoder trained jointly (the text encoder from random init; a frozen
+   random encoder was not compared for lack of time), ε-MSE on `scaling_factor` × a draw from
+   the frozen VAE's posterior, t ~ U{{0..999}}, batch 64, AdamW lr 1e-3 (warm-up 200), grad clip 1,
+   EMA 0.995 (with the (1 + n) / (10 + n) warm-up), 10 % empty prompts. {u['steps']} steps,
+   final logged loss (mean of the last 50) {u['final_loss']}. Loss every 500 steps: {curve}.
+3. `export`: EMA weights, `save_pretrained`, token embeddings to F16.
+
+Hyper-parameter history: {json.dumps(u['history'])}.
+
+## Quality
+
+{quality}
+{args.timing or ''}
+"""
+    (out / "README.md").write_text(text)
+    print(f"wrote {out / 'README.md'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["vae", "unet", "export", "params"])
+    ap.add_argument("stage", choices=["vae", "unet", "export", "card", "params"])
+    ap.add_argument("--eval", help="card: scripts/eval_fashion_sd.py's output folder")
+    ap.add_argument("--timing", help="card: a measured sampling-time paragraph to include")
     ap.add_argument("--run", default="/work/runs/t2i")
     ap.add_argument("--out", default=str(ROOT / "weights" / "fashion-sd"))
     ap.add_argument("--max-minutes", type=float, default=0)
@@ -550,6 +658,8 @@ def main():
         train_unet(args)
     elif args.stage == "export":
         export(args)
+    elif args.stage == "card":
+        write_card(args)
     else:
         tok = make_tokenizer("/tmp/t2i-tok")
         print("vae", n_params(make_vae()), "unet", n_params(make_unet(args)),
