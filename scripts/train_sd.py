@@ -4,7 +4,7 @@ diffusers StableDiffusionPipeline folder (issue 17). CPU, 1 thread, resumable.
 
 Stages (each resumable from RUN/<stage>/ckpt.pt, which is written atomically every --ckpt-minutes
 and at exit; the data order, noise and prompt draws come from one torch.Generator whose state is in
-the checkpoint, so a resumed run continues bit-identically):
+the checkpoint, so a resumed run continues the same sequence; not yet exercised by an interrupted run):
 
   vae   AutoencoderKL, 1 channel, 32x32 images (28x28 padded with the background value -1)
         -> 8x8x4 latents; loss L1 + --kl-weight x KL (per latent element). At the end of the stage
@@ -594,7 +594,7 @@ for training. These weights: MIT, as the repository. The CLIP vocabulary files a
 
 `scripts/train_sd.py` (torch {t['versions']['torch']}, diffusers {t['versions']['diffusers']},
 transformers {t['versions']['transformers']}; 1 thread, `nice -n 10`, fixed seeds, checkpoints
-every 3 min under `/work/runs/t2i/<stage>/`, resumed bit-identically):
+every 3 min under `/work/runs/t2i/<stage>/`, resumable; this run was not interrupted):
 
 1. `vae`: L1 + 1e-3 × KL (mean per latent element), batch 32, AdamW lr 2e-3, {v['steps']} steps.
    Test-split reconstruction (decoder of the encoder mean, 28×28 area): **L1 {v['test_l1']:.4f},
