@@ -16,7 +16,7 @@ EXTERNAL_PNG := target/external/sample.png
 EXTERNAL_IMAGES := 4
 EXTERNAL_STEPS := 10
 
-.PHONY: all test sample adapter build lint fixtures external ray-test
+.PHONY: all test sample sample-text adapter build lint fixtures external ray-test
 
 all: test
 
@@ -64,6 +64,20 @@ external:
 # cycling), DDIM 20 steps, entirely on the GPU; writes samples.png.
 sample: adapter
 	$(BIN) sample -o samples.png $(SAMPLE_ARGS)
+
+# Text-to-image with our own small Stable Diffusion folder (weights/fashion-sd, issue 17): one grid
+# row per prompt, TEXT_COLS images each (different seeds' noise), the folder's defaults (DDIM 20
+# steps, guidance 7.5); writes samples-text.png. Prompts are '|'-separated; "" is unconditional.
+TEXT_MODEL ?= weights/fashion-sd
+TEXT_PROMPTS ?= a photo of a t-shirt|a pair of trousers|a photo of a dress|a photo of a coat|a pair of sandals|a pair of sneakers|a photo of a bag|a pair of ankle boots
+TEXT_COLS ?= 6
+TEXT_ARGS ?= --seed 0
+sample-text: adapter
+	@prompts='$(TEXT_PROMPTS)'; set --; IFS='|'; for p in $$prompts; do i=0; \
+		while [ $$i -lt $(TEXT_COLS) ]; do set -- "$$@" --prompt "$$p"; i=$$((i + 1)); done; \
+	done; unset IFS; \
+	$(BIN) sample --model $(TEXT_MODEL) --num-images $$(($$# / 2)) --cols $(TEXT_COLS) \
+		-o samples-text.png $(TEXT_ARGS) "$$@"
 
 lint:
 	$(CARGO) fmt --check
