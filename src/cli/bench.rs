@@ -70,7 +70,7 @@ pub struct BenchArgs {
     /// Batch sizes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub batch: Vec<usize>,
-    /// Timed forward passes per batch (the median is reported).
+    /// Timed forward passes per batch (the median is reported); 0 plans only (memory, no run).
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// Untimed forward passes before timing.
