@@ -448,9 +448,14 @@ impl Pipeline {
     pub fn load_with(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
         let layout = FolderLayout::resolve(dir)?;
         let unet_config = read_unet_config(&layout)?;
-        // Cheap checks between the parts before any weights are read.
-        let text = match &unet_config {
-            UNetConfig::Text(c) => Some(TextConfig::read(&layout.root, c)?),
+        // The prompt encoder first (its tokenizer read once) and the cheap checks between the
+        // parts, before the U-Net's weights are read.
+        let prompt_encoder = match &unet_config {
+            UNetConfig::Text(c) => {
+                let encoder = PromptEncoder::load(ctx, &layout.root)?;
+                check_text_width(&encoder.text_encoder.config, c)?;
+                Some(encoder)
+            }
             UNetConfig::Plain(_) => None,
         };
         if let Some(part) = &layout.decoder {
@@ -464,10 +469,6 @@ impl Pipeline {
         let classes = read_classes(&layout.classes, unet_config.num_class_embeds())?;
         let decoder = match &layout.decoder {
             Some(part) => Some(LatentDecoder::load(ctx, part)?),
-            None => None,
-        };
-        let prompt_encoder = match text {
-            Some(_) => Some(PromptEncoder::load(ctx, &layout.root)?),
             None => None,
         };
         Ok(Pipeline {
