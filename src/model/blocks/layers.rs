@@ -205,11 +205,30 @@ impl LinearLayer {
         output_scale: f32,
         name: &str,
     ) -> Result<Value> {
-        let (c_in, c_out) = (self.in_features, self.out_features);
-        let batch = x.shape[0];
         let tokens: usize = x.shape[2..].iter().product();
         let mut shape = x.shape.clone();
-        shape[1] = c_out;
+        shape[1] = self.out_features;
+        let x_strides = [self.in_features * tokens, tokens, 1];
+        self.record_channel_major(g, x, x_strides, tokens, residual, output_scale, shape, name)
+    }
+
+    /// `out[n] = (W·x[n] + b + residual[n]) · output_scale` written channel-major `[B, out, T]`
+    /// (shape `shape`), `x[n]`'s `[in, T]` read through `x_strides` (batch, feature, token): the
+    /// one GEMM behind [`LinearLayer::record_channels`] and [`LinearLayer::record_to_channels`].
+    #[allow(clippy::too_many_arguments)]
+    fn record_channel_major<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        x_strides: [usize; 3],
+        tokens: usize,
+        residual: Option<&Value>,
+        output_scale: f32,
+        shape: Vec<usize>,
+        name: &str,
+    ) -> Result<Value> {
+        let (c_in, c_out) = (self.in_features, self.out_features);
+        let batch = x.shape[0];
         let mut reads = vec![x];
         reads.extend(residual);
         let (xi, ri) = (x.id(), residual.map(Value::id));
@@ -226,7 +245,7 @@ impl LinearLayer {
                 n: tokens,
                 k: c_in,
                 a_strides: [0, c_in, 1],
-                b_strides: [c_in * tokens, tokens, 1],
+                b_strides: x_strides,
                 c_strides: [c_out * tokens, tokens, 1],
                 alpha: 1.0,
                 output_scale,
@@ -300,29 +319,7 @@ impl LinearLayer {
             ));
         }
         let shape = out_shape.map_or_else(|| vec![batch, fout, t], <[usize]>::to_vec);
-        let mut reads = vec![h];
-        reads.extend(residual);
-        let (hi, ri) = (h.id(), residual.map(Value::id));
-        let label = name.to_owned();
-        g.op(name, &reads, &shape, move |b, out| {
-            let mm = Matmul {
-                a: &self.weight,
-                b: b.get(hi),
-                out,
-                bias: self.bias.as_ref().map(|t| (t, BiasAxis::M)),
-                residual: ri.map(|r| b.get(r)),
-                batch,
-                m: fout,
-                n: t,
-                k: fin,
-                a_strides: [0, fin, 1],
-                b_strides: [t * fin, 1, fin],
-                c_strides: [fout * t, t, 1],
-                alpha: 1.0,
-                output_scale: 1.0,
-            };
-            matmul(b.ctx, &mm, &label)
-        })
+        self.record_channel_major(g, h, [t * fin, 1, fin], t, residual, 1.0, shape, name)
     }
 
     /// Channel-major `a [B, in, ...]` (T = the trailing dims) → token-major `[B, T, out]`
