@@ -52,7 +52,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "loaded {} ({} parameters) on {}",
         args.model.display(),
-        pipeline.model.parameters(),
+        pipeline.unet()?.parameters(),
         pipeline.context().adapter.describe()
     );
     let samples = pipeline.sample(&SampleOptions {

@@ -17,7 +17,9 @@ use wgpu_diffusion::model::clip_text::PromptEncoder;
 use wgpu_diffusion::model::unet_2d::UNet2DModel;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
 use wgpu_diffusion::sampling::engine::Denoiser;
-use wgpu_diffusion::sampling::{LatentDecoder, Pipeline, SampleOptions, UNet};
+use wgpu_diffusion::sampling::{
+    LatentDecoder, LoadOptions, Offload, Pipeline, SampleOptions, UNet,
+};
 use wgpu_diffusion::Error;
 
 mod cli;
@@ -75,6 +77,14 @@ enum Command {
             env = "WGPU_DIFFUSION_DECODE_BINDING_LIMIT"
         )]
         decode_binding_limit: Option<u64>,
+        /// Where the parts live: `auto` (every part resident when one default-size image
+        /// plans within the memory budget that way, else `parts`), `off` (every part
+        /// resident), `parts` (one part on the GPU at a time), as `sample --offload`.
+        #[arg(long, default_value = "auto", value_name = "auto|off|parts")]
+        offload: Offload,
+        /// The memory budget in MiB that `--offload auto` judges (default: the adapter's).
+        #[arg(long, value_name = "MIB")]
+        memory_budget: Option<u64>,
     },
 }
 
@@ -141,76 +151,160 @@ fn inspect(
     dir: &Path,
     (batch, height, width): (usize, Option<usize>, Option<usize>),
     decode: &DecodeOptions,
+    load: &LoadOptions,
 ) -> Result<ExitCode> {
     let ctx: Arc<GpuContext> = GpuContext::new(&gpu_options(cli))?;
-    let pipeline = Pipeline::load_with(&ctx, dir)
+    let pipeline = Pipeline::load_with_options(&ctx, dir, load)
         .with_context(|| format!("loading model {}", dir.display()))?;
-    let model = &pipeline.model;
     // A latent pipeline's --height/--width are the image's.
-    let f = pipeline.decoder.as_ref().map_or(1, LatentDecoder::upscale);
+    let f = pipeline.upscale();
     let (h, w) = pipeline
         .unet_config
         .resolution(height.map(|v| v / f), width.map(|v| v / f));
     println!("model        {}", dir.display());
     println!("adapter      {}", ctx.adapter.describe());
-    match model {
-        UNet::Plain(m) => describe_unet_2d(m, h, w),
-        UNet::Text(m) => describe_unet_2d_condition(m, h, w),
-    }
-    let tokens = pipeline
-        .prompt_encoder
-        .as_ref()
-        .map_or(0, |p| p.tokenizer.model_max_length());
-    let graph = model.graph(batch, h, w, tokens)?;
-    let macs = graph.flops() / 2 / batch as u64;
-    println!(
-        "parameters   {} ({:.2} M)",
-        model.parameters(),
-        model.parameters() as f64 / 1e6
-    );
-    println!(
-        "MACs         {:.3} G per image per forward ({} dispatches per forward)",
-        macs as f64 / 1e9,
-        graph.dispatches().len()
-    );
-    println!(
-        "weights      {} on the GPU (f32)",
-        mib(model.parameters() as u64 * 4)
-    );
-    let memory = graph.memory();
-    println!(
-        "activations  {} planned at batch {batch} ({} per image, {} buffers; one buffer per op would be {}, {:.1}x more)",
-        mib(memory.planned_bytes),
-        mib(memory.planned_bytes / batch as u64),
-        memory.buffers,
-        mib(memory.unplanned_bytes),
-        memory.unplanned_bytes as f64 / memory.planned_bytes.max(1) as f64
-    );
-    let limit = ctx.max_binding_bytes();
-    let (label, bytes) = &memory.largest;
-    println!(
-        "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
-        mib(*bytes),
-        mib(limit),
-        100.0 * *bytes as f64 / limit as f64
-    );
-    let mut total = model.parameters() as u64 * 4 + memory.planned_bytes;
-    if let Some(encoder) = &pipeline.prompt_encoder {
-        total += print_text_encoder(encoder, &ctx)?;
-    }
-    if let Some(decoder) = &pipeline.decoder {
-        total += print_decoder(decoder, &ctx, (h, w), decode)?;
-    }
-    if pipeline.decoder.is_some() || pipeline.prompt_encoder.is_some() {
+    {
+        let model = pipeline.unet()?;
+        match &*model {
+            UNet::Plain(m) => describe_unet_2d(m, h, w),
+            UNet::Text(m) => describe_unet_2d_condition(m, h, w),
+        }
+        let graph = model.graph(batch, h, w, pipeline.context_tokens())?;
+        let macs = graph.flops() / 2 / batch as u64;
         println!(
-            "total        {} at batch {batch}: every part's weights plus the U-Net's planned activations and one image's {}decode",
-            mib(total),
-            if pipeline.prompt_encoder.is_some() { "prompt encode and " } else { "" }
+            "parameters   {} ({:.2} M)",
+            model.parameters(),
+            model.parameters() as f64 / 1e6
+        );
+        println!(
+            "MACs         {:.3} G per image per forward ({} dispatches per forward)",
+            macs as f64 / 1e9,
+            graph.dispatches().len()
+        );
+        println!(
+            "weights      {} on the GPU (f32)",
+            mib(model.parameters() as u64 * 4)
+        );
+        let memory = graph.memory();
+        println!(
+            "activations  {} planned at batch {batch} ({} per image, {} buffers; one buffer per op would be {}, {:.1}x more)",
+            mib(memory.planned_bytes),
+            mib(memory.planned_bytes / batch as u64),
+            memory.buffers,
+            mib(memory.unplanned_bytes),
+            memory.unplanned_bytes as f64 / memory.planned_bytes.max(1) as f64
+        );
+        let limit = ctx.max_binding_bytes();
+        let (label, bytes) = &memory.largest;
+        println!(
+            "largest      {label}: {} vs binding limit {} ({:.1}% of it)",
+            mib(*bytes),
+            mib(limit),
+            100.0 * *bytes as f64 / limit as f64
         );
     }
-    print_auto_batch(&pipeline, h, w)?;
+    // One part on the GPU at a time when offloaded.
+    pipeline.release_parts();
+    if let Some(encoder) = pipeline.prompt_encoder()? {
+        print_text_encoder(&encoder, &ctx)?;
+    }
+    pipeline.release_parts();
+    if let Some(decoder) = pipeline.decoder()? {
+        print_decoder(&decoder, &ctx, (h, w), decode)?;
+    }
+    pipeline.release_parts();
+    if pipeline.decoder_config.is_some() || pipeline.text_config.is_some() {
+        print_memory_plan(&pipeline, batch, (h, w), decode, load)?;
+    }
+    print_auto_batch(&pipeline, h, w, decode)?;
     println!("pipelines    {} compiled", ctx.pipeline_count());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Options that make a run at `images` per batch of `h`×`w` (latent) pixels, with guidance
+/// where the model has it when `guided`.
+fn plan_options(
+    pipeline: &Pipeline,
+    (h, w): (usize, usize),
+    images: usize,
+    guided: bool,
+    decode: &DecodeOptions,
+) -> SampleOptions {
+    let cfg = &pipeline.unet_config;
+    let f = pipeline.upscale();
+    let text = cfg.context_dim().is_some();
+    let scale = if text { 7.5 } else { 2.0 };
+    SampleOptions {
+        num_images: images,
+        steps: 1,
+        height: Some(h * f),
+        width: Some(w * f),
+        class_labels: cfg.num_class_embeds().map(|_| vec![0]),
+        prompts: text.then(|| vec![String::new()]),
+        // Unguided: 1.0 turns a text pipeline's default 7.5 off; others take none.
+        guidance_scale: if guided {
+            Some(scale)
+        } else {
+            text.then_some(1.0)
+        },
+        decode_binding_limit: decode.binding_limit,
+        ..SampleOptions::default()
+    }
+}
+
+/// A latent or text-to-image pipeline's memory, phase by phase, every part resident and one
+/// part at a time, and which of the two `sample` runs with.
+fn print_memory_plan(
+    pipeline: &Pipeline,
+    batch: usize,
+    size: (usize, usize),
+    decode: &DecodeOptions,
+    load: &LoadOptions,
+) -> Result<()> {
+    let guided = pipeline.text_config.is_some();
+    let options = plan_options(pipeline, size, batch, guided, decode);
+    let spec = pipeline.prepare(&options)?;
+    let plan = pipeline.memory(&spec, batch)?.ok_or_else(|| {
+        anyhow::anyhow!("batch {batch} passes the adapter's binding limit; try --batch 1")
+    })?;
+    println!(
+        "memory plan  at batch {batch}{}: weights + activations per phase",
+        if guided {
+            " with guidance (2 U-Net rows per image)"
+        } else {
+            ""
+        }
+    );
+    for p in &plan.phases {
+        println!(
+            "  {:<15} {} + {} = {}",
+            p.phase.name(),
+            mib(p.weights),
+            mib(p.activations),
+            mib(p.total())
+        );
+    }
+    let (peak, phase) = plan.parts_peak();
+    let budget = load
+        .memory_budget
+        .unwrap_or_else(|| default_memory_budget(&pipeline.context().adapter));
+    println!(
+        "  every part resident {} (all weights {}); one part at a time {}{}",
+        mib(plan.resident_peak()),
+        mib(plan.weights()),
+        mib(peak),
+        phase.map_or(String::new(), |p| format!(" ({})", p.name()))
+    );
+    println!(
+        "offload      {} (--offload {}; memory budget {})",
+        match pipeline.offload() {
+            Offload::Parts => "parts: each phase uploads its part and frees it after",
+            _ => "off: every part resident",
+        },
+        load.offload,
+        mib(budget)
+    );
+    Ok(())
 }
 
 /// A `UNet2DModel`'s structure.
@@ -382,7 +476,7 @@ fn describe_unet_2d_condition(model: &UNet2DConditionModel, h: usize, w: usize) 
 
 /// A text-to-image pipeline's prompt encoder: parameters and the plan of encoding one prompt and
 /// its negative prompt. Returns its weights plus that plan, in bytes.
-fn print_text_encoder(encoder: &PromptEncoder, ctx: &GpuContext) -> Result<u64> {
+fn print_text_encoder(encoder: &PromptEncoder, ctx: &GpuContext) -> Result<()> {
     let cfg = &encoder.text_encoder.config;
     let tokens = encoder.tokenizer.model_max_length();
     let params = encoder.text_encoder.parameters as u64;
@@ -399,7 +493,7 @@ fn print_text_encoder(encoder: &PromptEncoder, ctx: &GpuContext) -> Result<u64> 
         mib(*bytes),
         mib(ctx.max_binding_bytes())
     );
-    Ok(params * 4 + memory.planned_bytes)
+    Ok(())
 }
 
 /// A latent pipeline's decoder: class, output, parameters, MACs and memory of one decode.
@@ -409,7 +503,7 @@ fn print_decoder(
     ctx: &GpuContext,
     (latent_h, latent_w): (usize, usize),
     options: &DecodeOptions,
-) -> Result<u64> {
+) -> Result<()> {
     let class = match decoder {
         LatentDecoder::VQModel(_) => "VQModel",
         LatentDecoder::AutoencoderKL(_) => "AutoencoderKL",
@@ -452,49 +546,28 @@ fn print_decoder(
             graph.bands
         );
     }
-    Ok(decoder.parameters() as u64 * 4 + memory.planned_bytes)
+    Ok(())
 }
 
 /// The batch `sample` picks without --batch-size at this resolution (up to 4096 images), plain
-/// and with classifier-free guidance (two model rows per image) where the model has a null label.
-fn print_auto_batch(pipeline: &Pipeline, height: usize, width: usize) -> Result<()> {
+/// and with classifier-free guidance (two model rows per image) where the model has it.
+fn print_auto_batch(
+    pipeline: &Pipeline,
+    height: usize,
+    width: usize,
+    decode: &DecodeOptions,
+) -> Result<()> {
     const MAX_IMAGES: usize = 4096;
     let cfg = &pipeline.unet_config;
-    let f = pipeline.decoder.as_ref().map_or(1, LatentDecoder::upscale);
     let budget = default_memory_budget(&pipeline.context().adapter);
-    let text = cfg.context_dim().is_some();
-    let options = SampleOptions {
-        num_images: MAX_IMAGES,
-        steps: 1,
-        height: Some(height * f),
-        width: Some(width * f),
-        class_labels: cfg.num_class_embeds().map(|_| vec![0]),
-        prompts: text.then(|| vec![String::new()]),
-        guidance_scale: text.then_some(1.0),
-        ..SampleOptions::default()
+    let batch = |guided: bool| -> Result<usize> {
+        let options = plan_options(pipeline, (height, width), MAX_IMAGES, guided, decode);
+        Ok(pipeline.batch_for(&pipeline.prepare(&options)?)?)
     };
-    let plain = pipeline.batch_for(&pipeline.prepare(&options)?)?;
+    let plain = batch(false)?;
     let guided = match (cfg.num_class_embeds(), pipeline.classes.null) {
-        _ if text => {
-            let guided = SampleOptions {
-                guidance_scale: Some(7.5),
-                ..options.clone()
-            };
-            format!(
-                ", {} with guidance",
-                pipeline.batch_for(&pipeline.prepare(&guided)?)?
-            )
-        }
-        (Some(_), Some(_)) => {
-            let guided = SampleOptions {
-                guidance_scale: Some(2.0),
-                ..options.clone()
-            };
-            format!(
-                ", {} with guidance",
-                pipeline.batch_for(&pipeline.prepare(&guided)?)?
-            )
-        }
+        _ if cfg.context_dim().is_some() => format!(", {} with guidance", batch(true)?),
+        (Some(_), Some(_)) => format!(", {} with guidance", batch(true)?),
         _ => String::new(),
     };
     println!(
@@ -545,12 +618,18 @@ fn main() -> ExitCode {
             height,
             width,
             decode_binding_limit,
+            offload,
+            memory_budget,
         } => {
             let size = (*batch as usize, *height, *width);
             let decode = DecodeOptions {
                 binding_limit: *decode_binding_limit,
             };
-            inspect(&cli, model, size, &decode)
+            let load = LoadOptions {
+                offload: *offload,
+                memory_budget: memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
+            };
+            inspect(&cli, model, size, &decode, &load)
         }
     };
     match result {

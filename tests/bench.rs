@@ -395,6 +395,17 @@ fn sd15_preset_plans_at_512_and_runs_end_to_end_at_64() {
     let decode = r.decode.as_ref().expect("decode planned");
     assert!(decode.error.is_none() && decode.bands >= 2, "{decode:?}");
     assert!(r.text_encode.as_ref().is_some_and(|t| t.error.is_none()));
+    // Issue 14's bar: SD 1.5 with its VAE and text encoder plans within a 4 GiB adapter —
+    // one part at a time (every part resident in f32 does not: 4067 MiB of weights alone).
+    const GIB: u64 = 1 << 30;
+    assert!(
+        r.peak_allocated_bytes > 4 * GIB,
+        "resident {}",
+        r.peak_allocated_bytes
+    );
+    let parts = r.parts_peak_bytes.expect("several parts");
+    assert!(parts <= 4 * GIB, "one part at a time: {parts} B");
+    assert_eq!(r.parts_peak_phase.as_deref(), Some("U-Net sampling"));
 
     options.runs = 1;
     options.height = Some(64);

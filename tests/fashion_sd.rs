@@ -48,7 +48,7 @@ fn strings(v: &serde_json::Value) -> Option<Vec<String>> {
 fn fashion_sd_matches_diffusers_pipeline_from_the_same_latents() {
     let ctx = common::ctx();
     let pipeline = Pipeline::load_with(&ctx, &model()).expect("weights/fashion-sd loads");
-    assert!(pipeline.decoder.is_some() && pipeline.prompt_encoder.is_some());
+    assert!(pipeline.decoder_config.is_some() && pipeline.text_config.is_some());
     let bytes = fs::read(fixture().join("io.safetensors")).expect("io");
     let io = SafeTensors::deserialize(&bytes).expect("io parses");
     let manifest: serde_json::Value = serde_json::from_str(

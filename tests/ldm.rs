@@ -33,7 +33,7 @@ fn tensor(io: &SafeTensors, key: &str) -> Vec<f32> {
 fn ldm_pipeline_matches_diffusers_latents_and_decoded_image() {
     let ctx = common::ctx();
     let pipeline = Pipeline::load_with(&ctx, &fixture().join("pipeline")).expect("LDM folder");
-    assert!(pipeline.decoder.is_some());
+    assert!(pipeline.decoder_config.is_some());
     let bytes = fs::read(fixture().join("io.safetensors")).expect("io");
     let io = SafeTensors::deserialize(&bytes).expect("io parses");
     for steps in [1, 10] {
@@ -143,7 +143,7 @@ const IMAGE_W: usize = 2 * LATENT_W;
 /// The largest binding limit (a multiple of 256 B) that splits the fixture pipeline's 8×2-latent
 /// decode (batch 2) into at least 3 row bands, and the bands it gives.
 fn three_band_limit(pipeline: &Pipeline) -> (u64, usize) {
-    let decoder = pipeline.decoder.as_ref().expect("decoder");
+    let decoder = pipeline.decoder().expect("loads").expect("decoder");
     let whole = decoder
         .decode_graph(2, LATENT_H, LATENT_W)
         .expect("unsplit decode");
@@ -208,7 +208,7 @@ fn inspect_says_how_the_decode_is_banded() {
     let ctx = common::ctx();
     let pipeline = Pipeline::load_with(&ctx, &fixture().join("pipeline")).expect("LDM folder");
     // inspect plans batch 1: find a limit that bands that decode.
-    let decoder = pipeline.decoder.as_ref().expect("decoder");
+    let decoder = pipeline.decoder().expect("loads").expect("decoder");
     let whole = decoder
         .decode_graph(1, LATENT_H, LATENT_W)
         .expect("unsplit decode");

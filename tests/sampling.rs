@@ -480,12 +480,9 @@ fn automatic_batch_fits_the_budget_and_keeps_the_images() {
     let spec = pipeline.prepare(&base).expect("spec");
     let [_, _, h, w] = spec.shape;
     // Exactly what two images need: the automatic batch must be 2 (3 would not fit).
-    let two = pipeline.model.parameters() as u64 * 4
-        + pipeline
-            .model
-            .plan_memory(2, h, w, 0)
-            .expect("plan")
-            .planned_bytes
+    let unet = pipeline.unet().expect("U-Net");
+    let two = unet.parameters() as u64 * 4
+        + unet.plan_memory(2, h, w, 0).expect("plan").planned_bytes
         + spec.sampler_bytes(2);
     let budgeted = SampleOptions {
         memory_budget: Some(two),

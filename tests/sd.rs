@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use wgpu_diffusion::model::unet_2d_condition::UNet2DConditionModel;
 use wgpu_diffusion::reference::compare_scaled;
-use wgpu_diffusion::sampling::{InitImage, Pipeline, PipelineConfig, SampleOptions};
+use wgpu_diffusion::sampling::{
+    InitImage, LoadOptions, Offload, Phase, Pipeline, PipelineConfig, SampleOptions,
+};
 use wgpu_diffusion::schedule::SchedulerKind;
 
 /// Block outputs vs diffusers' float64 forward, relative to each block's max |x|.
@@ -119,7 +121,7 @@ fn check_pipeline(name: &str, cases: &[&str]) {
     let ctx = common::ctx();
     let pipeline =
         Pipeline::load_with(&ctx, &fixture().join(format!("pipeline_{name}"))).expect("SD folder");
-    assert!(pipeline.decoder.is_some() && pipeline.prompt_encoder.is_some());
+    assert!(pipeline.decoder_config.is_some() && pipeline.text_config.is_some());
     let bytes = fs::read(fixture().join(format!("pipeline_{name}.io.safetensors"))).expect("io");
     let io = SafeTensors::deserialize(&bytes).expect("io parses");
     let manifest = manifest();
@@ -372,4 +374,154 @@ fn unet_with_a_tiny_attention_budget_is_bit_identical() {
             .all(|(a, b)| a.to_bits() == b.to_bits()),
         "chunked attention changed the output"
     );
+}
+
+/// One part at a time (`Offload::Parts`) gives the very images of every part resident, with a
+/// prompt and a negative prompt, several batches in one decode group, and an image-to-image
+/// start (the VAE encoder loaded for it alone); `Auto` chooses it when the all-resident plan is
+/// over the budget, and `Off` over the budget is refused naming the fix.
+#[test]
+fn offloading_parts_is_bit_identical_and_auto_picks_it_over_budget() {
+    let ctx = common::ctx();
+    let dir = fixture().join("pipeline_sd1");
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let options = SampleOptions {
+        scheduler: Some(SchedulerKind::Ddim),
+        steps: 3,
+        num_images: 3,
+        batch_size: Some(2),
+        guidance_scale: Some(7.5),
+        prompts: Some(strings(&["a red fox", "an astronaut riding a horse"])),
+        negative_prompts: Some(strings(&["blurry"])),
+        height: Some(16),
+        width: Some(16),
+        ..SampleOptions::default()
+    };
+    let load = |offload, memory_budget| {
+        Pipeline::load_with_options(
+            &ctx,
+            &dir,
+            &LoadOptions {
+                offload,
+                memory_budget,
+            },
+        )
+        .expect("SD folder")
+    };
+    let resident = load(Offload::Off, None);
+    assert_eq!(resident.offload(), Offload::Off);
+    let parts = load(Offload::Parts, None);
+    assert_eq!(parts.offload(), Offload::Parts);
+    let img2img = SampleOptions {
+        init_image: Some(InitImage {
+            image: (0..3 * 16 * 16)
+                .map(|i| ((i % 7) as f32 - 3.0) / 3.0)
+                .collect(),
+            strength: 0.6,
+        }),
+        ..options.clone()
+    };
+    for opts in [&options, &img2img] {
+        let want = resident.sample(opts).expect("resident");
+        let got = parts.sample(opts).expect("one part at a time");
+        assert_eq!(got.shape, want.shape);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same(&got.data, &want.data), "offloaded images differ");
+        let (gl, _) = got.latents.as_ref().expect("latents");
+        let (wl, _) = want.latents.as_ref().expect("latents");
+        assert!(same(gl, wl), "offloaded latents differ");
+    }
+
+    // The plan: every part resident costs more than the largest phase.
+    let spec = parts.prepare(&options).expect("spec");
+    let plan = parts
+        .memory(&spec, 2)
+        .expect("plan")
+        .expect("fits the bindings");
+    assert_eq!(
+        plan.phases.iter().map(|p| p.phase).collect::<Vec<_>>(),
+        [Phase::TextEncode, Phase::Sampling, Phase::Decode]
+    );
+    let (peak, _) = plan.parts_peak();
+    assert!(peak < plan.resident_peak(), "{plan:?}");
+    // Auto: a budget between the two peaks (at the default size, one image) picks parts.
+    let one_image = SampleOptions {
+        num_images: 1,
+        batch_size: None,
+        ..options.clone()
+    };
+    let default_spec = parts.prepare(&one_image).expect("spec");
+    let one = parts.memory(&default_spec, 1).expect("plan").expect("fits");
+    let between = (one.parts_peak().0 + one.resident_peak()) / 2;
+    assert_eq!(load(Offload::Auto, Some(between)).offload(), Offload::Parts);
+    assert_eq!(load(Offload::Auto, None).offload(), Offload::Off);
+    // That budget in a run: parts samples at the automatic batch, resident is refused.
+    let budgeted = SampleOptions {
+        batch_size: None,
+        memory_budget: Some(between),
+        ..options.clone()
+    };
+    let auto = load(Offload::Auto, Some(between));
+    let got = auto
+        .sample(&budgeted)
+        .expect("one part at a time within the budget");
+    let want = resident.sample(&options).expect("resident");
+    assert!(got
+        .data
+        .iter()
+        .zip(&want.data)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let e = resident
+        .sample(&budgeted)
+        .expect_err("resident over the budget")
+        .to_string();
+    assert!(
+        e.contains("memory_budget")
+            && e.contains("every part resident")
+            && e.contains("offload parts"),
+        "{e}"
+    );
+}
+
+/// `inspect` prints the memory plan phase by phase and the offload mode it resolved.
+#[test]
+fn inspect_prints_the_memory_plan_and_offload() {
+    let dir = fixture().join("pipeline_sd1");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .arg("inspect")
+            .arg("--model")
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .expect("run inspect");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let text = run(&[]);
+    for want in [
+        "memory plan  at batch 1 with guidance",
+        "  text encode ",
+        "  U-Net sampling ",
+        "  decode ",
+        "every part resident",
+        "one part at a time",
+        "offload      off: every part resident (--offload auto",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    let text = run(&["--offload", "parts"]);
+    assert!(
+        text.contains("offload      parts: each phase uploads its part"),
+        "{text}"
+    );
+    // Auto with a budget no all-resident plan fits (1 MiB) resolves to parts.
+    let text = run(&["--memory-budget", "1"]);
+    assert!(text.contains("offload      parts"), "{text}");
 }

@@ -75,7 +75,9 @@
 //!       "flops_per_forward": 97000000000,    2 per multiply-add, whole batch
 //!       "macs_per_image": 6070000000,        = inspect's MACs
 //!       "activation_bytes": 60000000,
-//!       "peak_allocated_bytes": 203000000,   weights + activations of this batch's graphs
+//!       "peak_allocated_bytes": 203000000,   every part's weights + activations resident at once
+//!       "parts_peak_bytes": null | 3.9e9,    several parts: one part at a time (--offload parts)
+//!       "parts_peak_phase": null | "U-Net sampling",   the phase that sets it
 //!       "forward_ms": { "median": 812.0, "min": 800.1, "max": 830.2, "runs": [..] },
 //!       "images_per_s": 9.85,
 //!       "gflops_per_s": 119.4,               flops_per_forward / median
@@ -124,6 +126,7 @@ use crate::model::autoencoder::AutoencoderGraph;
 use crate::model::clip_text::CLIPTextModel;
 use crate::sampling::engine::Denoiser;
 use crate::sampling::latent::LatentDecoder;
+use crate::sampling::memory::{Phase, PhaseMemory, PipelineMemory};
 use crate::sampling::unet::{AnyGraph, UNet};
 
 pub use correctness::Correctness;
@@ -289,6 +292,10 @@ pub struct BatchResult {
     pub macs_per_image: u64,
     pub activation_bytes: u64,
     pub peak_allocated_bytes: u64,
+    /// A workload of several parts: the peak with one part on the GPU at a time
+    /// (`sample --offload parts`), and the phase that sets it.
+    pub parts_peak_bytes: Option<u64>,
+    pub parts_peak_phase: Option<String>,
     /// The largest planned buffer (label, bytes) vs the adapter's binding limit.
     pub largest_buffer: String,
     pub largest_buffer_bytes: u64,
@@ -372,6 +379,8 @@ impl BatchResult {
             macs_per_image: 0,
             activation_bytes: 0,
             peak_allocated_bytes: 0,
+            parts_peak_bytes: None,
+            parts_peak_phase: None,
             largest_buffer: String::new(),
             largest_buffer_bytes: 0,
             forward_ms: None,
@@ -641,11 +650,20 @@ fn bench_adapter(
     for &batch in &args.batch {
         let mut result = bench_batch(ctx, &model, workload, args, batch, height, width)
             .unwrap_or_else(|e| BatchResult::failed(batch, e.to_string()));
+        // The batch's memory plan, phase by phase (a text workload's encode has 2 prompts per
+        // image: prompt and negative prompt).
+        let mut phases = vec![PhaseMemory {
+            phase: Phase::Sampling,
+            weights: model.parameters() as u64 * 4,
+            activations: result.activation_bytes,
+        }];
         if let (Some(encoder), Some(text), None) = (&text_encoder, &workload.text, &result.error) {
             let encode = bench_text_encode(ctx, encoder, args, 2 * batch, text.tokens);
-            result.peak_allocated_bytes = result
-                .peak_allocated_bytes
-                .max(encoder.parameters as u64 * 4 + encode.activation_bytes);
+            phases.push(PhaseMemory {
+                phase: Phase::TextEncode,
+                weights: encoder.parameters as u64 * 4,
+                activations: encode.activation_bytes,
+            });
             match (&encode.error, &encode.encode_ms) {
                 (Some(e), _) => note(format!("  batch {batch} text encode: error: {e}")),
                 (None, Some(t)) => note(format!(
@@ -664,8 +682,11 @@ fn bench_adapter(
         if let (Some(decoder), None) = (&decoder, &result.error) {
             let decode = bench_decode(ctx, decoder, args, batch, (height, width))
                 .unwrap_or_else(|e| DecodeResult::failed(e.to_string()));
-            result.peak_allocated_bytes +=
-                decoder.parameters() as u64 * 4 + decode.activation_bytes;
+            phases.push(PhaseMemory {
+                phase: Phase::Decode,
+                weights: decoder.parameters() as u64 * 4,
+                activations: decode.activation_bytes,
+            });
             match (&decode.error, &decode.decode_ms) {
                 (Some(e), _) => note(format!("  batch {batch} decode: error: {e}")),
                 (None, Some(t)) => note(format!(
@@ -675,6 +696,15 @@ fn bench_adapter(
                 _ => {}
             }
             result.decode = Some(decode);
+        }
+        if result.error.is_none() {
+            let plan = PipelineMemory { phases };
+            result.peak_allocated_bytes = plan.resident_peak();
+            if plan.phases.len() > 1 {
+                let (peak, phase) = plan.parts_peak();
+                result.parts_peak_bytes = Some(peak);
+                result.parts_peak_phase = phase.map(|p| p.name().to_owned());
+            }
         }
         report.results.push(result);
     }
@@ -903,6 +933,8 @@ fn bench_batch(
             macs_per_image: graph.flops() / 2 / batch as u64,
             activation_bytes: graph.memory().planned_bytes,
             peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+            parts_peak_bytes: None,
+            parts_peak_phase: None,
             largest_buffer: label,
             largest_buffer_bytes: bytes,
             ..BatchResult::failed(batch, String::new())
@@ -943,6 +975,8 @@ fn bench_batch(
         macs_per_image: flops / 2 / batch as u64,
         activation_bytes: graph.memory().planned_bytes,
         peak_allocated_bytes: model.parameters() as u64 * 4 + graph.memory().planned_bytes,
+        parts_peak_bytes: None,
+        parts_peak_phase: None,
         largest_buffer: label,
         largest_buffer_bytes: bytes,
         images_per_s: (seconds > 0.0).then(|| batch as f64 / seconds),

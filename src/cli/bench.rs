@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use wgpu_diffusion::bench::{
-    self, profile, BenchOptions, BenchReport, DecodeResult, KernelProfile, Preset,
+    self, profile, BatchResult, BenchOptions, BenchReport, DecodeResult, KernelProfile, Preset,
 };
 use wgpu_diffusion::sampling::io::AtomicFile;
 use wgpu_diffusion::sampling::{PipelineConfig, SampleOptions};
@@ -306,6 +306,7 @@ pub fn render_table(report: &BenchReport) -> String {
                     r.largest_buffer,
                     mib(r.largest_buffer_bytes)
                 );
+                write_parts_peak(&mut s, r);
                 continue;
             };
             let _ = writeln!(
@@ -327,6 +328,7 @@ pub fn render_table(report: &BenchReport) -> String {
                     ""
                 }
             );
+            write_parts_peak(&mut s, r);
         }
         let _ = writeln!(
             s,
@@ -430,6 +432,20 @@ pub fn render_table(report: &BenchReport) -> String {
         }
     }
     s
+}
+
+/// Under a batch row of a workload of several parts: its peak MiB (every part resident) and
+/// the peak with one part at a time (`sample --offload parts`).
+fn write_parts_peak(s: &mut String, r: &BatchResult) {
+    if let Some(bytes) = r.parts_peak_bytes {
+        let _ = writeln!(
+            s,
+            "        peak {:.1} MiB with every part resident; {:.1} MiB one part at a time ({}, --offload parts)",
+            mib(r.peak_allocated_bytes),
+            mib(bytes),
+            r.parts_peak_phase.as_deref().unwrap_or("?")
+        );
+    }
 }
 
 /// One decode line: latency, rate, bands and memory.

@@ -12,8 +12,8 @@ use wgpu_diffusion::gpu::planner::available_memory;
 use wgpu_diffusion::gpu::{GpuContext, GpuOptions};
 use wgpu_diffusion::sampling::io::{self, AtomicFile, CaptionSource, GridStyle, ImageFormat};
 use wgpu_diffusion::sampling::{
-    InitImage, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions, Samples,
-    ScheduleOverrides,
+    InitImage, LoadOptions, Offload, Pipeline, PipelineConfig, Progress, RunSpec, SampleOptions,
+    Samples, ScheduleOverrides,
 };
 use wgpu_diffusion::schedule::{BetaSchedule, PredictionType, SchedulerKind, TimestepSpacing};
 use wgpu_diffusion::Error;
@@ -78,6 +78,12 @@ pub struct SampleArgs {
     /// default: half the available RAM on a CPU adapter, 4 GiB on a discrete GPU, 1 GiB else).
     #[arg(long, value_name = "MIB")]
     pub memory_budget: Option<u64>,
+    /// Where a pipeline's parts live on the GPU: `auto` (every part resident when one
+    /// default-size image plans within the memory budget that way, else `parts`), `off` (text
+    /// encoder, U-Net and decoder resident from load to exit), `parts` (one part at a time:
+    /// each phase — prompt encode, sampling, decode — uploads its part and frees it after).
+    #[arg(long, default_value = "auto", value_name = "auto|off|parts")]
+    pub offload: Offload,
     /// A latent pipeline's decode: the most bytes one activation may take (default: the
     /// adapter's binding limit). Past it the decode runs in exact row bands; lower it to test
     /// that path on any adapter.
@@ -647,7 +653,11 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
 
     let t_load = Instant::now();
     let ctx: Arc<GpuContext> = GpuContext::new(gpu)?;
-    let pipeline = Pipeline::load_with(&ctx, &dir)
+    let load = LoadOptions {
+        offload: a.offload,
+        memory_budget: a.memory_budget.map(|mib| mib.saturating_mul(1 << 20)),
+    };
+    let pipeline = Pipeline::load_with_options(&ctx, &dir, &load)
         .with_context(|| format!("loading model {}", dir.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
 

@@ -220,6 +220,14 @@ impl Weights {
             .sum()
     }
 
+    /// Bytes every tensor takes as f32 (what the GPU holds once they are loaded).
+    pub fn f32_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>() * 4)
+            .sum()
+    }
+
     /// Reads `key` as f32 (converting F16/BF16), checking it has `expected_shape`, and marks it
     /// used.
     pub fn get(&self, key: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod folder;
 pub mod io;
 pub mod latent;
+pub mod memory;
 pub mod prepare;
 mod run;
 pub mod unet;
@@ -37,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::planner::default_memory_budget;
 use crate::gpu::{GpuContext, GpuOptions};
+use crate::model::autoencoder::DecodeOptions;
 use crate::model::clip_text::tokenizer::ClipTokenizer;
 use crate::model::clip_text::{CLIPTextConfig, PromptEncoder};
 use crate::model::unet_2d::config::UNet2DConfig;
@@ -46,10 +49,13 @@ use crate::model::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionMode
 use crate::schedule::{
     BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, StepPlan, TimestepSpacing,
 };
+use memory::Slot;
 
 pub use folder::FolderLayout;
 pub use latent::{DecoderConfig, LatentDecoder};
+pub use memory::{Offload, Phase, PhaseMemory, PipelineMemory};
 pub use prepare::{Chunk, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
+pub use run::LATENTS_PER_GROUP;
 pub use unet::{UNet, UNetConfig};
 
 /// The scheduler config file of a model directory.
@@ -415,11 +421,21 @@ impl PipelineConfig {
     }
 }
 
-/// A model directory ready to sample: the U-Net on the GPU, its scheduler config and classes,
-/// and the decoder and prompt encoder of latent and text-to-image pipelines.
+/// How [`Pipeline::load_with_options`] places the parts on the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Every part resident, or one at a time ([`Offload`]); `Auto` decides at load.
+    pub offload: Offload,
+    /// Bytes `Auto` judges the all-resident plan against (`None`: the adapter's
+    /// [`crate::gpu::planner::default_memory_budget`]).
+    pub memory_budget: Option<u64>,
+}
+
+/// A model directory ready to sample: its configs, and its parts — the U-Net, and the decoder
+/// and prompt encoder of latent and text-to-image pipelines — on the GPU, all of them for the
+/// pipeline's lifetime or one at a time ([`Offload`]).
 pub struct Pipeline {
     ctx: Arc<GpuContext>,
-    pub model: UNet,
     /// The U-Net's config (what [`RunSpec::prepare`] checks options against).
     pub unet_config: UNetConfig,
     pub dir: PathBuf,
@@ -427,10 +443,17 @@ pub struct Pipeline {
     /// Whether `scheduler_config.json` exists (else DDPM defaults are assumed).
     pub has_scheduler_file: bool,
     pub classes: ClassNames,
-    /// A latent pipeline's decoder: the U-Net samples latents, this turns them into images.
-    pub decoder: Option<LatentDecoder>,
-    /// A text-to-image pipeline's tokenizer and text encoder.
-    pub prompt_encoder: Option<PromptEncoder>,
+    /// A latent pipeline's decoder config: the U-Net samples latents, the decoder turns them
+    /// into images.
+    pub decoder_config: Option<DecoderConfig>,
+    /// A text-to-image pipeline's tokenizer and text encoder settings.
+    pub text_config: Option<TextConfig>,
+    /// Resolved at load: [`Offload::Off`] or [`Offload::Parts`].
+    offload: Offload,
+    layout: FolderLayout,
+    unet: Slot<UNet>,
+    decoder: Slot<LatentDecoder>,
+    prompt_encoder: Slot<PromptEncoder>,
 }
 
 impl Pipeline {
@@ -440,48 +463,182 @@ impl Pipeline {
         Self::load_with(&ctx, dir)
     }
 
-    /// Loads `dir` onto `ctx`: a model folder (config.json, diffusion_pytorch_model.safetensors,
-    /// and when present scheduler_config.json and classes.json) or a diffusers pipeline folder
-    /// (`model_index.json` with `unet/` and `scheduler/`, and `vqvae/` or `vae/`,
-    /// `text_encoder/` and `tokenizer/` in latent and text-to-image pipelines; see
-    /// [`FolderLayout`]).
+    /// Loads `dir` onto `ctx` with [`LoadOptions::default`]: a model folder (config.json,
+    /// diffusion_pytorch_model.safetensors, and when present scheduler_config.json and
+    /// classes.json) or a diffusers pipeline folder (`model_index.json` with `unet/` and
+    /// `scheduler/`, and `vqvae/` or `vae/`, `text_encoder/` and `tokenizer/` in latent and
+    /// text-to-image pipelines; see [`FolderLayout`]).
     pub fn load_with(ctx: &Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        Self::load_with_options(ctx, dir, &LoadOptions::default())
+    }
+
+    /// [`Pipeline::load_with`] placing the parts as `options` say. Every config is read and
+    /// checked against the others, and every weights file's header parsed, before any weights
+    /// are uploaded; the U-Net loads at once (every run needs it), the other parts too unless
+    /// they are offloaded.
+    pub fn load_with_options(
+        ctx: &Arc<GpuContext>,
+        dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let layout = FolderLayout::resolve(dir)?;
         let unet_config = read_unet_config(&layout)?;
-        // The prompt encoder first (its tokenizer read once) and the cheap checks between the
-        // parts, before the U-Net's weights are read.
-        let prompt_encoder = match &unet_config {
-            UNetConfig::Text(c) => {
-                let encoder = PromptEncoder::load(ctx, &layout.root)?;
-                check_text_width(&encoder.text_encoder.config, c)?;
-                Some(encoder)
-            }
+        let text_config = match &unet_config {
+            UNetConfig::Text(c) => Some(TextConfig::read(&layout.root, c)?),
             UNetConfig::Plain(_) => None,
         };
-        if let Some(part) = &layout.decoder {
-            DecoderConfig::read(part, &unet_config)?;
-        }
-        let model = match &unet_config {
-            UNetConfig::Plain(_) => UNet::Plain(UNet2DModel::load(ctx, &layout.unet)?),
-            UNetConfig::Text(_) => UNet::Text(UNet2DConditionModel::load(ctx, &layout.unet)?),
+        let decoder_config = match &layout.decoder {
+            Some(part) => Some(DecoderConfig::read(part, &unet_config)?),
+            None => None,
         };
         let (scheduler_config, has_scheduler_file) = read_scheduler_config(&layout.scheduler)?;
         let classes = read_classes(&layout.classes, unet_config.num_class_embeds())?;
-        let decoder = match &layout.decoder {
-            Some(part) => Some(LatentDecoder::load(ctx, part)?),
-            None => None,
-        };
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             ctx: Arc::clone(ctx),
-            model,
             unet_config,
             dir: dir.to_path_buf(),
             scheduler_config,
             has_scheduler_file,
             classes,
-            decoder,
-            prompt_encoder,
+            decoder_config,
+            text_config,
+            offload: Offload::Off,
+            layout,
+            unet: Slot::default(),
+            decoder: Slot::default(),
+            prompt_encoder: Slot::default(),
+        };
+        let budget = options
+            .memory_budget
+            .unwrap_or_else(|| default_memory_budget(&ctx.adapter));
+        // Parts load in run order (the prompt encoder's weights are checked before the
+        // U-Net's are read). `Auto` plans each as it comes — one image at the model's default
+        // size, with guidance rows in a text-to-image pipeline — and turns to `Parts` once the
+        // parts loaded so far are over the budget, so loading never holds more than the
+        // budget plus one part.
+        pipeline.offload = options.offload;
+        let mut phases = Vec::new();
+        let mut check = |pipeline: &mut Pipeline, phase: Option<PhaseMemory>| {
+            phases.extend(phase);
+            let resident = PipelineMemory {
+                phases: phases.clone(),
+            }
+            .resident_peak();
+            if pipeline.offload == Offload::Auto && resident > budget {
+                pipeline.offload = Offload::Parts;
+                pipeline.release_parts();
+            }
+        };
+        if pipeline.offload == Offload::Parts {
+            if pipeline.text_config.is_some() {
+                // The text encoder's weights file: present and its header sound.
+                PromptEncoder::weight_bytes(&pipeline.layout.root)?;
+            }
+        } else {
+            let phase = match pipeline.prompt_encoder()? {
+                Some(encoder) => Some(pipeline.text_phase(&encoder)?),
+                None => None,
+            };
+            check(&mut pipeline, phase);
+        }
+        let (h, w) = pipeline.unet_config.resolution(None, None);
+        let unet = pipeline.unet()?;
+        let rows = if pipeline.text_config.is_some() { 2 } else { 1 };
+        let latents = (pipeline.unet_config.in_channels() * h * w * 4) as u64;
+        let phase = PhaseMemory {
+            phase: Phase::Sampling,
+            weights: unet.parameters() as u64 * 4,
+            // As RunSpec::sampler_bytes counts one image without a trajectory.
+            activations: unet
+                .plan_memory(rows, h, w, pipeline.context_tokens())?
+                .planned_bytes
+                + 4 * latents,
+        };
+        drop(unet);
+        check(&mut pipeline, Some(phase));
+        if pipeline.offload == Offload::Parts {
+            // Checks the decoder's weights like the others', then frees them.
+            pipeline.decoder()?;
+        } else if let Some(decoder) = pipeline.decoder()? {
+            let phase = PhaseMemory {
+                phase: Phase::Decode,
+                weights: decoder.parameters() as u64 * 4,
+                activations: decoder
+                    .decode_plan(1, h, w, &DecodeOptions::default())?
+                    .memory
+                    .planned_bytes,
+            };
+            drop(decoder);
+            check(&mut pipeline, Some(phase));
+        }
+        if pipeline.offload == Offload::Auto {
+            pipeline.offload = Offload::Off;
+        }
+        pipeline.release_parts();
+        Ok(pipeline)
+    }
+
+    /// Whether the parts stay resident ([`Offload::Off`]) or come one at a time
+    /// ([`Offload::Parts`]), as resolved at load.
+    pub fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    /// The U-Net, uploaded if it is not on the GPU.
+    pub fn unet(&self) -> Result<Arc<UNet>> {
+        self.unet.get_or_load(|| {
+            Ok(match &self.unet_config {
+                UNetConfig::Plain(_) => {
+                    UNet::Plain(UNet2DModel::load(&self.ctx, &self.layout.unet)?)
+                }
+                UNetConfig::Text(_) => {
+                    UNet::Text(UNet2DConditionModel::load(&self.ctx, &self.layout.unet)?)
+                }
+            })
         })
+    }
+
+    /// A latent pipeline's decoder (and encoder), uploaded if it is not on the GPU.
+    pub fn decoder(&self) -> Result<Option<Arc<LatentDecoder>>> {
+        match &self.layout.decoder {
+            None => Ok(None),
+            Some(part) => self
+                .decoder
+                .get_or_load(|| LatentDecoder::load(&self.ctx, part))
+                .map(Some),
+        }
+    }
+
+    /// A text-to-image pipeline's tokenizer and text encoder, uploaded if not on the GPU.
+    pub fn prompt_encoder(&self) -> Result<Option<Arc<PromptEncoder>>> {
+        match &self.unet_config {
+            UNetConfig::Plain(_) => Ok(None),
+            UNetConfig::Text(c) => self
+                .prompt_encoder
+                .get_or_load(|| {
+                    let encoder = PromptEncoder::load(&self.ctx, &self.layout.root)?;
+                    check_text_width(&encoder.text_encoder.config, c)?;
+                    Ok(encoder)
+                })
+                .map(Some),
+        }
+    }
+
+    /// Under [`Offload::Parts`], frees every part's weights (those a running phase holds go
+    /// when it ends); resident parts stay.
+    pub fn release_parts(&self) {
+        if self.offload == Offload::Parts {
+            self.unet.release();
+            self.decoder.release();
+            self.prompt_encoder.release();
+        }
+    }
+
+    /// Image pixels per latent pixel (1 for pixel-space models).
+    pub fn upscale(&self) -> usize {
+        self.decoder_config
+            .as_ref()
+            .map_or(1, DecoderConfig::upscale)
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -507,13 +664,13 @@ impl Pipeline {
 
     /// Validates `options` against this model and prepares the run (no GPU work).
     pub fn prepare<'a>(&self, options: &'a SampleOptions) -> Result<RunSpec<'a>> {
-        check_latent_options(self.decoder.is_some(), options)?;
+        check_latent_options(self.decoder_config.is_some(), options)?;
         RunSpec::prepare_latent(
             &self.unet_config,
             &self.scheduler_config,
             &self.classes,
             options,
-            self.decoder.as_ref().map(|d| DecoderShape {
+            self.decoder_config.as_ref().map(|d| DecoderShape {
                 upscale: d.upscale(),
                 channels: d.out_channels(),
             }),

@@ -61,21 +61,20 @@ impl PromptEncoder {
         let tokenizer = ClipTokenizer::from_folder(&tok_dir)?;
         let config = CLIPTextConfig::from_file(&enc_dir.join(text_model::CONFIG_FILE))?;
         check_vocab(&tokenizer, &config, &tok_dir)?;
-        let weights_path =
-            crate::model::weights::with_variant(&enc_dir.join(text_model::WEIGHTS_FILE));
-        if !weights_path.is_file() {
-            return Err(Error::MissingFile {
-                path: weights_path,
-                what: "model.safetensors or model.fp16.safetensors (the text encoder weights)"
-                    .into(),
-            });
-        }
-        let source = crate::model::weights::WeightSource::file(&weights_path)?;
+        let source = crate::model::weights::WeightSource::file(&weights_path(&enc_dir)?)?;
         let text_encoder = CLIPTextModel::from_source(ctx, config, &source)?;
         Ok(PromptEncoder {
             tokenizer,
             text_encoder,
         })
+    }
+
+    /// The bytes the text encoder's weights of `dir/text_encoder/` take on the GPU (f32),
+    /// from the file's header alone (parsed and checked, nothing uploaded).
+    pub fn weight_bytes(dir: &Path) -> Result<u64> {
+        let weights =
+            crate::model::weights::Weights::open(&weights_path(&dir.join("text_encoder"))?)?;
+        Ok(weights.f32_bytes())
     }
 
     /// Tokenizes (padded and truncated to `model_max_length`) and encodes every prompt at once.
@@ -92,6 +91,18 @@ impl PromptEncoder {
             embeds,
         })
     }
+}
+
+/// The text encoder's weights file in `enc_dir` (the fp16 variant when the plain file is absent).
+fn weights_path(enc_dir: &Path) -> Result<PathBuf> {
+    let path = crate::model::weights::with_variant(&enc_dir.join(text_model::WEIGHTS_FILE));
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path,
+            what: "model.safetensors or model.fp16.safetensors (the text encoder weights)".into(),
+        });
+    }
+    Ok(path)
 }
 
 /// The encoder's `vocab_size` must equal the tokenizer's vocabulary, and its positions cover the
