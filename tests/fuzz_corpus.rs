@@ -1,0 +1,121 @@
+//! Replays every committed fuzz corpus file (`fuzz/corpus/TARGET/*`) through the same entry
+//! points the `cargo fuzz` targets call ([`wgpu_diffusion::fuzzing`]), so a plain `cargo test`
+//! catches a regression of any input a fuzzer once found, with no fuzzer installed. An input
+//! that panics fails the test with its target and file name.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use wgpu_diffusion::fuzzing::{bundled_configs, corpus_dir, TARGETS};
+
+fn corpus_files(target: &str) -> Vec<PathBuf> {
+    let dir = corpus_dir(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: cannot list the corpus: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    files.retain(|p| p.is_file());
+    files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_file_replays_without_a_panic() {
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for target in TARGETS {
+        let files = corpus_files(target.name);
+        // A target without seeds would make this test vacuous for it.
+        assert!(
+            files.len() >= 3,
+            "fuzz/corpus/{} holds {} file(s); commit its seed corpus",
+            target.name,
+            files.len()
+        );
+        for file in files {
+            let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            total += 1;
+            if catch_unwind(AssertUnwindSafe(|| (target.run)(&data))).is_err() {
+                failures.push(format!("{}: {}", target.name, file.display()));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} corpus inputs panicked:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The CLI-argument target prepares runs against the bundled models; without their configs it
+/// would return at once and test nothing.
+#[test]
+fn the_sample_args_target_sees_the_bundled_models() {
+    let configs = bundled_configs().unwrap_or_else(|e| panic!("bundled model configs: {e}"));
+    assert_eq!(configs.len(), 2);
+}
+
+/// Every target's corpus folder is one the fuzz crate builds a target for.
+#[test]
+fn every_target_has_a_fuzz_binary() {
+    let manifest =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"))
+            .unwrap_or_else(|e| panic!("fuzz/Cargo.toml: {e}"));
+    for target in TARGETS {
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/fuzz_targets")
+            .join(format!("{}.rs", target.name));
+        assert!(bin.is_file(), "{} is missing", bin.display());
+        assert!(
+            manifest.contains(&format!("name = \"{}\"", target.name)),
+            "fuzz/Cargo.toml has no [[bin]] {}",
+            target.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes found by the seeds and the fuzzers, each fixed at its root: the input is in the corpus
+// and here, with the error it must give now.
+
+/// `steps_offset` near `usize::MAX` overflowed `i·ratio + steps_offset` (a debug-build panic, a
+/// wrapped timestep in release); it is now a timestep outside the training range, blamed on
+/// `steps_offset`.
+#[test]
+fn a_huge_steps_offset_is_an_error_naming_it() {
+    use wgpu_diffusion::sampling::prepare::plan;
+    use wgpu_diffusion::schedule::SchedulerConfig;
+    use wgpu_diffusion::{SampleOptions, SchedulerKind};
+    let text =
+        std::fs::read_to_string(corpus_dir("scheduler_config").join("steps_offset_huge")).unwrap();
+    let config =
+        SchedulerConfig::from_json_str(&text, std::path::Path::new("scheduler_config.json"))
+            .unwrap();
+    for kind in [
+        SchedulerKind::Ddpm,
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+    ] {
+        let options = SampleOptions {
+            scheduler: Some(kind),
+            steps: 3,
+            ..SampleOptions::default()
+        };
+        let err = plan(&config, &options).expect_err("a timestep past the training range");
+        assert!(err.to_string().contains("steps_offset"), "{kind:?}: {err}");
+    }
+}
+
+/// A classes.json checked against `num_class_embeds = 0` computed `0 - 1` for its message.
+#[test]
+fn classes_against_zero_class_embeds_is_an_error_not_an_underflow() {
+    use wgpu_diffusion::sampling::{check_classes, ClassNames};
+    let path = std::path::Path::new("classes.json");
+    let classes = ClassNames::from_json_str(r#"{"A": 1, "a": 2}"#, path).unwrap();
+    let err = check_classes(path, &classes, Some(0)).expect_err("no label fits");
+    assert!(err.to_string().contains("num_class_embeds = 0"), "{err}");
+    assert!(err.to_string().contains("classes.json"), "{err}");
+}
