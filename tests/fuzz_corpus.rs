@@ -119,3 +119,29 @@ fn classes_against_zero_class_embeds_is_an_error_not_an_underflow() {
     assert!(err.to_string().contains("num_class_embeds = 0"), "{err}");
     assert!(err.to_string().contains("classes.json"), "{err}");
 }
+
+/// `sample_size: 2^32` (found by the unet_config fuzzer) passed the config checks and overflowed
+/// `C·H·W` in `RunSpec::prepare`; the resolution is now refused, naming config.json.
+#[test]
+fn a_sample_size_past_the_kernels_index_range_is_a_resolution_error() {
+    use wgpu_diffusion::model::unet_2d::config::UNet2DConfig;
+    use wgpu_diffusion::sampling::{ClassNames, RunSpec, UNetConfig};
+    use wgpu_diffusion::schedule::SchedulerConfig;
+    use wgpu_diffusion::SampleOptions;
+    let text =
+        std::fs::read_to_string(corpus_dir("unet_config").join("crash-sample-size-overflow"))
+            .unwrap();
+    let config =
+        UNet2DConfig::from_json_str(&text, std::path::Path::new("model/config.json")).unwrap();
+    let options = SampleOptions::default();
+    let err = RunSpec::prepare(
+        &UNetConfig::Plain(config),
+        &SchedulerConfig::default(),
+        &ClassNames::default(),
+        &options,
+    )
+    .expect_err("an image of 2^64 elements");
+    let message = err.to_string();
+    assert!(message.contains("2^32 elements"), "{message}");
+    assert!(message.contains("model/config.json"), "{message}");
+}

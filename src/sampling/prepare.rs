@@ -247,7 +247,21 @@ impl<'a> RunSpec<'a> {
         }
         let (h, w) = latent_resolution(unet, options, upscale)?;
         let c = unet.in_channels();
-        let chw = c * h * w;
+        // The kernels index an image's elements with u32: a larger image (a huge sample_size
+        // or --height/--width) is refused here, before any size derived from it is computed.
+        let chw = c
+            .checked_mul(h)
+            .and_then(|v| v.checked_mul(w))
+            .filter(|&v| u32::try_from(v).is_ok())
+            .ok_or_else(|| Error::Resolution {
+                height: h.saturating_mul(upscale),
+                width: w.saturating_mul(upscale),
+                message: format!(
+                    "{c} channel(s) of {h}x{w} are more than the 2^32 elements per image the \
+                     kernels index; lower the height and width (or sample_size in {})",
+                    unet.source().display()
+                ),
+            })?;
 
         let (labels, guidance, text) = match unet {
             UNetConfig::Text(_) => {
@@ -605,8 +619,8 @@ fn latent_resolution(
     let m = unet.downscale() * f;
     if unet.check_resolution(h, w).is_err() {
         return Err(Error::Resolution {
-            height: h * f,
-            width: w * f,
+            height: h.saturating_mul(f),
+            width: w.saturating_mul(f),
             message: format!(
                 "the image's height and width must be positive multiples of {m}: the VAE factor                  {f} times the U-Net's {} (it halves the {}x{} latents {} time(s))",
                 unet.downscale(),
