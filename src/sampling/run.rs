@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
 use crate::model::autoencoder::{AutoencoderGraph, DecodeOptions};
 use crate::model::clip_text::PromptEncoder;
+use crate::ops::non_finite::NonFiniteReport;
 
 use super::engine::{self, ChunkJob, InitNoise};
 use super::unet::{AnyGraph, UNet};
@@ -203,7 +204,7 @@ impl Pipeline {
             } else {
                 "final samples"
             };
-            check_finite(what, &result.sample, spec, chunk, &result.trajectory)?;
+            check_final(what, &result.non_finite, spec, chunk)?;
             let (data, latents, shape) = match &self.decoder {
                 None => (result.sample, None, [chunk.images, spec.shape[1], h, w]),
                 Some(decoder) => {
@@ -217,7 +218,7 @@ impl Pipeline {
                         }
                     };
                     let decoded = decoder.decode(graph, &result.sample)?;
-                    check_finite("decoded images", &decoded, spec, chunk, &[])?;
+                    check_decoded(&decoded, spec, chunk)?;
                     let f = decoder.upscale();
                     let latent_shape = [chunk.images, spec.shape[1], h, w];
                     (
@@ -354,38 +355,48 @@ impl Pipeline {
     }
 }
 
-/// Never a silent black image: a chunk's `values` (its images, read back for writing anyway,
-/// so this costs one pass over memory and no transfer) must be finite. The error names the
-/// first bad image (global index) and, when trajectory snapshots were taken, the first step
-/// whose snapshot is already non-finite.
-fn check_finite(
+/// Never a silent black image: the GPU's non-finite check of a chunk's final samples (or
+/// latents) must have seen nothing. The error names the first bad image (global index) and the
+/// first inference step after which x already held a non-finite value.
+fn check_final(
     what: &str,
-    values: &[f32],
+    report: &NonFiniteReport,
     spec: &RunSpec<'_>,
     chunk: &Chunk,
-    trajectory: &[(Vec<f32>, Vec<f32>)],
 ) -> Result<()> {
+    if report.count == 0 {
+        return Ok(());
+    }
+    let [_, c, h, w] = spec.shape;
+    let per_image = (c * h * w).max(1);
+    let first = report.first_index.unwrap_or(0) as usize;
+    let first_step = report.first_step.map_or_else(String::new, |step| {
+        format!(
+            " (first seen after step {} of {})",
+            step as usize + 1,
+            spec.plan.steps.len()
+        )
+    });
+    Err(Error::NonFinite {
+        what: what.to_owned(),
+        count: report.count as usize,
+        image: spec.first_image + chunk.first_image + first / per_image,
+        first_step,
+    })
+}
+
+/// The decoded images of a latent pipeline (read back for writing anyway, so this costs one
+/// pass over memory and no transfer) must be finite; the error names the first bad image.
+fn check_decoded(values: &[f32], spec: &RunSpec<'_>, chunk: &Chunk) -> Result<()> {
     let Some(first) = values.iter().position(|v| !v.is_finite()) else {
         return Ok(());
     };
     let count = values.iter().filter(|v| !v.is_finite()).count();
     let per_image = (values.len() / chunk.images.max(1)).max(1);
-    let image = spec.first_image + chunk.first_image + first / per_image;
-    let first_step = trajectory
-        .iter()
-        .zip(&spec.trajectory_steps)
-        .find(|((x, x0), _)| x.iter().chain(x0).any(|v| !v.is_finite()))
-        .map_or_else(String::new, |(_, &step)| {
-            format!(
-                " (already in the trajectory snapshot of step {} of {})",
-                step + 1,
-                spec.plan.steps.len()
-            )
-        });
     Err(Error::NonFinite {
-        what: what.to_owned(),
+        what: "decoded images".to_owned(),
         count,
-        image,
-        first_step,
+        image: spec.first_image + chunk.first_image + first / per_image,
+        first_step: String::new(),
     })
 }
