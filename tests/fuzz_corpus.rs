@@ -145,3 +145,39 @@ fn a_sample_size_past_the_kernels_index_range_is_a_resolution_error() {
     assert!(message.contains("2^32 elements"), "{message}");
     assert!(message.contains("model/config.json"), "{message}");
 }
+
+/// `num-images 1575896501` (found by the sample_args fuzzer) made `RunSpec::prepare` build one
+/// label per image for the class-conditional bundled model: 12.6 GB, an abort. Labels and
+/// prompts are now a list cycled by image index: preparing 4·10⁹ images allocates nothing per
+/// image, for both bundled models.
+#[test]
+fn preparing_billions_of_images_allocates_nothing_per_image() {
+    use wgpu_diffusion::sampling::Chunk;
+    use wgpu_diffusion::SampleOptions;
+    let configs = bundled_configs().unwrap_or_else(|e| panic!("bundled model configs: {e}"));
+    let n = 4_000_000_000usize;
+    let chunk = Chunk {
+        first_image: n - 3,
+        images: 3,
+    };
+    let ddpm = SampleOptions {
+        num_images: n,
+        class_labels: Some(vec![1, 2]),
+        guidance_scale: Some(2.0),
+        ..SampleOptions::default()
+    };
+    let spec = configs[0].prepare(&ddpm).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.labels.as_ref().map(|l| l.len()), Some(n));
+    // n − 3 is odd: labels 2, 1, 2, then the null label 10 per image for guidance.
+    assert_eq!(spec.model_labels(&chunk), Some(vec![2, 1, 2, 10, 10, 10]));
+    let sd = SampleOptions {
+        num_images: n,
+        prompts: Some(vec!["a shirt".into(), "a bag".into()]),
+        ..SampleOptions::default()
+    };
+    let spec = configs[1].prepare(&sd).unwrap_or_else(|e| panic!("{e}"));
+    let text = spec.text.as_ref().expect("a text run");
+    assert_eq!(text.prompts.len(), n);
+    assert_eq!(text.prompts.slice(n - 2..n + 5), vec!["a shirt", "a bag"]);
+    assert_eq!(text.negative_prompts.period(), vec![String::new()]);
+}

@@ -49,7 +49,7 @@ use crate::schedule::{
 
 pub use folder::FolderLayout;
 pub use latent::{DecoderConfig, LatentDecoder};
-pub use prepare::{Chunk, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
+pub use prepare::{Chunk, Cycled, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
 pub use unet::{UNet, UNetConfig};
 
 /// The scheduler config file of a model directory.

@@ -26,7 +26,12 @@ struct PromptTable {
 impl PromptTable {
     fn encode(encoder: &PromptEncoder, text: &TextRun) -> Result<Self> {
         let mut prompts: Vec<String> = Vec::new();
-        for p in text.prompts.iter().chain(&text.negative_prompts) {
+        for p in text
+            .prompts
+            .period()
+            .iter()
+            .chain(&text.negative_prompts.period())
+        {
             if !prompts.contains(p) {
                 prompts.push(p.clone());
             }
@@ -50,17 +55,17 @@ impl PromptTable {
     fn rows(&self, text: &TextRun, chunk: &Chunk) -> Result<Vec<f32>> {
         let images = chunk.first_image..chunk.first_image + chunk.images;
         let mut out = Vec::new();
-        let lists: [&[String]; 2] = [&text.prompts, &text.negative_prompts];
-        for list in lists {
+        for list in [&text.prompts, &text.negative_prompts] {
             if list.is_empty() {
                 continue;
             }
-            for p in list.get(images.clone()).ok_or_else(|| {
-                Error::invalid(
+            if images.end > list.len() {
+                return Err(Error::invalid(
                     "Pipeline::run",
                     "the run spec has fewer prompts than images",
-                )
-            })? {
+                ));
+            }
+            for p in &list.slice(images.clone()) {
                 let i =
                     self.prompts.iter().position(|q| q == p).ok_or_else(|| {
                         Error::invalid("Pipeline::run", "a prompt was not encoded")
