@@ -150,8 +150,8 @@ pub enum Error {
 
     /// A run produced NaN or infinite values: the arithmetic overflowed (a huge guidance scale
     /// or η, weights out of range, a scheduler config that leaves no signal). Reported instead
-    /// of writing a black image. `first_step` says where it was first seen when the run's
-    /// trajectory snapshots tell (empty otherwise).
+    /// of writing a black image. `first_step` names the inference step after which the GPU's
+    /// per-step check first saw one (empty for decoded images).
     #[error(
         "the {what} hold {count} non-finite value(s) (NaN or ±inf), the first in image \
          {image}{first_step}; nothing was written. The sampling arithmetic overflowed: lower \

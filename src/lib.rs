@@ -55,6 +55,10 @@
 
 pub mod bench;
 pub mod error;
+// Not public API (exempt from semver): the fuzz targets' entry points, shared with the corpus
+// replay test.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod model;
 // Not public API (exempt from semver): one launcher per shader, reached by the kernel tests and

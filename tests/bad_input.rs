@@ -708,10 +708,11 @@ fn non_finite_weights_arguments_and_samples_are_errors() {
                 "final samples",
                 "non-finite",
                 "image 0",
+                "first seen after step 1 of 3)",
                 "nothing was written",
             ],
         ),
-        // With a trajectory the step where it first showed is named.
+        // The step where it first showed is named (the GPU checks x after every step).
         case(
             huge.path(),
             &[
@@ -729,7 +730,7 @@ fn non_finite_weights_arguments_and_samples_are_errors() {
             &[
                 "final samples",
                 "non-finite",
-                "trajectory snapshot of step",
+                "first seen after step ",
                 "of 3)",
             ],
         ),

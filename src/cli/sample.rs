@@ -709,12 +709,15 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let mut written = Vec::new();
     if let Some(f) = grid_file {
         let names = caption_names(a, &config);
-        let source = match (&spec.labels, &spec.text) {
+        // Captions cycle over one period of the labels / prompts.
+        let labels = spec.labels.as_ref().map(|l| l.period());
+        let prompts = spec.text.as_ref().map(|t| t.prompts.period());
+        let source = match (&labels, &prompts) {
             (Some(labels), _) => CaptionSource::Class {
                 labels,
                 names: &names,
             },
-            (None, Some(text)) => CaptionSource::Prompt(&text.prompts),
+            (None, Some(prompts)) => CaptionSource::Prompt(prompts),
             (None, None) => CaptionSource::None,
         };
         // Captions carry the global image index.

@@ -146,6 +146,8 @@ kernels! {
     CausalSoftmax(causal_softmax) { MAIN = "main" },
     /// The CLIP MLP activations (quick_gelu, the exact erf gelu) and diffusers' GEGLU.
     Activation(activation) { QUICK_GELU = "quick_gelu", GELU = "gelu", GEGLU = "geglu" },
+    /// Whether a tensor holds NaN / ±inf, and after which inference step it first did.
+    NonFinite(non_finite) { MAIN = "main" },
 }
 
 impl std::fmt::Display for Kernel {

@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod matmul;
+pub mod non_finite;
 pub mod rng;
 pub mod sampler_step;
 pub mod softmax;

@@ -275,3 +275,10 @@ pub fn timestep_embedding(
     }
     Ok(out)
 }
+
+/// What `non_finite.wgsl`'s final check reports for `x`: the number of NaN / ±inf elements and
+/// the index of the first.
+pub fn non_finite(x: &[f32]) -> (usize, Option<usize>) {
+    let count = x.iter().filter(|v| !v.is_finite()).count();
+    (count, x.iter().position(|v| !v.is_finite()))
+}

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Tensor};
 use crate::model::unet_2d::UNetGraph;
 use crate::ops::elementwise::to_u32;
+use crate::ops::non_finite::{
+    non_finite_checks, non_finite_status, NonFiniteChecks, NonFiniteReport,
+};
 use crate::ops::rng::{normal_noise_steps, NoiseKey, NormalNoiseSteps};
 use crate::ops::sampler_step::{
     sampler_steps, SamplerState, SamplerSteps, StageUpdate, StepParams, StepShape,
@@ -117,6 +120,9 @@ pub struct ChunkResult {
     pub sample: Vec<f32>,
     /// Per trajectory step: (x after the step, x̂₀ of its last stage), each [n, C, H, W].
     pub trajectory: Vec<(Vec<f32>, Vec<f32>)>,
+    /// What the GPU's non-finite check saw in x after each inference step (the final count and
+    /// first element are the final sample's).
+    pub non_finite: NonFiniteReport,
 }
 
 /// Runs one chunk through `graph` (a [`Denoiser`] whose batch is `images`, or `2 · images` with guidance, and
@@ -290,6 +296,24 @@ pub fn run_chunk(
         }
     }
 
+    // Never a silent black image: after each inference step a reduction records on the GPU
+    // whether x holds NaN / ±inf and the first step where it did; 16 bytes are read back at the
+    // end instead of scanning the sample on the CPU.
+    let status = non_finite_status(ctx, "sampler non-finite status")?;
+    let check_steps = steps
+        .iter()
+        .map(|(step, _)| to_u32(OP, "step", *step))
+        .collect::<Result<Vec<u32>>>()?;
+    let checks = non_finite_checks(
+        ctx,
+        &NonFiniteChecks {
+            x: &x,
+            status: &status,
+            steps: &check_steps,
+        },
+        "sampler non-finite",
+    )?;
+
     // Trajectory snapshots: x and x̂₀ copied aside after the chosen steps, read back at the end.
     let bytes = u64::from(numel) * 4;
     let snaps = job.trajectory_steps.len() as u64;
@@ -318,7 +342,7 @@ pub fn run_chunk(
     let mut in_flight: VecDeque<wgpu::SubmissionIndex> = VecDeque::new();
     let mut done = 0;
     let mut snap = 0u64;
-    for (step, own) in &steps {
+    for ((step, own), check) in steps.iter().zip(&checks) {
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -338,6 +362,7 @@ pub fn run_chunk(
                 }
                 sd.update.record(&mut pass);
             }
+            check.record(&mut pass);
         }
         if let Some(buf) = &trajectory {
             if job.trajectory_steps.contains(step) {
@@ -356,6 +381,7 @@ pub fn run_chunk(
         }
     }
     ctx.check_errors("sampling")?;
+    let non_finite = NonFiniteReport::read(ctx, &status)?;
     let sample = x.read(ctx)?;
     while in_flight.pop_front().is_some() {
         done += 1;
@@ -365,7 +391,11 @@ pub fn run_chunk(
         Some(buf) => read_snapshots(ctx, &buf, numel as usize, snap as usize)?,
         None => Vec::new(),
     };
-    Ok(ChunkResult { sample, trajectory })
+    Ok(ChunkResult {
+        sample,
+        trajectory,
+        non_finite,
+    })
 }
 
 /// Whether `stage` adds noise (and so needs a fresh draw before it).

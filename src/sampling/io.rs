@@ -1084,7 +1084,12 @@ pub fn read_single_tensor(path: &Path) -> Result<SingleTensor> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let weights = Weights::from_bytes(path, &bytes)?;
+    single_tensor_from_bytes(path, &bytes)
+}
+
+/// [`read_single_tensor`] on a file's bytes already in memory; `path` names it in messages.
+pub fn single_tensor_from_bytes(path: &Path, bytes: &[u8]) -> Result<SingleTensor> {
+    let weights = Weights::from_bytes(path, bytes)?;
     let names: Vec<&str> = weights.keys().collect();
     let [name] = names.as_slice() else {
         return Err(Error::SafeTensors {

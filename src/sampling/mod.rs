@@ -54,7 +54,7 @@ use memory::Slot;
 pub use folder::FolderLayout;
 pub use latent::{DecoderConfig, LatentDecoder};
 pub use memory::{Offload, Phase, PhaseMemory, PipelineMemory};
-pub use prepare::{Chunk, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
+pub use prepare::{Chunk, Cycled, DecoderShape, Guidance, NoiseSource, RunSpec, TextRun};
 pub use run::LATENTS_PER_GROUP;
 pub use unet::{UNet, UNetConfig};
 
@@ -213,8 +213,13 @@ impl ClassNames {
     /// Reads a `classes.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses `classes.json` text; `path` names it in error messages.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
         let map: BTreeMap<String, usize> =
-            serde_json::from_str(&text).map_err(|e| Error::Config {
+            serde_json::from_str(text).map_err(|e| Error::Config {
                 path: path.to_path_buf(),
                 key: "(file)".into(),
                 message: format!("expected a JSON object of class name → integer label: {e}"),
@@ -261,10 +266,21 @@ fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassName
         return Ok(ClassNames::default());
     }
     let classes = ClassNames::from_file(&path)?;
+    check_classes(&path, &classes, num_class_embeds)?;
+    Ok(classes)
+}
+
+/// Every label of `classes` (read from `path`), the null label's included, must be a class
+/// of a model with `num_class_embeds` classes.
+pub fn check_classes(
+    path: &Path,
+    classes: &ClassNames,
+    num_class_embeds: Option<usize>,
+) -> Result<()> {
     if let (Some(num), Some(null)) = (num_class_embeds, classes.null) {
         if null >= num {
             return Err(Error::Config {
-                path,
+                path: path.to_path_buf(),
                 key: "null".into(),
                 message: format!("label {null} is out of range for num_class_embeds = {num}"),
             });
@@ -274,17 +290,22 @@ fn read_classes(dir: &Path, num_class_embeds: Option<usize>) -> Result<ClassName
     if let Some(num) = num_class_embeds {
         if let Some((name, label)) = classes.names.iter().find(|(_, &l)| l >= num) {
             return Err(Error::Config {
-                path,
+                path: path.to_path_buf(),
                 key: name.clone(),
-                message: format!(
-                    "label {label} is out of range for num_class_embeds = {num} in config.json \
-                     (labels 0..={})",
-                    num - 1
-                ),
+                message: match num.checked_sub(1) {
+                    Some(last) => format!(
+                        "label {label} is out of range for num_class_embeds = {num} in \
+                         config.json (labels 0..={last})"
+                    ),
+                    None => format!(
+                        "label {label} is out of range: num_class_embeds = 0 in config.json \
+                         leaves no label"
+                    ),
+                },
             });
         }
     }
-    Ok(classes)
+    Ok(())
 }
 
 /// The text side of a text-to-image pipeline, read without a GPU.

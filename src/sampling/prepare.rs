@@ -123,13 +123,73 @@ pub struct Guidance {
     pub null_label: Option<usize>,
 }
 
+/// One value per image of a run without a vector per image: a list cycled by global image index,
+/// image `i` of the run (global index `first_image + i`) taking
+/// `list[(first_image + i) % list.len()]` — what `class_labels` and the prompt lists mean. A run
+/// of 4 · 10⁹ images holds the list, not 4 · 10⁹ copies (that allocation aborted the process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycled<T> {
+    list: Vec<T>,
+    first_image: usize,
+    len: usize,
+}
+
+impl<T: Clone> Cycled<T> {
+    /// `len` images from global image `first_image` on; an empty `list` gives no value.
+    pub fn new(list: Vec<T>, first_image: usize, len: usize) -> Self {
+        let len = if list.is_empty() { 0 } else { len };
+        Cycled {
+            list,
+            first_image,
+            len,
+        }
+    }
+
+    /// Images covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no image has a value.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The value of the run's image `i`.
+    pub fn get(&self, i: usize) -> Option<&T> {
+        if i >= self.len {
+            return None;
+        }
+        let k = (self.first_image % self.list.len() + i % self.list.len()) % self.list.len();
+        self.list.get(k)
+    }
+
+    /// The values of images `range` (clamped to the run).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Vec<T> {
+        (range.start..range.end.min(self.len))
+            .filter_map(|i| self.get(i).cloned())
+            .collect()
+    }
+
+    /// The values of the first `min(len, list.len())` images: every value the run uses, and
+    /// image `i`'s is `period()[i % period().len()]`.
+    pub fn period(&self) -> Vec<T> {
+        self.slice(0..self.list.len())
+    }
+
+    /// Every image's value (for tests and for outputs that hold every image anyway).
+    pub fn to_vec(&self) -> Vec<T> {
+        self.slice(0..self.len)
+    }
+}
+
 /// The prompts of a text-to-image run, per image (cycled by global image index).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextRun {
     /// Each image's prompt.
-    pub prompts: Vec<String>,
+    pub prompts: Cycled<String>,
     /// Each image's negative prompt (empty without guidance).
-    pub negative_prompts: Vec<String>,
+    pub negative_prompts: Cycled<String>,
 }
 
 /// What a latent pipeline's decoder makes of the latents.
@@ -178,7 +238,7 @@ pub struct RunSpec<'a> {
     /// The class label of each of the run's images (`class_labels` cycled by global image
     /// index, or the null label), `None`
     /// for an unconditional model.
-    pub labels: Option<Vec<usize>>,
+    pub labels: Option<Cycled<usize>>,
     /// `None` without guidance, and also for w = 1 or an all-null batch (plain sampling).
     pub guidance: Option<Guidance>,
     /// A text-to-image run's prompts; `None` for other models.
@@ -247,7 +307,21 @@ impl<'a> RunSpec<'a> {
         }
         let (h, w) = latent_resolution(unet, options, upscale)?;
         let c = unet.in_channels();
-        let chw = c * h * w;
+        // The kernels index an image's elements with u32: a larger image (a huge sample_size
+        // or --height/--width) is refused here, before any size derived from it is computed.
+        let chw = c
+            .checked_mul(h)
+            .and_then(|v| v.checked_mul(w))
+            .filter(|&v| u32::try_from(v).is_ok())
+            .ok_or_else(|| Error::Resolution {
+                height: h.saturating_mul(upscale),
+                width: w.saturating_mul(upscale),
+                message: format!(
+                    "{c} channel(s) of {h}x{w} are more than the 2^32 elements per image the \
+                     kernels index; lower the height and width (or sample_size in {})",
+                    unet.source().display()
+                ),
+            })?;
 
         let (labels, guidance, text) = match unet {
             UNetConfig::Text(_) => {
@@ -270,7 +344,7 @@ impl<'a> RunSpec<'a> {
                     ));
                 }
                 let labels = image_labels(unet, classes, options)?;
-                let guidance = guidance(unet, classes, labels.as_deref(), options.guidance_scale)?;
+                let guidance = guidance(unet, classes, labels.as_ref(), options.guidance_scale)?;
                 (labels, guidance, None)
             }
         };
@@ -338,8 +412,7 @@ impl<'a> RunSpec<'a> {
     /// guidance. `None` for an unconditional model.
     pub fn model_labels(&self, chunk: &Chunk) -> Option<Vec<usize>> {
         let all = self.labels.as_ref()?;
-        let end = (chunk.first_image + chunk.images).min(all.len());
-        let mut rows = all[chunk.first_image.min(end)..end].to_vec();
+        let mut rows = all.slice(chunk.first_image..chunk.first_image + chunk.images);
         if let Some(null) = self.guidance.and_then(|g| g.null_label) {
             rows.extend(std::iter::repeat_n(null, chunk.images));
         }
@@ -501,22 +574,17 @@ fn image_labels(
     unet: &UNetConfig,
     classes: &ClassNames,
     options: &SampleOptions,
-) -> Result<Option<Vec<usize>>> {
+) -> Result<Option<Cycled<usize>>> {
     let n = options.num_images;
     match (&options.class_labels, unet.num_class_embeds()) {
         (Some(list), _) => {
             for &label in list {
                 check_label(unet, label)?;
             }
-            let first = options.first_image;
-            Ok(Some(
-                (0..n)
-                    .map(|i| list[(first + i) % list.len()])
-                    .collect(),
-            ))
+            Ok(Some(Cycled::new(list.clone(), options.first_image, n)))
         }
         (None, Some(_)) => match classes.null {
-            Some(null) => Ok(Some(vec![null; n])),
+            Some(null) => Ok(Some(Cycled::new(vec![null], 0, n))),
             None => Err(Error::option(
                 "class_labels",
                 format!(
@@ -533,7 +601,7 @@ fn image_labels(
 fn guidance(
     unet: &UNetConfig,
     classes: &ClassNames,
-    labels: Option<&[usize]>,
+    labels: Option<&Cycled<usize>>,
     scale: Option<f64>,
 ) -> Result<Option<Guidance>> {
     let Some(scale) = scale else {
@@ -560,7 +628,7 @@ fn guidance(
         }
         (Some(_), Some(null)) => null,
     };
-    let all_null = labels.is_some_and(|l| l.iter().all(|&x| x == null_label));
+    let all_null = labels.is_some_and(|l| l.period().iter().all(|&x| x == null_label));
     Ok(if scale == 1.0 || all_null {
         None
     } else {
@@ -605,8 +673,8 @@ fn latent_resolution(
     let m = unet.downscale() * f;
     if unet.check_resolution(h, w).is_err() {
         return Err(Error::Resolution {
-            height: h * f,
-            width: w * f,
+            height: h.saturating_mul(f),
+            width: w.saturating_mul(f),
             message: format!(
                 "the image's height and width must be positive multiples of {m}: the VAE factor                  {f} times the U-Net's {} (it halves the {}x{} latents {} time(s))",
                 unet.downscale(),
@@ -632,11 +700,8 @@ fn text_run(unet: &UNetConfig, options: &SampleOptions) -> Result<(Option<Guidan
             ),
         ));
     }
-    let cycle = |list: &[String]| -> Vec<String> {
-        (0..options.num_images)
-            .map(|i| list[(options.first_image + i) % list.len()].clone())
-            .collect()
-    };
+    let cycle =
+        |list: &[String]| Cycled::new(list.to_vec(), options.first_image, options.num_images);
     let prompts = match &options.prompts {
         Some(list) if !list.is_empty() => cycle(list),
         _ => {
@@ -661,7 +726,7 @@ fn text_run(unet: &UNetConfig, options: &SampleOptions) -> Result<(Option<Guidan
         null_label: None,
     });
     let negative_prompts = match (&options.negative_prompts, guidance) {
-        (_, None) => Vec::new(),
+        (_, None) => Cycled::new(Vec::new(), 0, 0),
         (Some(list), Some(_)) if !list.is_empty() => cycle(list),
         (Some(_), Some(_)) => {
             return Err(Error::option(
@@ -669,7 +734,7 @@ fn text_run(unet: &UNetConfig, options: &SampleOptions) -> Result<(Option<Guidan
                 "is an empty list; give at least one (\"\" is the default)",
             ))
         }
-        (None, Some(_)) => vec![String::new(); options.num_images],
+        (None, Some(_)) => Cycled::new(vec![String::new()], 0, options.num_images),
     };
     Ok((
         guidance,
@@ -975,22 +1040,46 @@ mod tests {
     }
 
     #[test]
+    fn cycled_values_follow_the_global_image_index_without_a_vector_per_image() {
+        let c = Cycled::new(vec![7, 8, 9], 4, 5);
+        assert_eq!(c.to_vec(), vec![8, 9, 7, 8, 9]);
+        assert_eq!(c.period(), vec![8, 9, 7]);
+        assert_eq!(c.slice(3..10), vec![8, 9]);
+        assert_eq!(c.get(5), None);
+        // Far indices, no overflow, and nothing allocated per image.
+        let far = Cycled::new(vec![1, 2], usize::MAX, usize::MAX);
+        assert_eq!(far.get(usize::MAX - 1), Some(&2));
+        assert_eq!(far.period(), vec![2, 1]);
+        assert!(Cycled::<usize>::new(Vec::new(), 0, 9).is_empty());
+    }
+
+    #[test]
     fn labels_cycle_over_the_images_and_default_to_the_null_label() {
         let cycled = SampleOptions {
             class_labels: Some(vec![1, 2]),
             ..options(5)
         };
         let spec = conditional(&cycled).unwrap();
-        assert_eq!(spec.labels, Some(vec![1, 2, 1, 2, 1]));
+        assert_eq!(
+            spec.labels.as_ref().map(Cycled::to_vec),
+            Some(vec![1, 2, 1, 2, 1])
+        );
         assert_eq!(spec.guidance, None);
 
         let spec_options = options(3);
         let spec = conditional(&spec_options).unwrap();
-        assert_eq!(spec.labels, Some(vec![10, 10, 10]), "the null label");
+        assert_eq!(
+            spec.labels.as_ref().map(Cycled::to_vec),
+            Some(vec![10, 10, 10]),
+            "the null label"
+        );
 
         let no_null = RunSpec::prepare(&unet(Some(11)), &scheduler(), &classes(None), &cycled);
-        assert_eq!(spec.labels.as_ref().map(Vec::len), Some(3));
-        assert_eq!(no_null.unwrap().labels, Some(vec![1, 2, 1, 2, 1]));
+        assert_eq!(spec.labels.as_ref().map(Cycled::len), Some(3));
+        assert_eq!(
+            no_null.unwrap().labels.as_ref().map(Cycled::to_vec),
+            Some(vec![1, 2, 1, 2, 1])
+        );
         let err_options = options(1);
         let err = RunSpec::prepare(&unet(Some(11)), &scheduler(), &classes(None), &err_options);
         assert!(message(err).contains("null"));
@@ -1388,7 +1477,10 @@ mod tests {
         let spec = conditional(&slice).unwrap();
         assert_eq!(spec.first_image, 4);
         // Global images 4..8 of the cycle 0, 1, 2.
-        assert_eq!(spec.labels, Some(vec![1, 2, 0, 1]));
+        assert_eq!(
+            spec.labels.as_ref().map(Cycled::to_vec),
+            Some(vec![1, 2, 0, 1])
+        );
         let chunks = spec.chunks(2);
         assert_eq!(spec.model_labels(&chunks[1]), Some(vec![0, 1]));
         assert_eq!(spec.global_first_image(&chunks[0]).unwrap(), 4);
@@ -1398,8 +1490,8 @@ mod tests {
             num_images: 8,
             ..slice.clone()
         };
-        let whole_labels = conditional(&whole).unwrap().labels.unwrap();
-        assert_eq!(spec.labels.unwrap(), whole_labels[4..8]);
+        let whole_labels = conditional(&whole).unwrap().labels.unwrap().to_vec();
+        assert_eq!(spec.labels.unwrap().to_vec(), whole_labels[4..8]);
     }
 
     #[test]

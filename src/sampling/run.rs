@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::planner::{default_memory_budget, largest_fitting};
 use crate::model::autoencoder::{AutoencoderGraph, DecodeOptions};
 use crate::model::clip_text::PromptEncoder;
+use crate::ops::non_finite::NonFiniteReport;
 
 use super::engine::{self, ChunkJob, InitNoise};
 use super::memory::{Offload, Phase, PhaseMemory, PipelineMemory};
@@ -30,7 +31,12 @@ struct PromptTable {
 impl PromptTable {
     fn encode(encoder: &PromptEncoder, text: &TextRun) -> Result<Self> {
         let mut prompts: Vec<String> = Vec::new();
-        for p in text.prompts.iter().chain(&text.negative_prompts) {
+        for p in text
+            .prompts
+            .period()
+            .iter()
+            .chain(&text.negative_prompts.period())
+        {
             if !prompts.contains(p) {
                 prompts.push(p.clone());
             }
@@ -54,17 +60,17 @@ impl PromptTable {
     fn rows(&self, text: &TextRun, chunk: &Chunk) -> Result<Vec<f32>> {
         let images = chunk.first_image..chunk.first_image + chunk.images;
         let mut out = Vec::new();
-        let lists: [&[String]; 2] = [&text.prompts, &text.negative_prompts];
-        for list in lists {
+        for list in [&text.prompts, &text.negative_prompts] {
             if list.is_empty() {
                 continue;
             }
-            for p in list.get(images.clone()).ok_or_else(|| {
-                Error::invalid(
+            if images.end > list.len() {
+                return Err(Error::invalid(
                     "Pipeline::run",
                     "the run spec has fewer prompts than images",
-                )
-            })? {
+                ));
+            }
+            for p in &list.slice(images.clone()) {
                 let i =
                     self.prompts.iter().position(|q| q == p).ok_or_else(|| {
                         Error::invalid("Pipeline::run", "a prompt was not encoded")
@@ -246,7 +252,7 @@ impl Pipeline {
                 } else {
                     "final samples"
                 };
-                check_finite(what, &result.sample, spec, chunk, &result.trajectory)?;
+                check_final(what, &result.non_finite, spec, chunk)?;
                 if self.decoder_config.is_some() {
                     sampled.push((*chunk, result));
                 } else {
@@ -277,7 +283,7 @@ impl Pipeline {
                     }
                 };
                 let decoded = decoder.decode(graph, &result.sample)?;
-                check_finite("decoded images", &decoded, spec, &chunk, &[])?;
+                check_decoded(&decoded, spec, &chunk)?;
                 let f = decoder.upscale();
                 let latent_shape = [chunk.images, spec.shape[1], h, w];
                 let shape = [chunk.images, decoder.out_channels(), h * f, w * f];
@@ -568,38 +574,48 @@ fn over_budget(plan: &PipelineMemory, offload: Offload, budget: u64) -> Error {
     )
 }
 
-/// Never a silent black image: a chunk's `values` (its images, read back for writing anyway,
-/// so this costs one pass over memory and no transfer) must be finite. The error names the
-/// first bad image (global index) and, when trajectory snapshots were taken, the first step
-/// whose snapshot is already non-finite.
-fn check_finite(
+/// Never a silent black image: the GPU's non-finite check of a chunk's final samples (or
+/// latents) must have seen nothing. The error names the first bad image (global index) and the
+/// first inference step after which x already held a non-finite value.
+fn check_final(
     what: &str,
-    values: &[f32],
+    report: &NonFiniteReport,
     spec: &RunSpec<'_>,
     chunk: &Chunk,
-    trajectory: &[(Vec<f32>, Vec<f32>)],
 ) -> Result<()> {
+    if report.count == 0 {
+        return Ok(());
+    }
+    let [_, c, h, w] = spec.shape;
+    let per_image = (c * h * w).max(1);
+    let first = report.first_index.unwrap_or(0) as usize;
+    let first_step = report.first_step.map_or_else(String::new, |step| {
+        format!(
+            " (first seen after step {} of {})",
+            step as usize + 1,
+            spec.plan.steps.len()
+        )
+    });
+    Err(Error::NonFinite {
+        what: what.to_owned(),
+        count: report.count as usize,
+        image: spec.first_image + chunk.first_image + first / per_image,
+        first_step,
+    })
+}
+
+/// The decoded images of a latent pipeline (read back for writing anyway, so this costs one
+/// pass over memory and no transfer) must be finite; the error names the first bad image.
+fn check_decoded(values: &[f32], spec: &RunSpec<'_>, chunk: &Chunk) -> Result<()> {
     let Some(first) = values.iter().position(|v| !v.is_finite()) else {
         return Ok(());
     };
     let count = values.iter().filter(|v| !v.is_finite()).count();
     let per_image = (values.len() / chunk.images.max(1)).max(1);
-    let image = spec.first_image + chunk.first_image + first / per_image;
-    let first_step = trajectory
-        .iter()
-        .zip(&spec.trajectory_steps)
-        .find(|((x, x0), _)| x.iter().chain(x0).any(|v| !v.is_finite()))
-        .map_or_else(String::new, |(_, &step)| {
-            format!(
-                " (already in the trajectory snapshot of step {} of {})",
-                step + 1,
-                spec.plan.steps.len()
-            )
-        });
     Err(Error::NonFinite {
-        what: what.to_owned(),
+        what: "decoded images".to_owned(),
         count,
-        image,
-        first_step,
+        image: spec.first_image + chunk.first_image + first / per_image,
+        first_step: String::new(),
     })
 }

@@ -538,7 +538,9 @@ impl Builder<'_> {
         let offset = self.settings.steps_offset;
         (0..self.steps)
             .rev()
-            .map(|i| (i * ratio + offset) as f64)
+            // Saturating: a huge steps_offset becomes a timestep check_discrete refuses,
+            // naming steps_offset, rather than an overflow.
+            .map(|i| (i * ratio).saturating_add(offset) as f64)
             .collect()
     }
 
@@ -902,7 +904,7 @@ impl Builder<'_> {
                 let ratio = last_timestep / (self.steps + 1);
                 (1..=self.steps)
                     .rev()
-                    .map(|i| (i * ratio + s.steps_offset) as f64)
+                    .map(|i| (i * ratio).saturating_add(s.steps_offset) as f64)
                     .collect()
             }
             TimestepSpacing::Trailing => self.trailing(last_timestep),
