@@ -123,7 +123,7 @@ fn classes_against_zero_class_embeds_is_an_error_not_an_underflow() {
 /// `sample_size: 2^32` (found by the unet_config fuzzer) passed the config checks and overflowed
 /// `C·H·W` in `RunSpec::prepare`; the resolution is now refused, naming config.json.
 #[test]
-fn a_sample_size_past_the_kernels_index_range_is_a_resolution_error() {
+fn a_sample_size_whose_element_count_overflows_is_a_resolution_error() {
     use wgpu_diffusion::model::unet_2d::config::UNet2DConfig;
     use wgpu_diffusion::sampling::{ClassNames, RunSpec, UNetConfig};
     use wgpu_diffusion::schedule::SchedulerConfig;
@@ -142,7 +142,7 @@ fn a_sample_size_past_the_kernels_index_range_is_a_resolution_error() {
     )
     .expect_err("an image of 2^64 elements");
     let message = err.to_string();
-    assert!(message.contains("2^32 elements"), "{message}");
+    assert!(message.contains("overflow the element count"), "{message}");
     assert!(message.contains("model/config.json"), "{message}");
 }
 

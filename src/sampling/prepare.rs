@@ -307,18 +307,17 @@ impl<'a> RunSpec<'a> {
         }
         let (h, w) = latent_resolution(unet, options, upscale)?;
         let c = unet.in_channels();
-        // The kernels index an image's elements with u32: a larger image (a huge sample_size
-        // or --height/--width) is refused here, before any size derived from it is computed.
+        // A huge sample_size (or --height/--width) must not overflow the element count; a
+        // count that fits is checked against the adapter and the machine's memory later.
         let chw = c
             .checked_mul(h)
             .and_then(|v| v.checked_mul(w))
-            .filter(|&v| u32::try_from(v).is_ok())
             .ok_or_else(|| Error::Resolution {
                 height: h.saturating_mul(upscale),
                 width: w.saturating_mul(upscale),
                 message: format!(
-                    "{c} channel(s) of {h}x{w} are more than the 2^32 elements per image the \
-                     kernels index; lower the height and width (or sample_size in {})",
+                    "{c} channel(s) of {h}x{w} overflow the element count of an image; lower \
+                     the height and width (or sample_size in {})",
                     unet.source().display()
                 ),
             })?;
