@@ -38,7 +38,8 @@ BIN=$BUNDLE/wgpu-diffusion
 [ -x "$BIN" ] || { log "error: $BIN missing or not executable (run scripts/gpu_bench_prepare.sh)"; exit 2; }
 
 # --- Vulkan loader: unpacked from the bundle's .debs into a private root (no dpkg, no root). ---
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
+# GPU_BENCH_BUNDLED_LOADER=1 uses the bundle's loader even where one is installed (to test it).
+if [ "${GPU_BENCH_BUNDLED_LOADER:-0}" = "1" ] || ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
   if compgen -G "$BUNDLE/debs/*.deb" >/dev/null; then
     VKROOT=$OUTDIR/vkroot
     mkdir -p "$VKROOT"

@@ -29,6 +29,8 @@ esac
 echo "gpu_bench_prepare: building the $PROFILE binary" >&2
 (cd "$ROOT" && $CARGO build --profile "$PROFILE" --bin wgpu-diffusion)
 cp "$TARGET/$DIR/wgpu-diffusion" "$BUNDLE/wgpu-diffusion"
+# Debug info off: the binary travels (a dev build is ~200 MB with it).
+strip "$BUNDLE/wgpu-diffusion" 2>/dev/null || true
 
 echo "gpu_bench_prepare: downloading the Vulkan loader .deb" >&2
 # apt-get download writes into the current directory and needs no root; `apt-get update` first

@@ -702,3 +702,45 @@ impl Drop for GpuContext {
         let _ = self.save_pipeline_cache();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(
+        name: &str,
+        device_type: wgpu::DeviceType,
+        backend: wgpu::Backend,
+    ) -> wgpu::AdapterInfo {
+        let mut info = wgpu::AdapterInfo::new(device_type, backend);
+        info.name = name.into();
+        info
+    }
+
+    #[test]
+    fn vulkan_wins_over_gl_at_equal_type_but_not_over_a_better_device() {
+        use wgpu::{Backend, DeviceType};
+        let gl_first = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Gl),
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+        ];
+        let options = GpuOptions::default();
+        assert_eq!(choose(&gl_first, &options).unwrap(), Some(1));
+        let gpu_on_gl = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl),
+        ];
+        assert_eq!(choose(&gpu_on_gl, &options).unwrap(), Some(1));
+        let by_name = GpuOptions {
+            adapter_name: Some("LLVMPIPE".into()),
+            ..GpuOptions::default()
+        };
+        assert_eq!(choose(&gpu_on_gl, &by_name).unwrap(), Some(0));
+        let missing = GpuOptions {
+            adapter_name: Some("radeon".into()),
+            ..GpuOptions::default()
+        };
+        assert_eq!(choose(&gpu_on_gl, &missing).unwrap(), None);
+        assert_eq!(choose(&[], &options).unwrap(), None);
+    }
+}
