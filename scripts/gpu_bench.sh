@@ -13,7 +13,8 @@
 # batch 1; GPU_BENCH_TINY=1: cifar10-32 batch 1/2, celebahq-256 at 32², SD presets at 64², 1 run.
 # Environment: GPU_BENCH_BUDGET_S (default 450), GPU_BENCH_TORCH_DEVICE (cuda, or cpu; default:
 # cuda when torch sees one), GPU_BENCH_BACKEND (default vulkan; the adapter to bench),
-# GPU_BENCH_PYTHON (an interpreter with torch + diffusers; default python3).
+# GPU_BENCH_PYTHON (an interpreter with torch + diffusers; default python3), GPU_BENCH_ONLY
+# (comma list of presets to run; default all).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=${1:?usage: scripts/gpu_bench.sh BUNDLE [OUT] (BUNDLE from scripts/gpu_bench_prepare.sh)}
@@ -103,21 +104,10 @@ else
   W_CELEBA=(celebahq-256 "1,4" "")
   W_SD15=(sd15-512 "1" "")
   W_TURBO=(sd-turbo-512 "1" "")
-  LIMIT_SMALL=90; LIMIT_BIG=120
+  LIMIT_SMALL=60; LIMIT_BIG=90
 fi
 
 step adapters 60 "$BIN" adapters
-run_ours() {  # preset batches size limit
-  local preset=$1 batches=$2 size=$3 limit=$4
-  local extra=()
-  [ -n "$size" ] && extra=(--height "$size" --width "$size")
-  step "ours-$preset" "$limit" "$BIN" --backend "$BACKEND" bench --preset "$preset" \
-    --batch "$batches" "${OURS_RUNS[@]}" --profile "${extra[@]}" --json "$RAW/ours-$preset.json"
-}
-run_ours "${W_CIFAR[@]}" "$LIMIT_SMALL"
-run_ours "${W_CELEBA[@]}" "$LIMIT_BIG"
-run_ours "${W_SD15[@]}" "$LIMIT_BIG"
-run_ours "${W_TURBO[@]}" "$LIMIT_BIG"
 
 # --- PyTorch: GPU_BENCH_PYTHON's or the machine's torch, else the bundle's wheels in a venv. ---
 PY=${GPU_BENCH_PYTHON:-python3}
@@ -128,26 +118,38 @@ if ! $PY -c 'import torch, diffusers' >/dev/null 2>&1; then
       --find-links "$BUNDLE/wheels" torch diffusers >>"$LOG" 2>&1 && PY=$OUTDIR/venv/bin/python
   fi
 fi
+TORCH=0
 if $PY -c 'import torch, diffusers' >/dev/null 2>&1; then
+  TORCH=1
   TORCH_DEVICE=${GPU_BENCH_TORCH_DEVICE:-$($PY -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
   DTYPES=fp32
   [ "$TORCH_DEVICE" = "cuda" ] && DTYPES=fp32,fp16
-  run_torch() {  # preset batches size limit
-    local preset=$1 batches=$2 size=$3 limit=$4
-    local extra=()
-    [ -n "$size" ] && extra=(--height "$size" --width "$size")
-    step "torch-$preset" "$limit" "$PY" "$ROOT/scripts/bench_pytorch.py" --preset "$preset" \
-      --batch "$batches" "${TORCH_RUNS[@]}" --device "$TORCH_DEVICE" --dtype "$DTYPES" \
-      --threads "$(nproc)" "${extra[@]}" --json "$RAW/torch-$preset.json"
-  }
-  run_torch "${W_CIFAR[@]}" "$LIMIT_SMALL"
-  run_torch "${W_CELEBA[@]}" "$LIMIT_BIG"
-  run_torch "${W_SD15[@]}" "$LIMIT_BIG"
-  run_torch "${W_TURBO[@]}" "$LIMIT_BIG"
 else
   printf 'torch\tskipped\t0\tno importable torch + diffusers and no wheels in %s/wheels\n' "$BUNDLE" >>"$STEPS"
   log "PyTorch skipped: no torch + diffusers here and no wheels in the bundle"
 fi
+
+# Ours then PyTorch per workload, so a budget that runs out drops whole workloads (the last,
+# largest ones), never one side of a comparison.
+workload() {  # preset batches size limit
+  local preset=$1 batches=$2 size=$3 limit=$4
+  if [ -n "${GPU_BENCH_ONLY:-}" ] && [[ ",$GPU_BENCH_ONLY," != *",$preset,"* ]]; then
+    return 0
+  fi
+  local extra=()
+  [ -n "$size" ] && extra=(--height "$size" --width "$size")
+  step "ours-$preset" "$limit" "$BIN" --backend "$BACKEND" bench --preset "$preset" \
+    --batch "$batches" "${OURS_RUNS[@]}" --profile "${extra[@]}" --json "$RAW/ours-$preset.json"
+  if [ "$TORCH" = 1 ]; then
+    step "torch-$preset" "$limit" "$PY" "$ROOT/scripts/bench_pytorch.py" --preset "$preset" \
+      --batch "$batches" "${TORCH_RUNS[@]}" --device "$TORCH_DEVICE" --dtype "$DTYPES" \
+      --threads "$(nproc)" "${extra[@]}" --json "$RAW/torch-$preset.json"
+  fi
+}
+workload "${W_CIFAR[@]}" "$LIMIT_SMALL"
+workload "${W_CELEBA[@]}" "$LIMIT_BIG"
+workload "${W_SD15[@]}" "$LIMIT_BIG"
+workload "${W_TURBO[@]}" "$LIMIT_BIG"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \
   >"$RAW/nvidia-smi.txt" 2>/dev/null || true

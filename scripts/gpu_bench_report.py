@@ -97,8 +97,8 @@ def rows(ours, pytorch):
     return table
 
 
-def fmt(x, spec=".1f"):
-    return "—" if x is None else format(x, spec)
+def fmt(x, spec=".1f", unit=""):
+    return "—" if x is None else format(x, spec) + unit
 
 
 def markdown(doc):
@@ -109,6 +109,9 @@ def markdown(doc):
                  + (" (GPU_BENCH_TINY=1: reduced sizes, not comparable)" if doc["tiny"] else "")
                  + ".")
     lines.append("")
+    lines.append("Speed = PyTorch ms / our ms (≥ 1: we are as fast or faster); sizes are the "
+                 "model's input (latents for SD).")
+    lines.append("")
     lines.append("| workload | batch | adapter | ours ms | img/s | GFLOP/s | top kernel (share) "
                  "| torch fp32 ms | speed vs fp32 | torch fp16 ms | speed vs fp16 |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -117,12 +120,12 @@ def markdown(doc):
         top_s = f"{top['family']} ({top['share'] * 100:.0f} %)" if top else "—"
         p32 = r["pytorch"].get("fp32", {})
         p16 = r["pytorch"].get("fp16", {})
-        size = f"{r['workload']} ({r['height']}²)" if r["height"] == r["width"] else r["workload"]
+        size = f"{r['workload']} ({r['height']}×{r['width']} in)"
         ours = fmt(r["ours_ms"]) if r["ours_ms"] is not None else f"error: {r['error']}"
         lines.append(f"| {size} | {r['batch']} | {r['adapter']} | {ours} | "
                      f"{fmt(r['ours_images_per_s'], '.2f')} | {fmt(r['ours_gflops_per_s'])} | "
-                     f"{top_s} | {fmt(p32.get('ms'))} | {fmt(p32.get('speed'), '.2f')}× | "
-                     f"{fmt(p16.get('ms'))} | {fmt(p16.get('speed'), '.2f')}× |")
+                     f"{top_s} | {fmt(p32.get('ms'))} | {fmt(p32.get('speed'), '.2f', '×')} | "
+                     f"{fmt(p16.get('ms'))} | {fmt(p16.get('speed'), '.2f', '×')} |")
     extra = [r for r in doc["rows"] if r["decode_ms"] is not None or r["text_encode_ms"] is not None]
     if extra:
         lines.append("")
