@@ -37,6 +37,11 @@ struct Cli {
     /// Backends to consider: vulkan, metal, dx12, gl (comma list; overrides WGPU_BACKEND).
     #[arg(long, global = true)]
     backend: Option<String>,
+    /// Neither read nor write the on-disk pipeline cache (Vulkan; by default
+    /// $XDG_CACHE_HOME/wgpu-diffusion or ~/.cache/wgpu-diffusion; WGPU_DIFFUSION_PIPELINE_CACHE
+    /// names another directory, or `off`).
+    #[arg(long, global = true)]
+    no_pipeline_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +101,9 @@ fn gpu_options(cli: &Cli) -> GpuOptions {
     if cli.backend.is_some() {
         options.backends = cli.backend.clone();
     }
+    if cli.no_pipeline_cache {
+        options.pipeline_cache_dir = None;
+    }
     options
 }
 
@@ -104,7 +112,8 @@ fn mib(bytes: u64) -> String {
 }
 
 fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
-    let list = gpu::enumerate(&gpu_options(cli))?;
+    let options = gpu_options(cli);
+    let list = gpu::enumerate(&options)?;
     if list.is_empty() {
         let err = Error::NoAdapter {
             details: String::new(),
@@ -112,10 +121,17 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
         eprintln!("error: {err}");
         return Ok(ExitCode::from(if check { 3 } else { 1 }));
     }
+    let infos: Vec<wgpu::AdapterInfo> = list.iter().map(|a| a.info.clone()).collect();
+    let default = gpu::choose(&infos, &options)?;
     for (i, a) in list.iter().enumerate() {
         let info = &a.info;
         let l = &a.limits;
-        println!("[{i}] {}", info.name);
+        let mark = if default == Some(i) {
+            "  (default: sample, bench and the tests use this one)"
+        } else {
+            ""
+        };
+        println!("[{i}] {}{mark}", info.name);
         println!(
             "    backend {:?}, type {:?}, vendor 0x{:04x}, device 0x{:04x}",
             info.backend, info.device_type, info.vendor, info.device

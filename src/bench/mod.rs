@@ -541,7 +541,7 @@ fn contexts(args: &BenchOptions, opts: &GpuOptions) -> Result<Vec<ContextResult>
     Ok(adapters
         .iter()
         .map(|a| {
-            GpuContext::from_adapter(a).map_err(|e| {
+            GpuContext::open(a, opts).map_err(|e| {
                 Box::new((
                     gpu::AdapterSummary {
                         info: a.get_info(),

@@ -660,6 +660,9 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     let pipeline = Pipeline::load_with_options(&ctx, &dir, &load)
         .with_context(|| format!("loading model {}", dir.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
+    if let Some(warning) = ctx.pipeline_cache_status().warning() {
+        eprintln!("warning: {warning}");
+    }
 
     let bar = if a.quiet {
         indicatif::ProgressBar::hidden()
@@ -702,6 +705,10 @@ pub fn run(a: &SampleArgs, gpu: &GpuOptions) -> Result<ExitCode> {
     )?;
     bar.finish_and_clear();
     let run_s = t_run.elapsed().as_secs_f64();
+    // Every pipeline of the run exists now: the next run's driver compile can come from disk.
+    if let Err(e) = ctx.save_pipeline_cache() {
+        eprintln!("warning: pipeline cache not saved: {e}");
+    }
     let samples = samples.context("the run produced no images")?;
 
     let [_, c, h, w] = samples.shape;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Access, BindLayout};
 use crate::gpu::kernel::{EntryPoint, Kernel};
+use crate::gpu::pipeline_cache::{self, DiskCache, PipelineCacheStatus};
 
 /// How to pick the adapter. `Default` reads nothing; [`GpuOptions::from_env`] reads the standard
 /// wgpu variables; CLI flags override fields after that.
@@ -26,16 +28,22 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// `high` (default; discrete GPUs first) or `low` (integrated first).
     pub power_preference: Option<String>,
+    /// Directory of the on-disk pipeline cache (Vulkan only; see
+    /// [`crate::gpu::pipeline_cache`]); `None` = no cache, nothing read or written.
+    pub pipeline_cache_dir: Option<PathBuf>,
 }
 
 impl GpuOptions {
-    /// Options from `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+    /// Options from `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`, and the pipeline
+    /// cache under the user's cache directory unless `WGPU_DIFFUSION_PIPELINE_CACHE=off`
+    /// ([`pipeline_cache::dir_from_env`]).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         GpuOptions {
             backends: var("WGPU_BACKEND"),
             adapter_name: var("WGPU_ADAPTER_NAME"),
             power_preference: var("WGPU_POWER_PREF"),
+            pipeline_cache_dir: pipeline_cache::dir_from_env(),
         }
     }
 
@@ -147,6 +155,9 @@ pub struct GpuContext {
     bind_groups_created: AtomicU64,
     /// The first error wgpu reported outside an error scope (validation at dispatch, device lost).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// The on-disk pipeline cache every pipeline is compiled through, when there is one.
+    disk_cache: Option<DiskCache>,
+    pipeline_cache_status: PipelineCacheStatus,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -170,6 +181,7 @@ pub fn enumerate(options: &GpuOptions) -> Result<Vec<AdapterSummary>> {
     Ok(adapters.iter().map(AdapterSummary::of).collect())
 }
 
+/// Order of preference by device type for `power` (lower is better).
 fn rank(device_type: wgpu::DeviceType, power: wgpu::PowerPreference) -> u8 {
     use wgpu::DeviceType::*;
     match (power, device_type) {
@@ -181,6 +193,37 @@ fn rank(device_type: wgpu::DeviceType, power: wgpu::PowerPreference) -> u8 {
         (_, Other) => 3,
         (_, Cpu) => 4,
     }
+}
+
+/// At equal device type a native backend wins over GL: the same Mesa llvmpipe is often visible
+/// twice (lavapipe through Vulkan and llvmpipe through GL), and Vulkan is the path CI tests and
+/// the one with timestamp queries and a pipeline cache. Not left to wgpu's enumeration order.
+fn backend_rank(backend: wgpu::Backend) -> u8 {
+    match backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+/// Which of `adapters` `options` pick: the first whose name contains `adapter_name`
+/// (case-insensitive), else the best by power preference, then backend ([`backend_rank`]), then
+/// enumeration order. `None` when `adapters` is empty or no name matches.
+pub fn choose(adapters: &[wgpu::AdapterInfo], options: &GpuOptions) -> Result<Option<usize>> {
+    let power = options.parse_power()?;
+    Ok(match &options.adapter_name {
+        Some(wanted) => {
+            let needle = wanted.to_lowercase();
+            adapters
+                .iter()
+                .position(|a| a.name.to_lowercase().contains(&needle))
+        }
+        None => adapters
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, a)| (rank(a.device_type, power), backend_rank(a.backend), *i))
+            .map(|(i, _)| i),
+    })
 }
 
 /// `name: device has X, needs Y` for each limit of `limits` below
@@ -197,7 +240,6 @@ impl GpuContext {
     /// Picks an adapter by `options` and opens a device with the adapter's own limits.
     pub fn new(options: &GpuOptions) -> Result<Arc<GpuContext>> {
         let backends = options.parse_backends()?;
-        let power = options.parse_power()?;
         let instance = instance(backends);
         let adapters = pollster::block_on(instance.enumerate_adapters(backends));
         if adapters.is_empty() {
@@ -207,35 +249,51 @@ impl GpuContext {
             };
             return Err(Error::NoAdapter { details });
         }
-        let chosen = match &options.adapter_name {
-            Some(wanted) => {
-                let needle = wanted.to_lowercase();
-                adapters
-                    .iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&needle))
-                    .ok_or_else(|| Error::AdapterNotFound {
-                        wanted: wanted.clone(),
-                        available: adapters
-                            .iter()
-                            .map(|a| AdapterSummary::of(a).describe())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    })?
+        let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+        let chosen = match choose(&infos, options)?.and_then(|i| adapters.get(i)) {
+            Some(adapter) => adapter,
+            None => {
+                return Err(Error::AdapterNotFound {
+                    wanted: options.adapter_name.clone().unwrap_or_default(),
+                    available: adapters
+                        .iter()
+                        .map(|a| AdapterSummary::of(a).describe())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })
             }
-            None => adapters
-                .iter()
-                .min_by_key(|a| rank(a.get_info().device_type, power))
-                .ok_or(Error::NoAdapter {
-                    details: String::new(),
-                })?,
         };
-        Self::from_adapter(chosen)
+        Self::open(chosen, options)
     }
 
-    /// Opens a device on `adapter`, asking for its full limits and the optional features we use.
+    /// Opens a device on `adapter`, asking for its full limits and the optional features we use
+    /// (no pipeline cache: nothing is read from or written to disk).
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        Self::open(adapter, &GpuOptions::default())
+    }
+
+    /// As [`GpuContext::from_adapter`], with the on-disk pipeline cache of
+    /// `options.pipeline_cache_dir` where the backend has one (the adapter-choosing fields of
+    /// `options` are not used here).
+    pub fn open(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Arc<GpuContext>> {
         let summary = AdapterSummary::of(adapter);
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let info = adapter.get_info();
+        let cache_file = match &options.pipeline_cache_dir {
+            None => Err("disabled".to_string()),
+            Some(dir) => pipeline_cache::file_for(dir, &info)
+                .ok_or_else(|| format!("the {:?} backend has none", info.backend)),
+        }
+        .and_then(|file| {
+            if summary.features.contains(wgpu::Features::PIPELINE_CACHE) {
+                Ok(file)
+            } else {
+                Err("the adapter lacks PIPELINE_CACHE".to_string())
+            }
+        });
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        if cache_file.is_ok() {
+            wanted |= wgpu::Features::PIPELINE_CACHE;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgpu-diffusion"),
             required_features: summary.features & wanted,
@@ -248,7 +306,14 @@ impl GpuContext {
                 message: e.to_string(),
             }
         })?;
-        Ok(Self::with_device(adapter.get_info(), device, queue))
+        let (disk_cache, status) = match cache_file {
+            Ok(file) => {
+                let (cache, status) = DiskCache::open(&device, file);
+                (Some(cache), status)
+            }
+            Err(why) => (None, PipelineCacheStatus::Off(why)),
+        };
+        Ok(Self::with_device(info, device, queue, disk_cache, status))
     }
 
     /// Wraps a device the application already owns (a renderer, a game engine, another compute
@@ -318,7 +383,13 @@ impl GpuContext {
                 ),
             ));
         }
-        Ok(Self::with_device(info, device, queue))
+        Ok(Self::with_device(
+            info,
+            device,
+            queue,
+            None,
+            PipelineCacheStatus::Off("a device the application opened".into()),
+        ))
     }
 
     /// The least a device must allow for every kernel to build and run (WebGPU's default limits
@@ -349,7 +420,13 @@ impl GpuContext {
 
     /// The context around an open device: installs the uncaptured-error sink and takes the
     /// limits and features from the device itself.
-    fn with_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Arc<Self> {
+    fn with_device(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        disk_cache: Option<DiskCache>,
+        pipeline_cache_status: PipelineCacheStatus,
+    ) -> Arc<Self> {
         let summary = AdapterSummary {
             info,
             limits: device.limits(),
@@ -372,7 +449,24 @@ impl GpuContext {
             buffers_created: AtomicU64::new(0),
             bind_groups_created: AtomicU64::new(0),
             uncaptured,
+            disk_cache,
+            pipeline_cache_status,
         })
+    }
+
+    /// What became of the on-disk pipeline cache (its [`PipelineCacheStatus::warning`] is worth
+    /// showing the user).
+    pub fn pipeline_cache_status(&self) -> &PipelineCacheStatus {
+        &self.pipeline_cache_status
+    }
+
+    /// Saves the pipeline cache to its file if pipelines were compiled since it was loaded or
+    /// last saved; returns the file written. Dropping the context saves too, ignoring errors.
+    pub fn save_pipeline_cache(&self) -> Result<Option<PathBuf>> {
+        match &self.disk_cache {
+            Some(cache) => cache.save(),
+            None => Ok(None),
+        }
     }
 
     /// The largest storage-buffer binding this device accepts, in bytes.
@@ -555,7 +649,7 @@ impl GpuContext {
                     constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk_cache.as_ref().map(|c| &c.cache),
             });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
@@ -563,6 +657,9 @@ impl GpuContext {
                 entry_point: entry.name.into(),
                 message: err.to_string(),
             });
+        }
+        if let Some(cache) = &self.disk_cache {
+            cache.touch();
         }
         self.pipelines
             .lock()
@@ -595,5 +692,55 @@ impl GpuContext {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::gpu("waiting for the GPU", e))?;
         self.check_errors("GPU work")
+    }
+}
+
+impl Drop for GpuContext {
+    /// Saves the pipeline cache for library users who never call
+    /// [`GpuContext::save_pipeline_cache`]; an error here only costs the next run its compile.
+    fn drop(&mut self) {
+        let _ = self.save_pipeline_cache();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(
+        name: &str,
+        device_type: wgpu::DeviceType,
+        backend: wgpu::Backend,
+    ) -> wgpu::AdapterInfo {
+        let mut info = wgpu::AdapterInfo::new(device_type, backend);
+        info.name = name.into();
+        info
+    }
+
+    #[test]
+    fn vulkan_wins_over_gl_at_equal_type_but_not_over_a_better_device() {
+        use wgpu::{Backend, DeviceType};
+        let gl_first = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Gl),
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+        ];
+        let options = GpuOptions::default();
+        assert_eq!(choose(&gl_first, &options).unwrap(), Some(1));
+        let gpu_on_gl = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl),
+        ];
+        assert_eq!(choose(&gpu_on_gl, &options).unwrap(), Some(1));
+        let by_name = GpuOptions {
+            adapter_name: Some("LLVMPIPE".into()),
+            ..GpuOptions::default()
+        };
+        assert_eq!(choose(&gpu_on_gl, &by_name).unwrap(), Some(0));
+        let missing = GpuOptions {
+            adapter_name: Some("radeon".into()),
+            ..GpuOptions::default()
+        };
+        assert_eq!(choose(&gpu_on_gl, &missing).unwrap(), None);
+        assert_eq!(choose(&[], &options).unwrap(), None);
     }
 }

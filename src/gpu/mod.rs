@@ -6,11 +6,12 @@
 mod context;
 mod dispatch;
 mod kernel;
+pub mod pipeline_cache;
 pub mod planner;
 mod tensor;
 mod uniform;
 
-pub use context::{enumerate, AdapterSummary, Allocations, GpuContext, GpuOptions};
+pub use context::{choose, enumerate, AdapterSummary, Allocations, GpuContext, GpuOptions};
 pub use dispatch::{
     grid, Access, BindLayout, Dispatch, DispatchArgs, ParamsBuffer, SharedBindings,
     SharedBindingsArgs, SharedDispatchArgs, UniformTable,
