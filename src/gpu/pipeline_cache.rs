@@ -192,7 +192,10 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pipeline-cache".into());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per write: test threads (and processes) share one cache file and save at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let number = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{name}.{}.{number}.tmp", std::process::id()));
     let written = std::fs::write(&temp, data).and_then(|()| std::fs::rename(&temp, path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
