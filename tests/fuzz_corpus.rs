@@ -181,3 +181,24 @@ fn preparing_billions_of_images_allocates_nothing_per_image() {
     assert_eq!(text.prompts.slice(n - 2..n + 5), vec!["a shirt", "a bag"]);
     assert_eq!(text.negative_prompts.period(), vec![String::new()]);
 }
+
+/// Given noise for 4 images of 2³¹×2³¹ (found while replaying the seeds): `n·C·H·W` overflowed
+/// in the length check; it is now a mismatch naming `init_noise`.
+#[test]
+fn given_noise_for_an_overflowing_size_is_a_length_error() {
+    use wgpu_diffusion::SampleOptions;
+    let configs = bundled_configs().unwrap_or_else(|e| panic!("bundled model configs: {e}"));
+    let side = 1usize << 31;
+    let options = SampleOptions {
+        num_images: 4,
+        height: Some(side),
+        width: Some(side),
+        init_noise: Some(vec![0.0; 5]),
+        class_labels: Some(vec![1]),
+        ..SampleOptions::default()
+    };
+    let err = configs[0]
+        .prepare(&options)
+        .expect_err("5 values cannot be 4 images of 2^62 elements");
+    assert!(err.to_string().contains("init_noise"), "{err}");
+}

@@ -349,7 +349,11 @@ impl<'a> RunSpec<'a> {
         };
         let plan = plan(scheduler, options)?;
         let image_shape = match decoder {
-            Some(d) => [d.channels, h * d.upscale, w * d.upscale],
+            Some(d) => [
+                d.channels,
+                h.saturating_mul(d.upscale),
+                w.saturating_mul(d.upscale),
+            ],
             None => [c, h, w],
         };
         let (first_step, init, init_image) = image_start(&plan, options, image_shape)?;
@@ -357,14 +361,14 @@ impl<'a> RunSpec<'a> {
 
         let init_noise = match &options.init_noise {
             None => NoiseSource::Seeded,
-            Some(noise) if noise.len() == n * chw => NoiseSource::Given(noise),
+            Some(noise) if Some(noise.len()) == n.checked_mul(chw) => NoiseSource::Given(noise),
             Some(noise) => {
                 return Err(Error::option(
                     "init_noise",
                     format!(
                         "{} values, expected [{n}, {c}, {h}, {w}] = {}",
                         noise.len(),
-                        n * chw
+                        n as u128 * chw as u128
                     ),
                 ))
             }
@@ -474,14 +478,21 @@ impl<'a> RunSpec<'a> {
     /// Bytes of the sampler's own buffers for `images` images: x, x̂₀, the history and the
     /// noise, plus the trajectory snapshots (read back at the end).
     pub fn sampler_bytes(&self, images: usize) -> u64 {
-        let image = self.image_len() as u64 * 4 * images as u64;
-        4 * image + self.trajectory_bytes(images)
+        let image = (self.image_len() as u64)
+            .saturating_mul(4)
+            .saturating_mul(images as u64);
+        image
+            .saturating_mul(4)
+            .saturating_add(self.trajectory_bytes(images))
     }
 
     /// Bytes of the trajectory buffer for `images` images (one buffer: bounded by the
     /// adapter's largest buffer).
     pub fn trajectory_bytes(&self, images: usize) -> u64 {
-        2 * self.trajectory_steps.len() as u64 * self.image_len() as u64 * 4 * images as u64
+        (2 * self.trajectory_steps.len() as u64)
+            .saturating_mul(self.image_len() as u64)
+            .saturating_mul(4)
+            .saturating_mul(images as u64)
     }
 
     /// Model evaluations per image (a guided evaluation counts once).
@@ -852,8 +863,8 @@ fn image_start<'a>(
         };
         return Ok((0, rule, None));
     };
-    let chw = c * h * w;
-    if init.image.len() != chw {
+    let chw = c as u128 * h as u128 * w as u128;
+    if init.image.len() as u128 != chw {
         return Err(Error::option(
             "init_image.image",
             format!("{} values, expected {c}×{h}×{w} = {chw}", init.image.len()),
