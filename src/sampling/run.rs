@@ -113,16 +113,7 @@ impl Pipeline {
                 )
             }
         };
-        Ok(Samples {
-            data,
-            shape,
-            trajectory_steps: spec.trajectory_steps.clone(),
-            trajectory,
-            plan: spec.plan.clone(),
-            first_step: spec.first_step,
-            model_evaluations: spec.model_evaluations(),
-            latents,
-        })
+        Ok(self.samples(spec, data, shape, trajectory, latents))
     }
 
     /// Runs `spec` like [`Pipeline::run`] but hands each GPU batch to `on_batch` as soon as it
