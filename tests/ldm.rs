@@ -225,29 +225,11 @@ fn inspect_says_how_the_decode_is_banded() {
         .expect("banded plan");
     assert!(plan.bands >= 2, "{plan:?}");
     let dir = fixture().join("pipeline");
+    let size = [IMAGE_H.to_string(), IMAGE_W.to_string()];
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
-            .env("XDG_RUNTIME_DIR", "/tmp")
-            .env_remove("WGPU_DIFFUSION_DECODE_BINDING_LIMIT")
-            .arg("inspect")
-            .arg("--model")
-            .arg(&dir)
-            .args([
-                "--height",
-                &IMAGE_H.to_string(),
-                "--width",
-                &IMAGE_W.to_string(),
-            ])
-            .args(extra)
-            .output()
-            .expect("run inspect");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        let mut args = vec!["--height", &size[0], "--width", &size[1]];
+        args.extend_from_slice(extra);
+        common::inspect(&dir, &args)
     };
     let text = run(&[]);
     assert!(text.contains("decode bands 1 (unsplit)"), "{text}");

@@ -487,23 +487,7 @@ fn offloading_parts_is_bit_identical_and_auto_picks_it_over_budget() {
 #[test]
 fn inspect_prints_the_memory_plan_and_offload() {
     let dir = fixture().join("pipeline_sd1");
-    let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
-            .env("XDG_RUNTIME_DIR", "/tmp")
-            .arg("inspect")
-            .arg("--model")
-            .arg(&dir)
-            .args(extra)
-            .output()
-            .expect("run inspect");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
+    let run = |extra: &[&str]| common::inspect(&dir, extra);
     let text = run(&[]);
     for want in [
         "memory plan  at batch 1 with guidance",

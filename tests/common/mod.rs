@@ -78,3 +78,24 @@ pub fn edit_json(path: &std::path::Path, from: &str, to: &str) {
     assert!(text.contains(from), "{from} not in {}", path.display());
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
+
+/// `wgpu-diffusion inspect --model dir extra…` through the binary (the decode binding limit
+/// variable cleared): its stdout, after asserting it succeeded.
+pub fn inspect(dir: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env_remove("WGPU_DIFFUSION_DECODE_BINDING_LIMIT")
+        .arg("inspect")
+        .arg("--model")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run inspect");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
