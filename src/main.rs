@@ -42,6 +42,11 @@ struct Cli {
     /// names another directory, or `off`).
     #[arg(long, global = true)]
     no_pipeline_cache: bool,
+    /// Kernel family: `auto` (CPU-shaped kernels on a CPU adapter with 8-lane subgroups, such as
+    /// lavapipe; GPU-shaped elsewhere), `gpu` or `cpu` (overrides WGPU_DIFFUSION_KERNELS). Both
+    /// give bit-identical images.
+    #[arg(long, global = true, value_name = "SHAPE")]
+    kernels: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,6 +106,9 @@ fn gpu_options(cli: &Cli) -> GpuOptions {
     if cli.backend.is_some() {
         options.backends = cli.backend.clone();
     }
+    if cli.kernels.is_some() {
+        options.kernels = cli.kernels.clone();
+    }
     if cli.no_pipeline_cache {
         options.pipeline_cache_dir = None;
     }
@@ -150,6 +158,14 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
             yes(a.features.contains(wgpu::Features::SHADER_F16)),
             yes(a.features.contains(wgpu::Features::TIMESTAMP_QUERY))
         );
+        let shape = match gpu::KernelChoice::Auto.resolve(a) {
+            Ok(gpu::KernelShape::Cpu) => "cpu-shaped (subgroup broadcasts, no barriers)".to_owned(),
+            _ => match gpu::shape::cpu_shape_unsupported(a) {
+                Some(why) => format!("gpu-shaped (no cpu shape: {why})"),
+                None => "gpu-shaped (cpu shape available: --kernels cpu)".to_owned(),
+            },
+        };
+        println!("    kernels {shape}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use common::{ctx, Rng};
-use wgpu_diffusion::gpu::{Dispatch, GpuContext};
+use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice};
 use wgpu_diffusion::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
 use wgpu_diffusion::ops::matmul::{linear, matmul, BiasAxis, Matmul};
 use wgpu_diffusion::reference::{compare, conv as reference, Comparison};
@@ -109,6 +109,11 @@ impl ConvCase {
 
 /// Runs `case` on the GPU and the CPU reference with data from `seed` and compares.
 fn conv_case(ctx: &GpuContext, case: ConvCase, seed: u64) -> Comparison {
+    conv_run(ctx, case, seed).2
+}
+
+/// [`conv_case`] that also returns the output and the kernel that computed it.
+fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, Comparison) {
     let c = case;
     let mut rng = Rng::new(seed);
     let (ho, wo) = conv2d_output_hw(c.h, c.w, c.kh, c.kw, c.stride, c.pad).expect("output size");
@@ -161,7 +166,99 @@ fn conv_case(ctx: &GpuContext, case: ConvCase, seed: u64) -> Comparison {
         pad: [c.pad.top, c.pad.bottom, c.pad.left, c.pad.right],
         output_scale: f64::from(c.scale),
     });
-    check(&format!("{c:?}"), &got, &want, k)
+    let cmp = check(&format!("{c:?}"), &got, &want, k);
+    (got, d.kernel, cmp)
+}
+
+/// The CPU-shaped kernel (`conv2d_cpu.wgsl`: subgroup broadcasts, no barriers) gives the very
+/// bits of the GPU-shaped one on every layer it takes — 3×3 rows that tile the subgroup (W = 4, 8,
+/// 16, 32) and rows that do not (W = 12, 20, 64: edge pixels from memory), 1×1, Cout and pixel
+/// counts off the 8-lane blocks, every epilogue term — and declines the layers it does not fit.
+/// CI's lavapipe always has it; another adapter without 8-lane subgroups must refuse `cpu`
+/// with the reason.
+#[test]
+fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
+    let _device = shared_device();
+    let ctx = ctx();
+    if let Some(why) = ctx.cpu_kernels_unsupported() {
+        let e = ctx
+            .set_kernels(KernelChoice::Cpu)
+            .expect_err("cpu shape on an adapter without it");
+        assert!(e.to_string().contains("cpu"), "{e}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
+        );
+        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+        return;
+    }
+    let mut cases = vec![];
+    for (i, &(batch, cin, cout, h, w, k)) in [
+        (1, 3, 8, 4, 4, 3),
+        (2, 5, 13, 5, 8, 3),
+        (1, 16, 16, 16, 16, 3),
+        (3, 7, 24, 32, 32, 3),
+        (1, 4, 3, 6, 12, 3),
+        (2, 9, 17, 3, 20, 3),
+        (1, 2, 9, 2, 64, 3),
+        (2, 6, 11, 7, 8, 1),
+        (1, 33, 40, 4, 16, 1),
+        (1, 1, 1, 1, 4, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut case = ConvCase::new(batch, cin, cout, h, k, 1);
+        case.w = w;
+        case.bias = i % 2 == 0;
+        case.batch_bias = i % 3 != 1;
+        case.residual = i % 4 != 2;
+        case.scale = if i % 2 == 0 { 1.0 } else { 0.75 };
+        cases.push(case);
+    }
+    for (i, &case) in cases.iter().enumerate() {
+        let seed = 500 + i as u64;
+        ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
+        let (gpu, gk, gc) = conv_run(&ctx, case, seed);
+        assert!(gc.ok(), "gpu shape {gc}");
+        assert_eq!(gk, Kernel::Conv2d, "{case:?}");
+        ctx.set_kernels(KernelChoice::Cpu).expect("cpu shape");
+        let (cpu, ck, cc) = conv_run(&ctx, case, seed);
+        assert!(cc.ok(), "cpu shape {cc}");
+        assert_eq!(
+            ck,
+            Kernel::Conv2dCpu,
+            "{case:?} did not take the CPU-shaped kernel"
+        );
+        let differ = gpu
+            .iter()
+            .zip(&cpu)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{case:?}: {differ} of {} values differ",
+            gpu.len()
+        );
+    }
+    // Layers outside the kernel stay on conv2d.wgsl under the CPU shape.
+    let mut odd_width = ConvCase::new(1, 4, 8, 6, 3, 1);
+    odd_width.w = 7;
+    let mut strided = ConvCase::new(1, 4, 8, 8, 3, 2);
+    strided.pad = Padding::same(1);
+    let mut asymmetric = ConvCase::new(1, 4, 8, 8, 3, 1);
+    asymmetric.pad = Padding {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    for case in [odd_width, strided, asymmetric] {
+        let (_, kernel, cmp) = conv_run(&ctx, case, 9);
+        assert!(cmp.ok(), "{cmp}");
+        assert_eq!(kernel, Kernel::Conv2d, "{case:?}");
+    }
 }
 
 #[test]
@@ -293,8 +390,13 @@ fn conv_random_shapes() {
             continue;
         }
         shapes.insert((case.batch, case.cin, case.cout, case.h, case.w, k));
-        let c = conv_case(&ctx, case, 1000 + seed);
-        assert!(c.ok(), "seed {seed}: {c}");
+        // Both kernel shapes where the device has the CPU one (the draws with W % 4 == 0 and a
+        // "same" 1x1 / 3x3 kernel take conv2d_cpu.wgsl there).
+        for choice in [KernelChoice::Gpu, KernelChoice::Auto] {
+            ctx.set_kernels(choice).expect("kernel shape");
+            let c = conv_case(&ctx, case, 1000 + seed);
+            assert!(c.ok(), "seed {seed} ({choice:?}): {c}");
+        }
     }
     assert!(shapes.len() >= 8, "the draws did not vary: {shapes:?}");
 }
@@ -433,6 +535,11 @@ fn extent(sizes: [usize; 3], strides: [usize; 3]) -> usize {
 }
 
 fn mm_case(ctx: &GpuContext, c: MmCase, seed: u64) -> Comparison {
+    mm_run(ctx, c, seed).2
+}
+
+/// [`mm_case`] that also returns the output and the kernel that computed it.
+fn mm_run(ctx: &GpuContext, c: MmCase, seed: u64) -> (Vec<f32>, Kernel, Comparison) {
     let mut rng = Rng::new(seed);
     let a_len = extent([c.batch, c.m, c.k], c.a_strides);
     let b_len = extent([c.batch, c.k, c.n], c.b_strides);
@@ -486,7 +593,72 @@ fn mm_case(ctx: &GpuContext, c: MmCase, seed: u64) -> Comparison {
         output_scale: f64::from(c.scale),
         out_len: c_len,
     });
-    check(&format!("{c:?}"), &got, &want, c.k)
+    let cmp = check(&format!("{c:?}"), &got, &want, c.k);
+    (got, d.kernel, cmp)
+}
+
+/// The CPU-shaped matmul (`matmul_cpu.wgsl`) gives the very bits of the GPU-shaped one on every
+/// layout the model uses (vec4 reads along k, along n, element by element), K off multiples of
+/// 4, rows and columns off the 8 × 32 subgroup tile, products it runs transposed (few rows, many
+/// columns), every epilogue term. CI's lavapipe always has it (see the conv test).
+#[test]
+fn matmul_cpu_shape_matches_gpu_shape_bit_for_bit() {
+    let _device = shared_device();
+    let ctx = ctx();
+    if let Some(why) = ctx.cpu_kernels_unsupported() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
+        );
+        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+        return;
+    }
+    let mut seed = 700;
+    for (batch, m, n, k) in [
+        (1, 1, 1, 1),
+        (2, 3, 5, 7),
+        (1, 64, 64, 64),
+        (3, 70, 33, 130),
+        (2, 1, 300, 40),
+        (1, 300, 2, 12),
+        (1, 9, 40, 8),
+    ] {
+        for (name, a_strides, b_strides, c_strides) in layouts(m, n, k) {
+            seed += 1;
+            let case = MmCase {
+                batch,
+                m,
+                n,
+                k,
+                a_strides,
+                b_strides,
+                c_strides,
+                bias: [None, Some(BiasAxis::M), Some(BiasAxis::N)][seed % 3],
+                residual: seed % 2 == 0,
+                alpha: if seed % 4 == 0 { 0.125 } else { 1.0 },
+                scale: if seed % 5 == 0 { 0.75 } else { 1.0 },
+            };
+            ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
+            let (gpu, gk, gc) = mm_run(&ctx, case, seed as u64);
+            assert!(gc.ok(), "gpu shape, {name}: {gc}");
+            assert_eq!(gk, Kernel::Matmul);
+            ctx.set_kernels(KernelChoice::Cpu).expect("cpu shape");
+            let (cpu, ck, cc) = mm_run(&ctx, case, seed as u64);
+            assert!(cc.ok(), "cpu shape, {name}: {cc}");
+            assert_eq!(ck, Kernel::MatmulCpu);
+            let differ = gpu
+                .iter()
+                .zip(&cpu)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{name} {case:?}: {differ} of {} values differ",
+                gpu.len()
+            );
+        }
+    }
 }
 
 /// A named stride pattern: (name, a_strides, b_strides, c_strides).

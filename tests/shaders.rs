@@ -77,3 +77,30 @@ fn every_shader_opens_with_a_comment() {
         );
     }
 }
+
+/// Generated shaders (`scripts/gen_*.py`) carry `// body fnv1a64: HASH` over everything after that
+/// line: a hand edit of the body (instead of the script) fails here.
+#[test]
+fn generated_shaders_match_their_checksum() {
+    let mut generated = 0;
+    for kernel in Kernel::ALL {
+        let source = kernel.source();
+        let Some(at) = source.find("// body fnv1a64: ") else {
+            continue;
+        };
+        generated += 1;
+        let line_end = source[at..].find('\n').map_or(source.len(), |i| at + i);
+        let stated = &source[at + "// body fnv1a64: ".len()..line_end];
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in &source.as_bytes()[line_end..] {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(
+            stated,
+            format!("{hash:016x}"),
+            "shaders/{}.wgsl was edited by hand: edit its generator in scripts/ and regenerate",
+            kernel.name()
+        );
+    }
+    assert!(generated >= 1, "conv2d_cpu.wgsl is generated");
+}

@@ -58,6 +58,7 @@
 //!   "adapters": [{
 //!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
 //!     "timestamp_queries": true,
+//!     "kernels": "cpu" | "gpu",              the kernel shape run (see `gpu::shape`)
 //!     "status": "ok" | "WRONG" | "error",    WRONG: failed the correctness check (not ranked)
 //!     "error": null | "message",
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
@@ -250,6 +251,8 @@ pub struct AdapterReport {
     pub driver: String,
     pub driver_info: String,
     pub timestamp_queries: bool,
+    /// The kernel shape the device ran (`gpu` or `cpu`, [`gpu::shape`]).
+    pub kernels: String,
     /// `ok`, `WRONG` (failed the correctness check) or `error` (could not run).
     pub status: String,
     pub error: Option<String>,
@@ -564,6 +567,7 @@ fn adapter_base(summary: &gpu::AdapterSummary) -> AdapterReport {
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
         timestamp_queries: summary.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        kernels: String::new(),
         status: "ok".to_owned(),
         error: None,
         correctness: None,
@@ -593,6 +597,7 @@ fn bench_adapter(
     note: &dyn Fn(String),
 ) -> (AdapterReport, Option<PartParameters>) {
     let mut report = adapter_base(&ctx.adapter);
+    report.kernels = ctx.kernel_shape().name().to_owned();
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();

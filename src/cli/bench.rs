@@ -234,8 +234,17 @@ pub fn render_table(report: &BenchReport) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "adapter  {} — {}, {}, driver {} {}",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info
+            "adapter  {} — {}, {}, driver {} {}{}",
+            a.name,
+            a.backend,
+            a.device_type,
+            a.driver,
+            a.driver_info,
+            if a.kernels.is_empty() {
+                String::new()
+            } else {
+                format!(", {}-shaped kernels", a.kernels)
+            }
         );
         if let Some(e) = &a.error {
             let _ = writeln!(s, "  ERROR: {e}");

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Access, BindLayout};
 use crate::gpu::kernel::{EntryPoint, Kernel};
 use crate::gpu::pipeline_cache::{self, DiskCache, PipelineCacheStatus};
+use crate::gpu::shape::{cpu_shape_unsupported, KernelChoice, KernelShape};
 
 /// How to pick the adapter. `Default` reads nothing; [`GpuOptions::from_env`] reads the standard
 /// wgpu variables; CLI flags override fields after that.
@@ -31,12 +32,14 @@ pub struct GpuOptions {
     /// Directory of the on-disk pipeline cache (Vulkan only; see
     /// [`crate::gpu::pipeline_cache`]); `None` = no cache, nothing read or written.
     pub pipeline_cache_dir: Option<PathBuf>,
+    /// Which kernel family to run ([`crate::gpu::shape`]): `auto` (`None`), `gpu` or `cpu`.
+    pub kernels: Option<String>,
 }
 
 impl GpuOptions {
     /// Options from `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`, and the pipeline
     /// cache under the user's cache directory unless `WGPU_DIFFUSION_PIPELINE_CACHE=off`
-    /// ([`pipeline_cache::dir_from_env`]).
+    /// ([`pipeline_cache::dir_from_env`]), and the kernel shape from `WGPU_DIFFUSION_KERNELS`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         GpuOptions {
@@ -44,6 +47,14 @@ impl GpuOptions {
             adapter_name: var("WGPU_ADAPTER_NAME"),
             power_preference: var("WGPU_POWER_PREF"),
             pipeline_cache_dir: pipeline_cache::dir_from_env(),
+            kernels: var("WGPU_DIFFUSION_KERNELS"),
+        }
+    }
+
+    fn parse_kernels(&self) -> Result<KernelChoice> {
+        match &self.kernels {
+            None => Ok(KernelChoice::Auto),
+            Some(v) => KernelChoice::parse("kernel shape (WGPU_DIFFUSION_KERNELS / --kernels)", v),
         }
     }
 
@@ -158,6 +169,8 @@ pub struct GpuContext {
     /// The on-disk pipeline cache every pipeline is compiled through, when there is one.
     disk_cache: Option<DiskCache>,
     pipeline_cache_status: PipelineCacheStatus,
+    /// true: dispatch the CPU-shaped kernels where a layer fits them ([`KernelShape::Cpu`]).
+    cpu_kernels: AtomicBool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -276,6 +289,7 @@ impl GpuContext {
     /// `options.pipeline_cache_dir` where the backend has one (the adapter-choosing fields of
     /// `options` are not used here).
     pub fn open(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Arc<GpuContext>> {
+        let kernels = options.parse_kernels()?;
         let summary = AdapterSummary::of(adapter);
         let info = adapter.get_info();
         let cache_file = match &options.pipeline_cache_dir {
@@ -290,7 +304,8 @@ impl GpuContext {
                 Err("the adapter lacks PIPELINE_CACHE".to_string())
             }
         });
-        let mut wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let mut wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         if cache_file.is_ok() {
             wanted |= wgpu::Features::PIPELINE_CACHE;
         }
@@ -313,7 +328,9 @@ impl GpuContext {
             }
             Err(why) => (None, PipelineCacheStatus::Off(why)),
         };
-        Ok(Self::with_device(info, device, queue, disk_cache, status))
+        let ctx = Self::with_device(info, device, queue, disk_cache, status);
+        ctx.set_kernels(kernels)?;
+        Ok(ctx)
     }
 
     /// Wraps a device the application already owns (a renderer, a game engine, another compute
@@ -451,7 +468,40 @@ impl GpuContext {
             uncaptured,
             disk_cache,
             pipeline_cache_status,
+            cpu_kernels: AtomicBool::new(false),
         })
+        .with_auto_kernels()
+    }
+
+    fn with_auto_kernels(self: Arc<Self>) -> Arc<Self> {
+        if let Ok(shape) = KernelChoice::Auto.resolve(&self.adapter) {
+            self.cpu_kernels
+                .store(shape == KernelShape::Cpu, Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// The kernel family this context dispatches ([`crate::gpu::shape`]).
+    pub fn kernel_shape(&self) -> KernelShape {
+        if self.cpu_kernels.load(Ordering::Relaxed) {
+            KernelShape::Cpu
+        } else {
+            KernelShape::Gpu
+        }
+    }
+
+    /// Switches the kernel family for launches built from now on (built ones keep theirs):
+    /// `Err` when `cpu` is asked of a device that cannot run it. `auto` re-derives the default.
+    pub fn set_kernels(&self, choice: KernelChoice) -> Result<KernelShape> {
+        let shape = choice.resolve(&self.adapter)?;
+        self.cpu_kernels
+            .store(shape == KernelShape::Cpu, Ordering::Relaxed);
+        Ok(shape)
+    }
+
+    /// Why this device cannot run the CPU-shaped kernels (`None`: it can).
+    pub fn cpu_kernels_unsupported(&self) -> Option<String> {
+        cpu_shape_unsupported(&self.adapter)
     }
 
     /// What became of the on-disk pipeline cache (its [`PipelineCacheStatus::warning`] is worth

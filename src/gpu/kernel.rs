@@ -112,8 +112,12 @@ macro_rules! kernels {
 kernels! {
     /// Implicit-GEMM 2-D convolution with fused bias / per-sample bias / residual epilogue.
     Conv2d(conv2d) { MAIN = "main" },
+    /// The same convolution shaped for CPU adapters (subgroup broadcasts, no barriers).
+    Conv2dCpu(conv2d_cpu) { K3 = "k3", K1 = "k1" },
     /// Strided batched matrix multiply (linear layers, attention scores and values).
     Matmul(matmul) { MAIN = "main" },
+    /// The same matmul shaped for CPU adapters (subgroup broadcasts, no barriers).
+    MatmulCpu(matmul_cpu) { MAIN = "main" },
     /// Group normalisation with optional fused SiLU (whole, or per row band in two passes).
     GroupNorm(group_norm) { MAIN = "main", BAND_PARTIAL = "band_partial", BAND_APPLY = "band_apply" },
     /// Row softmax (attention probabilities).

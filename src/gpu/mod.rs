@@ -8,6 +8,7 @@ mod dispatch;
 mod kernel;
 pub mod pipeline_cache;
 pub mod planner;
+pub mod shape;
 mod tensor;
 mod uniform;
 
@@ -17,6 +18,7 @@ pub use dispatch::{
     SharedBindingsArgs, SharedDispatchArgs, UniformTable,
 };
 pub use kernel::{entry, EntryPoint, Kernel};
+pub use shape::{KernelChoice, KernelShape};
 pub use tensor::Tensor;
 pub(crate) use uniform::{shader_flags, uniform_struct};
 pub use uniform::{Scalar, UniformField, UniformLayout, WgslScalar};

@@ -4,9 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
-    UniformLayout,
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
+    Tensor, UniformLayout,
 };
+use crate::ops::conv2d_cpu;
 use crate::ops::matmul::to_u32;
 
 /// Zero padding on each side of the input, in pixels.
@@ -243,6 +244,19 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     to_u32(op, "input elements", conv.input.numel())?;
     to_u32(op, "output elements", conv.out.numel())?;
     to_u32(op, "weight elements", conv.weight.numel())?;
+    if ctx.kernel_shape() == KernelShape::Cpu {
+        if let Some(ks) = conv2d_cpu::fits(kh, kw, conv.stride, conv.padding, w) {
+            let layer = conv2d_cpu::Layer {
+                batch,
+                cin,
+                h,
+                w,
+                cout,
+                ks,
+            };
+            return conv2d_cpu::launch(ctx, conv, &layer, op, label);
+        }
+    }
     let u = |what: &str, v: usize| to_u32(op, what, v);
     let (wg_m, wg_n) = workgroup_shape(cout, npix);
     let n_tiles = npix.div_ceil(wg_n as usize * 8);

@@ -4,10 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
-    UniformLayout,
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
+    Tensor, UniformLayout,
 };
 use crate::ops::conv2d::vec4_spare;
+use crate::ops::matmul_cpu;
 
 /// Which output axis a bias vector runs along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +214,9 @@ pub fn matmul_at(
     if mm.residual.is_some() {
         flags |= FLAG_RESIDUAL;
     }
+    if ctx.kernel_shape() == KernelShape::Cpu {
+        return matmul_cpu::launch(ctx, mm, offsets, flags, op, label);
+    }
     let u = |what: &str, v: usize| to_u32(op, what, v);
     let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
     let n_tiles = mm.n.div_ceil(wg_n as usize * 8);
@@ -303,7 +307,13 @@ pub fn matmul_at(
 /// `[batch, row, k]` element strides: 1 = vec4s along k, 2 = vec4s along the rows, 0 = element by
 /// element. A vec4 mode needs the contiguous extent, every other stride and the offset (and so
 /// every vec4 start) to be multiples of 4 elements.
-fn vec4_mode(offset: usize, batch: usize, rows: usize, k: usize, [sb, sr, sk]: [usize; 3]) -> u32 {
+pub(crate) fn vec4_mode(
+    offset: usize,
+    batch: usize,
+    rows: usize,
+    k: usize,
+    [sb, sr, sk]: [usize; 3],
+) -> u32 {
     let aligned = |stride: usize, extent: usize| extent == 1 || stride.is_multiple_of(4);
     let batch_ok = aligned(sb, batch) && offset.is_multiple_of(4);
     if sk == 1 && k.is_multiple_of(4) && aligned(sr, rows) && batch_ok {
