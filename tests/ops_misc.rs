@@ -6,7 +6,7 @@
 mod common;
 
 use common::{ctx, Rng};
-use wgpu_diffusion::gpu::{Dispatch, GpuContext, Tensor};
+use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice, Tensor};
 use wgpu_diffusion::ops::{
     elementwise, group_norm, softmax, timestep_embedding, upsample, vq_quantize,
 };
@@ -1174,4 +1174,83 @@ fn copy_rows_rejects_ranges_outside_either_tensor() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("N, C and W must agree"), "{e}");
+}
+
+/// The CPU-shaped group norm (`group_norm_cpu.wgsl`: one subgroup per group, the same 256 partial
+/// sums and tree) gives the very bits of `group_norm.wgsl`'s `main` — one and many 256-element
+/// chunks, runs that end inside a chunk, one channel per group, a large common offset, SiLU on
+/// and off — and leaves spatial sizes off multiples of 4 to the GPU-shaped kernel.
+#[test]
+fn group_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
+    let ctx = ctx();
+    if let Some(why) = ctx.cpu_kernels_unsupported() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
+        );
+        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+        return;
+    }
+    let run_shape = |choice: KernelChoice, shape: &[usize], x: &[f32], groups: usize, silu| {
+        ctx.set_kernels(choice).expect("kernel shape");
+        let mut rng = Rng::new(77);
+        let c = shape[1];
+        let gamma = upload(&ctx, &[c], &rng.vec(c, 0.5, 1.5));
+        let beta = upload(&ctx, &[c], &rng.vec(c, -0.5, 0.5));
+        let input = upload(&ctx, shape, x);
+        let out = zeros(&ctx, shape);
+        let d = group_norm::group_norm(
+            &ctx,
+            &group_norm::GroupNorm {
+                input: &input,
+                gamma: &gamma,
+                beta: &beta,
+                out: &out,
+                groups,
+                eps: 1e-5,
+                silu,
+            },
+            "test",
+        )
+        .expect("group_norm");
+        (run(&ctx, &d, &out), d.kernel)
+    };
+    for (i, &(shape, groups, offset)) in [
+        ([1usize, 4, 2, 2], 2usize, 0.0f32),
+        ([2, 6, 4, 5], 3, 0.0),
+        ([1, 64, 16, 16], 32, 0.0),
+        ([2, 128, 32, 32], 32, 0.0),
+        ([3, 40, 3, 12], 8, 0.0),
+        ([1, 32, 8, 8], 32, 0.0),
+        ([2, 16, 8, 4], 4, 1000.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(i as u64 + 300);
+        let x: Vec<f32> = rng
+            .vec(shape.iter().product(), -2.0, 2.0)
+            .into_iter()
+            .map(|v| v + offset)
+            .collect();
+        let silu = i % 2 == 1;
+        let (gpu, gk) = run_shape(KernelChoice::Gpu, &shape, &x, groups, silu);
+        let (cpu, ck) = run_shape(KernelChoice::Cpu, &shape, &x, groups, silu);
+        assert_eq!(gk, Kernel::GroupNorm);
+        assert_eq!(ck, Kernel::GroupNormCpu, "{shape:?}");
+        let differ = gpu
+            .iter()
+            .zip(&cpu)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{shape:?} groups {groups}: {differ} of {} differ",
+            gpu.len()
+        );
+    }
+    let x = Rng::new(1).vec(2 * 4 * 5 * 5, -1.0, 1.0);
+    let (_, kernel) = run_shape(KernelChoice::Cpu, &[2, 4, 5, 5], &x, 2, false);
+    assert_eq!(kernel, Kernel::GroupNorm, "S = 25 stays on group_norm.wgsl");
 }

@@ -120,6 +120,8 @@ kernels! {
     MatmulCpu(matmul_cpu) { MAIN = "main" },
     /// Group normalisation with optional fused SiLU (whole, or per row band in two passes).
     GroupNorm(group_norm) { MAIN = "main", BAND_PARTIAL = "band_partial", BAND_APPLY = "band_apply" },
+    /// The same group norm shaped for CPU adapters (one subgroup per group, no barriers).
+    GroupNormCpu(group_norm_cpu) { MAIN = "main" },
     /// Row softmax (attention probabilities).
     Softmax(softmax) { MAIN = "main" },
     /// Pointwise ops: SiLU, add, affine, concat, embedding lookup, channel slice, row copy.

@@ -5,10 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
-    UniformLayout,
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
+    Tensor, UniformLayout,
 };
 use crate::ops::elementwise::{expect_distinct, expect_shape, to_u32};
+use crate::ops::group_norm_cpu;
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); a power of two for the tree.
 const WORKGROUP_SIZE: u32 = 256;
@@ -132,6 +133,10 @@ pub fn group_norm(ctx: &GpuContext, args: &GroupNorm, label: &str) -> Result<Dis
         grid(ctx, batch as u64 * groups as u64)?
     };
     let flops = u64::from(numel) * if silu { 12 } else { 8 };
+    if ctx.kernel_shape() == KernelShape::Cpu && group_norm_cpu::fits(spatial) {
+        let tensors = [input, gamma, beta, out];
+        return group_norm_cpu::launch(ctx, &params, tensors, flops, label);
+    }
     Dispatch::new(
         ctx,
         &DispatchArgs {

@@ -11,6 +11,7 @@ pub mod conv2d;
 pub mod conv2d_cpu;
 pub mod elementwise;
 pub mod group_norm;
+pub mod group_norm_cpu;
 pub mod layer_norm;
 pub mod matmul;
 pub mod matmul_cpu;
