@@ -1254,3 +1254,60 @@ fn group_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
     let (_, kernel) = run_shape(KernelChoice::Cpu, &[2, 4, 5, 5], &x, 2, false);
     assert_eq!(kernel, Kernel::GroupNorm, "S = 25 stays on group_norm.wgsl");
 }
+
+/// The CPU-shaped softmax (`softmax_cpu.wgsl`: one subgroup per row, the same partials and trees)
+/// gives the very bits of `softmax.wgsl` — rows of one chunk and of many, rows ending inside a
+/// chunk, large logits — and leaves rows off multiples of 4 to the GPU-shaped kernel.
+#[test]
+fn softmax_cpu_shape_matches_gpu_shape_bit_for_bit() {
+    let ctx = ctx();
+    if let Some(why) = ctx.cpu_kernels_unsupported() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
+        );
+        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+        return;
+    }
+    let run_shape = |choice: KernelChoice, x: &[f32], rows: usize, cols: usize| {
+        ctx.set_kernels(choice).expect("kernel shape");
+        let data = upload(&ctx, &[rows, cols], x);
+        let d = softmax::softmax_rows(
+            &ctx,
+            &softmax::SoftmaxRows {
+                data: &data,
+                rows,
+                cols,
+            },
+            "test",
+        )
+        .expect("softmax");
+        (run(&ctx, &d, &data), d.kernel)
+    };
+    for (i, &(rows, cols, scale)) in [
+        (1usize, 4usize, 1.0f32),
+        (3, 12, 4.0),
+        (17, 256, 8.0),
+        (5, 1000, 30.0),
+        (2, 2052, 1.0),
+        (9, 77 * 4, 0.5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = Rng::new(400 + i as u64).vec(rows * cols, -scale, scale);
+        let (gpu, gk) = run_shape(KernelChoice::Gpu, &x, rows, cols);
+        let (cpu, ck) = run_shape(KernelChoice::Cpu, &x, rows, cols);
+        assert_eq!(gk, Kernel::Softmax);
+        assert_eq!(ck, Kernel::SoftmaxCpu, "{rows}x{cols}");
+        let differ = gpu
+            .iter()
+            .zip(&cpu)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{rows}x{cols}: {differ} of {} differ", gpu.len());
+    }
+    let x = Rng::new(2).vec(3 * 7, -1.0, 1.0);
+    let (_, kernel) = run_shape(KernelChoice::Cpu, &x, 3, 7);
+    assert_eq!(kernel, Kernel::Softmax, "7 columns stay on softmax.wgsl");
+}

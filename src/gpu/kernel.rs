@@ -124,6 +124,8 @@ kernels! {
     GroupNormCpu(group_norm_cpu) { MAIN = "main" },
     /// Row softmax (attention probabilities).
     Softmax(softmax) { MAIN = "main" },
+    /// The same row softmax shaped for CPU adapters (one subgroup per row, no barriers).
+    SoftmaxCpu(softmax_cpu) { MAIN = "main" },
     /// Pointwise ops: SiLU, add, affine, concat, embedding lookup, channel slice, row copy.
     Elementwise(elementwise) {
         SILU = "silu",

@@ -19,6 +19,7 @@ pub mod non_finite;
 pub mod rng;
 pub mod sampler_step;
 pub mod softmax;
+pub mod softmax_cpu;
 pub mod timestep_embedding;
 pub mod upsample;
 pub mod vq_quantize;

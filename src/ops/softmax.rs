@@ -3,10 +3,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
-    UniformLayout,
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
+    Tensor, UniformLayout,
 };
 use crate::ops::elementwise::to_u32;
+use crate::ops::softmax_cpu;
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); a power of two for the tree.
 const WORKGROUP_SIZE: u32 = 256;
@@ -55,6 +56,9 @@ pub fn softmax_rows(ctx: &GpuContext, args: &SoftmaxRows, label: &str) -> Result
         cols: to_u32(OP, "cols", cols)?,
         ..Params::default()
     };
+    if ctx.kernel_shape() == KernelShape::Cpu && softmax_cpu::fits(cols) {
+        return softmax_cpu::launch(ctx, &params, data, u64::from(numel) * 5, label);
+    }
     let workgroups = if numel == 0 {
         [0, 1, 1]
     } else {
