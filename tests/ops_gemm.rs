@@ -172,7 +172,8 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
 
 /// The CPU-shaped kernel (`conv2d_cpu.wgsl`: subgroup broadcasts, no barriers) gives the very
 /// bits of the GPU-shaped one on every layer it takes — 3×3 rows that tile the subgroup (W = 4, 8,
-/// 16, 32) and rows that do not (W = 12, 20, 64: edge pixels from memory), 1×1, Cout and pixel
+/// 16, 32) and rows that do not (W = 12, 20, 64: edge pixels from memory), even heights (two
+/// output rows per lane) and odd ones (one), 1×1, Cout and pixel
 /// counts off the 8-lane blocks, every epilogue term — and declines the layers it does not fit.
 /// CI's lavapipe always has it; another adapter without 8-lane subgroups must refuse `cpu`
 /// with the reason.
@@ -204,6 +205,8 @@ fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
         (2, 6, 11, 7, 8, 1),
         (1, 33, 40, 4, 16, 1),
         (1, 1, 1, 1, 4, 1),
+        (2, 8, 16, 7, 16, 3),
+        (1, 3, 5, 1, 8, 3),
     ]
     .iter()
     .enumerate()

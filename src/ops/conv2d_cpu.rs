@@ -24,7 +24,7 @@ uniform_struct! {
         gr: u32,
         /// H · W / 4.
         plane4: u32,
-        /// batch · H · W / 4.
+        /// batch · H · W / 4 (two-row entry: batch · H / 2 · W / 4).
         groups: u32,
         /// ceil(Cout / 8).
         cb_count: u32,
@@ -90,7 +90,9 @@ pub(crate) fn launch(
     } = *layer;
     let u = |what: &str, v: usize| to_u32(op, what, v);
     let gr = w / 4;
-    let groups = batch * h * gr;
+    // Two output rows per lane where the height allows (fewer input loads per FMA).
+    let rows = if ks == 3 && h.is_multiple_of(2) { 2 } else { 1 };
+    let groups = batch * (h / rows) * gr;
     let cb_count = cout.div_ceil(SG);
     let subgroups = cb_count * groups.div_ceil(SG);
     let mut flags = 0;
@@ -127,10 +129,10 @@ pub(crate) fn launch(
     Ok(Dispatch::new(
         ctx,
         &DispatchArgs {
-            entry: if ks == 3 {
-                entry::conv2d_cpu::K3
-            } else {
-                entry::conv2d_cpu::K1
+            entry: match (ks, rows) {
+                (3, 2) => entry::conv2d_cpu::K3R2,
+                (3, _) => entry::conv2d_cpu::K3,
+                _ => entry::conv2d_cpu::K1,
             },
             constants,
             label,
