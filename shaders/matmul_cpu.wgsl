@@ -5,20 +5,21 @@
 // Same operation, parameter block and epilogue as matmul.wgsl (read its header for the strided
 // views): C[b, m, n] = (alpha · Σ_k A[b, m, k] · B[b, k, n] + bias + residual) · output_scale.
 // The layout and why it suits llvmpipe are those of conv2d_cpu.wgsl: a subgroup of 8 lanes owns
-// 8 rows × 32 columns; lane i loads row m0 + i of A four k at a time and `subgroupBroadcast`
-// hands each value to every lane; lane j loads B[k .. k + 4, n0 + 4j .. n0 + 4j + 4] (as four
-// vec4s along n or along k, transposed in registers, when the strides allow: B_MODE, chosen on
-// the host as for matmul.wgsl) and keeps 8 vec4 accumulators. fma in k order from zero, K padded
+// 32 rows × 32 columns; lane i loads rows m0 + i + 8q (q = 0..3) of A four k at a time and
+// `subgroupBroadcast` hands each value to every lane; lane j loads B[k .. k + 4, n0 + 4j ..
+// n0 + 4j + 4] (as four vec4s along n or along k, transposed in registers, when the strides
+// allow: B_MODE, chosen on the host as for matmul.wgsl) and keeps 32 vec4 accumulators. 32 rows
+// share each B load: cifar10-32's attention products went 16.5 -> 24 GFLOP/s from 8 rows. fma in k order from zero, K padded
 // to a multiple of 4 with zeros, then matmul.wgsl's epilogue: results are bit-identical to it
 // (tests/ops_gemm.rs compares them). The host may hand the kernel the transposed problem
 // (Cᵀ = Bᵀ·Aᵀ) when that wastes fewer lanes; each output is the same fma chain either way.
 //
 // Work split: subgroup s = workgroup · num_subgroups + subgroup_id of batch entry wid.z computes
-// row block s / n_tiles (8 rows) and column block s % n_tiles (32 columns); s ≥ tiles exits.
+// row block s / n_tiles (32 rows) and column block s % n_tiles (32 columns); s ≥ tiles exits.
 // Bindings as matmul.wgsl: 0 a, 1 a4, 2 b, 3 b4, 4 residual, 5 bias, 6 out, 7 params.
 //
 // Launcher: src/ops/matmul_cpu.rs (the registry line is in src/gpu/kernel.rs).
-// body fnv1a64: 734c32130b4551f3
+// body fnv1a64: e7e48bf5dda5bb82
 struct Params {
     batch: u32,
     m: u32,
@@ -169,9 +170,8 @@ fn main(
     if (s >= p.tiles || batch >= p.batch) {
         return;
     }
-    let m0 = (s / p.n_tiles) * 8u;
+    let m0 = (s / p.n_tiles) * 32u;
     let n = (s % p.n_tiles) * 32u + lane * 4u;
-    let m_l = m0 + lane;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -180,41 +180,164 @@ fn main(
     var c5 = vec4<f32>(0.0);
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
+    var c8 = vec4<f32>(0.0);
+    var c9 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0);
+    var c13 = vec4<f32>(0.0);
+    var c14 = vec4<f32>(0.0);
+    var c15 = vec4<f32>(0.0);
+    var c16 = vec4<f32>(0.0);
+    var c17 = vec4<f32>(0.0);
+    var c18 = vec4<f32>(0.0);
+    var c19 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0);
+    var c21 = vec4<f32>(0.0);
+    var c22 = vec4<f32>(0.0);
+    var c23 = vec4<f32>(0.0);
+    var c24 = vec4<f32>(0.0);
+    var c25 = vec4<f32>(0.0);
+    var c26 = vec4<f32>(0.0);
+    var c27 = vec4<f32>(0.0);
+    var c28 = vec4<f32>(0.0);
+    var c29 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0);
+    var c31 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k; k += 4u) {
-        let ar = row4(batch, m_l, k);
+        let ar0 = row4(batch, m0 + lane + 0u, k);
+        let ar1 = row4(batch, m0 + lane + 8u, k);
+        let ar2 = row4(batch, m0 + lane + 16u, k);
+        let ar3 = row4(batch, m0 + lane + 24u, k);
         let bk = cols4(batch, k, n);
-        c0 = fma(vec4<f32>(subgroupBroadcast(ar.x, 0u)), bk[0], c0);
-        c1 = fma(vec4<f32>(subgroupBroadcast(ar.x, 1u)), bk[0], c1);
-        c2 = fma(vec4<f32>(subgroupBroadcast(ar.x, 2u)), bk[0], c2);
-        c3 = fma(vec4<f32>(subgroupBroadcast(ar.x, 3u)), bk[0], c3);
-        c4 = fma(vec4<f32>(subgroupBroadcast(ar.x, 4u)), bk[0], c4);
-        c5 = fma(vec4<f32>(subgroupBroadcast(ar.x, 5u)), bk[0], c5);
-        c6 = fma(vec4<f32>(subgroupBroadcast(ar.x, 6u)), bk[0], c6);
-        c7 = fma(vec4<f32>(subgroupBroadcast(ar.x, 7u)), bk[0], c7);
-        c0 = fma(vec4<f32>(subgroupBroadcast(ar.y, 0u)), bk[1], c0);
-        c1 = fma(vec4<f32>(subgroupBroadcast(ar.y, 1u)), bk[1], c1);
-        c2 = fma(vec4<f32>(subgroupBroadcast(ar.y, 2u)), bk[1], c2);
-        c3 = fma(vec4<f32>(subgroupBroadcast(ar.y, 3u)), bk[1], c3);
-        c4 = fma(vec4<f32>(subgroupBroadcast(ar.y, 4u)), bk[1], c4);
-        c5 = fma(vec4<f32>(subgroupBroadcast(ar.y, 5u)), bk[1], c5);
-        c6 = fma(vec4<f32>(subgroupBroadcast(ar.y, 6u)), bk[1], c6);
-        c7 = fma(vec4<f32>(subgroupBroadcast(ar.y, 7u)), bk[1], c7);
-        c0 = fma(vec4<f32>(subgroupBroadcast(ar.z, 0u)), bk[2], c0);
-        c1 = fma(vec4<f32>(subgroupBroadcast(ar.z, 1u)), bk[2], c1);
-        c2 = fma(vec4<f32>(subgroupBroadcast(ar.z, 2u)), bk[2], c2);
-        c3 = fma(vec4<f32>(subgroupBroadcast(ar.z, 3u)), bk[2], c3);
-        c4 = fma(vec4<f32>(subgroupBroadcast(ar.z, 4u)), bk[2], c4);
-        c5 = fma(vec4<f32>(subgroupBroadcast(ar.z, 5u)), bk[2], c5);
-        c6 = fma(vec4<f32>(subgroupBroadcast(ar.z, 6u)), bk[2], c6);
-        c7 = fma(vec4<f32>(subgroupBroadcast(ar.z, 7u)), bk[2], c7);
-        c0 = fma(vec4<f32>(subgroupBroadcast(ar.w, 0u)), bk[3], c0);
-        c1 = fma(vec4<f32>(subgroupBroadcast(ar.w, 1u)), bk[3], c1);
-        c2 = fma(vec4<f32>(subgroupBroadcast(ar.w, 2u)), bk[3], c2);
-        c3 = fma(vec4<f32>(subgroupBroadcast(ar.w, 3u)), bk[3], c3);
-        c4 = fma(vec4<f32>(subgroupBroadcast(ar.w, 4u)), bk[3], c4);
-        c5 = fma(vec4<f32>(subgroupBroadcast(ar.w, 5u)), bk[3], c5);
-        c6 = fma(vec4<f32>(subgroupBroadcast(ar.w, 6u)), bk[3], c6);
-        c7 = fma(vec4<f32>(subgroupBroadcast(ar.w, 7u)), bk[3], c7);
+        c0 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 0u)), bk[0], c0);
+        c1 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 1u)), bk[0], c1);
+        c2 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 2u)), bk[0], c2);
+        c3 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 3u)), bk[0], c3);
+        c4 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 4u)), bk[0], c4);
+        c5 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 5u)), bk[0], c5);
+        c6 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 6u)), bk[0], c6);
+        c7 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 7u)), bk[0], c7);
+        c8 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 0u)), bk[0], c8);
+        c9 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 1u)), bk[0], c9);
+        c10 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 2u)), bk[0], c10);
+        c11 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 3u)), bk[0], c11);
+        c12 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 4u)), bk[0], c12);
+        c13 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 5u)), bk[0], c13);
+        c14 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 6u)), bk[0], c14);
+        c15 = fma(vec4<f32>(subgroupBroadcast(ar1.x, 7u)), bk[0], c15);
+        c16 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 0u)), bk[0], c16);
+        c17 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 1u)), bk[0], c17);
+        c18 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 2u)), bk[0], c18);
+        c19 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 3u)), bk[0], c19);
+        c20 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 4u)), bk[0], c20);
+        c21 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 5u)), bk[0], c21);
+        c22 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 6u)), bk[0], c22);
+        c23 = fma(vec4<f32>(subgroupBroadcast(ar2.x, 7u)), bk[0], c23);
+        c24 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 0u)), bk[0], c24);
+        c25 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 1u)), bk[0], c25);
+        c26 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 2u)), bk[0], c26);
+        c27 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 3u)), bk[0], c27);
+        c28 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 4u)), bk[0], c28);
+        c29 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 5u)), bk[0], c29);
+        c30 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 6u)), bk[0], c30);
+        c31 = fma(vec4<f32>(subgroupBroadcast(ar3.x, 7u)), bk[0], c31);
+        c0 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 0u)), bk[1], c0);
+        c1 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 1u)), bk[1], c1);
+        c2 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 2u)), bk[1], c2);
+        c3 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 3u)), bk[1], c3);
+        c4 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 4u)), bk[1], c4);
+        c5 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 5u)), bk[1], c5);
+        c6 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 6u)), bk[1], c6);
+        c7 = fma(vec4<f32>(subgroupBroadcast(ar0.y, 7u)), bk[1], c7);
+        c8 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 0u)), bk[1], c8);
+        c9 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 1u)), bk[1], c9);
+        c10 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 2u)), bk[1], c10);
+        c11 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 3u)), bk[1], c11);
+        c12 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 4u)), bk[1], c12);
+        c13 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 5u)), bk[1], c13);
+        c14 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 6u)), bk[1], c14);
+        c15 = fma(vec4<f32>(subgroupBroadcast(ar1.y, 7u)), bk[1], c15);
+        c16 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 0u)), bk[1], c16);
+        c17 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 1u)), bk[1], c17);
+        c18 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 2u)), bk[1], c18);
+        c19 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 3u)), bk[1], c19);
+        c20 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 4u)), bk[1], c20);
+        c21 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 5u)), bk[1], c21);
+        c22 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 6u)), bk[1], c22);
+        c23 = fma(vec4<f32>(subgroupBroadcast(ar2.y, 7u)), bk[1], c23);
+        c24 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 0u)), bk[1], c24);
+        c25 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 1u)), bk[1], c25);
+        c26 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 2u)), bk[1], c26);
+        c27 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 3u)), bk[1], c27);
+        c28 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 4u)), bk[1], c28);
+        c29 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 5u)), bk[1], c29);
+        c30 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 6u)), bk[1], c30);
+        c31 = fma(vec4<f32>(subgroupBroadcast(ar3.y, 7u)), bk[1], c31);
+        c0 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 0u)), bk[2], c0);
+        c1 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 1u)), bk[2], c1);
+        c2 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 2u)), bk[2], c2);
+        c3 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 3u)), bk[2], c3);
+        c4 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 4u)), bk[2], c4);
+        c5 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 5u)), bk[2], c5);
+        c6 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 6u)), bk[2], c6);
+        c7 = fma(vec4<f32>(subgroupBroadcast(ar0.z, 7u)), bk[2], c7);
+        c8 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 0u)), bk[2], c8);
+        c9 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 1u)), bk[2], c9);
+        c10 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 2u)), bk[2], c10);
+        c11 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 3u)), bk[2], c11);
+        c12 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 4u)), bk[2], c12);
+        c13 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 5u)), bk[2], c13);
+        c14 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 6u)), bk[2], c14);
+        c15 = fma(vec4<f32>(subgroupBroadcast(ar1.z, 7u)), bk[2], c15);
+        c16 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 0u)), bk[2], c16);
+        c17 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 1u)), bk[2], c17);
+        c18 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 2u)), bk[2], c18);
+        c19 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 3u)), bk[2], c19);
+        c20 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 4u)), bk[2], c20);
+        c21 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 5u)), bk[2], c21);
+        c22 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 6u)), bk[2], c22);
+        c23 = fma(vec4<f32>(subgroupBroadcast(ar2.z, 7u)), bk[2], c23);
+        c24 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 0u)), bk[2], c24);
+        c25 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 1u)), bk[2], c25);
+        c26 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 2u)), bk[2], c26);
+        c27 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 3u)), bk[2], c27);
+        c28 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 4u)), bk[2], c28);
+        c29 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 5u)), bk[2], c29);
+        c30 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 6u)), bk[2], c30);
+        c31 = fma(vec4<f32>(subgroupBroadcast(ar3.z, 7u)), bk[2], c31);
+        c0 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 0u)), bk[3], c0);
+        c1 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 1u)), bk[3], c1);
+        c2 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 2u)), bk[3], c2);
+        c3 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 3u)), bk[3], c3);
+        c4 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 4u)), bk[3], c4);
+        c5 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 5u)), bk[3], c5);
+        c6 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 6u)), bk[3], c6);
+        c7 = fma(vec4<f32>(subgroupBroadcast(ar0.w, 7u)), bk[3], c7);
+        c8 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 0u)), bk[3], c8);
+        c9 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 1u)), bk[3], c9);
+        c10 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 2u)), bk[3], c10);
+        c11 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 3u)), bk[3], c11);
+        c12 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 4u)), bk[3], c12);
+        c13 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 5u)), bk[3], c13);
+        c14 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 6u)), bk[3], c14);
+        c15 = fma(vec4<f32>(subgroupBroadcast(ar1.w, 7u)), bk[3], c15);
+        c16 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 0u)), bk[3], c16);
+        c17 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 1u)), bk[3], c17);
+        c18 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 2u)), bk[3], c18);
+        c19 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 3u)), bk[3], c19);
+        c20 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 4u)), bk[3], c20);
+        c21 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 5u)), bk[3], c21);
+        c22 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 6u)), bk[3], c22);
+        c23 = fma(vec4<f32>(subgroupBroadcast(ar2.w, 7u)), bk[3], c23);
+        c24 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 0u)), bk[3], c24);
+        c25 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 1u)), bk[3], c25);
+        c26 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 2u)), bk[3], c26);
+        c27 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 3u)), bk[3], c27);
+        c28 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 4u)), bk[3], c28);
+        c29 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 5u)), bk[3], c29);
+        c30 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 6u)), bk[3], c30);
+        c31 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 7u)), bk[3], c31);
     }
     store4(batch, m0 + 0u, n, c0);
     store4(batch, m0 + 1u, n, c1);
@@ -224,4 +347,28 @@ fn main(
     store4(batch, m0 + 5u, n, c5);
     store4(batch, m0 + 6u, n, c6);
     store4(batch, m0 + 7u, n, c7);
+    store4(batch, m0 + 8u, n, c8);
+    store4(batch, m0 + 9u, n, c9);
+    store4(batch, m0 + 10u, n, c10);
+    store4(batch, m0 + 11u, n, c11);
+    store4(batch, m0 + 12u, n, c12);
+    store4(batch, m0 + 13u, n, c13);
+    store4(batch, m0 + 14u, n, c14);
+    store4(batch, m0 + 15u, n, c15);
+    store4(batch, m0 + 16u, n, c16);
+    store4(batch, m0 + 17u, n, c17);
+    store4(batch, m0 + 18u, n, c18);
+    store4(batch, m0 + 19u, n, c19);
+    store4(batch, m0 + 20u, n, c20);
+    store4(batch, m0 + 21u, n, c21);
+    store4(batch, m0 + 22u, n, c22);
+    store4(batch, m0 + 23u, n, c23);
+    store4(batch, m0 + 24u, n, c24);
+    store4(batch, m0 + 25u, n, c25);
+    store4(batch, m0 + 26u, n, c26);
+    store4(batch, m0 + 27u, n, c27);
+    store4(batch, m0 + 28u, n, c28);
+    store4(batch, m0 + 29u, n, c29);
+    store4(batch, m0 + 30u, n, c30);
+    store4(batch, m0 + 31u, n, c31);
 }

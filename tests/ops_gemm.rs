@@ -602,7 +602,7 @@ fn mm_run(ctx: &GpuContext, c: MmCase, seed: u64) -> (Vec<f32>, Kernel, Comparis
 
 /// The CPU-shaped matmul (`matmul_cpu.wgsl`) gives the very bits of the GPU-shaped one on every
 /// layout the model uses (vec4 reads along k, along n, element by element), K off multiples of
-/// 4, rows and columns off the 8 × 32 subgroup tile, products it runs transposed (few rows, many
+/// 4, rows and columns off the 32 × 32 subgroup tile, products it runs transposed (few rows, many
 /// columns), every epilogue term. CI's lavapipe always has it (see the conv test).
 #[test]
 fn matmul_cpu_shape_matches_gpu_shape_bit_for_bit() {

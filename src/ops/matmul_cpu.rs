@@ -17,11 +17,13 @@ pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
 /// The flag bits, `matmul.wgsl`'s.
 pub const FLAGS: &[(&str, u32)] = crate::ops::matmul::FLAGS;
 
-/// Rows per subgroup tile (one per lane) and columns (four per lane).
-const ROWS: usize = crate::gpu::shape::CPU_SUBGROUP as usize;
-const COLS: usize = 4 * ROWS;
+/// Lanes per subgroup.
+const LANES: usize = crate::gpu::shape::CPU_SUBGROUP as usize;
+/// Rows per subgroup tile (the generator's ROWS) and columns (four per lane).
+const ROWS: usize = 32;
+const COLS: usize = 4 * LANES;
 /// Subgroups per workgroup (`@workgroup_size(64)`).
-const SUBGROUPS: usize = 64 / ROWS;
+const SUBGROUPS: usize = 64 / LANES;
 
 /// Lanes computed for an `m × n` output, padding included.
 fn padded(m: usize, n: usize) -> usize {
