@@ -29,7 +29,8 @@ HEADER = """// 2-D convolution shaped for CPU adapters (Mesa llvmpipe / lavapipe
 //   to the GPU-shaped kernel (tests/ops_gemm.rs compares them).
 //
 // Covers stride 1 with "same" padding (3×3 pad 1: entries k3r2 and k3; 1×1 pad 0: entry k1) where
-// W % 4 == 0; src/ops/conv2d.rs sends everything else to conv2d.wgsl. k3r2 gives each lane two
+// W % 4 == 0, and 3×3 stride 2 with padding 1 (k3s2) or only right and bottom (k3s2t): diffusers'
+// Downsample2D, where the input's W % 8 == 0 and H is even; src/ops/conv2d.rs sends everything else to conv2d.wgsl. k3r2 gives each lane two
 // output rows (where H is even): the 4 input rows it loads per input channel serve 6 of the
 // kernel's row taps instead of 3, which measured 1.4x faster on llvmpipe (37 -> 53 GFLOP/s).
 //
@@ -61,6 +62,12 @@ struct Params {
     subgroups: u32,
     flags: u32,
     output_scale: f32,
+    // The input's height, vec4s per row and per plane: H, W / 4 and H · W / 4 for the stride-1
+    // entries; 2·Ho, 2·Wo / 4 and their product for k3s2.
+    in_h: u32,
+    in_gr: u32,
+    in_plane4: u32,
+    _pad0: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -134,7 +141,7 @@ def entry(ks, rows):
     e(f"    let co_l = cb * {TM}u + lane;")
     e("    let w_ok = co_l < p.cout;")
     e("    var wb = select(0u, co_l * p.k, w_ok);")
-    e("    var ib = img * p.cin * p.plane4 + gx;")
+    e("    var ib = img * p.cin * p.in_plane4 + gx;")
     if ks == 3:
         e("    let first = gx == 0u;")
         e("    let last = gx + 1u == p.gr;")
@@ -174,7 +181,7 @@ def entry(ks, rows):
         e("        let x = select(vec4<f32>(0.0), input[select(0u, ib + oy * p.gr, valid)], valid);")
         for m in range(TM):
             e(f"        a{m}_0 = fma(vec4<f32>(subgroupBroadcast(w0, {m}u)), x, a{m}_0);")
-    e("        ib += p.plane4;")
+    e("        ib += p.in_plane4;")
     e(f"        wb += {taps}u;")
     e("    }")
     e("    if (!valid) {")
@@ -189,6 +196,95 @@ def entry(ks, rows):
     return "\n".join(L) + "\n"
 
 
+def entry_s2(tail):
+    """3x3, stride 2 (diffusers' Downsample2D): lane = 4 output pixels of one row. Padding 1
+    (`k3s2`): input columns 8·gx − 1 .. 8·gx + 7, two aligned vec4s and the left neighbour's last
+    pixel; padding only right and bottom (`k3s2t`, Downsample2D with padding 0): columns 8·gx ..
+    8·gx + 8, two vec4s and the right neighbour's first pixel."""
+    name = "k3s2t" if tail else "k3s2"
+    L = []
+    e = L.append
+    pad = "right and bottom 1" if tail else "1"
+    e(f"\n// 3x3 kernel, padding {pad}, stride 2; one output row per lane.")
+    e("@compute @workgroup_size(64)")
+    e(f"fn {name}(")
+    e("    @builtin(workgroup_id) wid: vec3<u32>,")
+    e("    @builtin(num_workgroups) nwg: vec3<u32>,")
+    e("    @builtin(subgroup_id) sid: u32,")
+    e("    @builtin(num_subgroups) nsg: u32,")
+    e("    @builtin(subgroup_invocation_id) lane: u32,")
+    e(") {")
+    e("    let s = (wid.x + wid.y * nwg.x) * nsg + sid;")
+    e("    if (s >= p.subgroups) {")
+    e("        return;")
+    e("    }")
+    e("    let cb = s % p.cb_count;")
+    e(f"    let pg = (s / p.cb_count) * {SG}u + lane;")
+    e("    let valid = pg < p.groups;")
+    e("    let gx = pg % p.gr;")
+    e("    let row = pg / p.gr;")
+    e("    let oy = row % p.h;")
+    e("    let img = row / p.h;")
+    e(f"    let co_l = cb * {TM}u + lane;")
+    e("    let w_ok = co_l < p.cout;")
+    e("    var wb = select(0u, co_l * p.k, w_ok);")
+    e("    var ib = img * p.cin * p.in_plane4 + 2u * gx;")
+    if tail:
+        e("    let last = gx + 1u == p.gr;")
+        e(f"    let lane_r = min(lane + 1u, {SG - 1}u);")
+    else:
+        e("    let first = gx == 0u;")
+        e("    let lane_l = select(lane - 1u, 0u, lane == 0u);")
+    for m in range(TM):
+        e(f"    var a{m}_0 = vec4<f32>(0.0);")
+    e("    for (var ci = 0u; ci < p.cin; ci++) {")
+    for t in range(9):
+        e(f"        let w{t} = select(0.0, weight[wb + {t}u], w_ok);")
+    for ky in range(3):
+        if tail:
+            e(f"        let iy{ky} = 2u * oy + {ky}u;")
+        else:
+            e(f"        let iy{ky} = 2u * oy + {ky}u - 1u;")
+        e(f"        let ok{ky} = valid && iy{ky} < p.in_h;")
+        e(f"        let at{ky} = ib + iy{ky} * p.in_gr;")
+        e(f"        let u{ky} = select(vec4<f32>(0.0), input[select(0u, at{ky}, ok{ky})], ok{ky});")
+        e(f"        let v{ky} = select(vec4<f32>(0.0), input[select(0u, at{ky} + 1u, ok{ky})], ok{ky});")
+        if tail:
+            e(f"        var r{ky} = subgroupShuffle(u{ky}.x, lane_r);")
+            e("        if (HALO == 1u) {")
+            e(f"            let okr = ok{ky} && !last;")
+            e(f"            r{ky} = select(0.0, input[select(0u, at{ky} + 2u, okr)].x, okr);")
+            e("        }")
+            e(f"        let x{ky}0 = vec4<f32>(u{ky}.x, u{ky}.z, v{ky}.x, v{ky}.z);")
+            e(f"        let x{ky}1 = vec4<f32>(u{ky}.y, u{ky}.w, v{ky}.y, v{ky}.w);")
+            e(f"        let x{ky}2 = vec4<f32>(u{ky}.z, v{ky}.x, v{ky}.z, select(r{ky}, 0.0, last));")
+        else:
+            e(f"        var l{ky} = subgroupShuffle(v{ky}.w, lane_l);")
+            e("        if (HALO == 1u) {")
+            e(f"            let okl = ok{ky} && !first;")
+            e(f"            l{ky} = select(0.0, input[select(0u, at{ky} - 1u, okl)].w, okl);")
+            e("        }")
+            e(f"        let x{ky}0 = vec4<f32>(select(l{ky}, 0.0, first), u{ky}.y, u{ky}.w, v{ky}.y);")
+            e(f"        let x{ky}1 = vec4<f32>(u{ky}.x, u{ky}.z, v{ky}.x, v{ky}.z);")
+            e(f"        let x{ky}2 = vec4<f32>(u{ky}.y, u{ky}.w, v{ky}.y, v{ky}.w);")
+    for ky in range(3):
+        for kx in range(3):
+            t = ky * 3 + kx
+            for m in range(TM):
+                e(f"        a{m}_0 = fma(vec4<f32>(subgroupBroadcast(w{t}, {m}u)), x{ky}{kx}, a{m}_0);")
+    e("        ib += p.in_plane4;")
+    e("        wb += 9u;")
+    e("    }")
+    e("    if (!valid) {")
+    e("        return;")
+    e("    }")
+    e("    let pix4 = oy * p.gr + gx;")
+    for m in range(TM):
+        e(f"    store(cb * {TM}u + {m}u, img, pix4, a{m}_0);")
+    e("}")
+    return "\n".join(L) + "\n"
+
+
 def fnv1a64(data):
     h = 0xCBF29CE484222325
     for b in data:
@@ -197,7 +293,7 @@ def fnv1a64(data):
 
 
 def main():
-    body = PRELUDE + entry(3, 2) + entry(3, 1) + entry(1, 1)
+    body = PRELUDE + entry(3, 2) + entry(3, 1) + entry(1, 1) + entry_s2(False) + entry_s2(True)
     print(HEADER + f"// body fnv1a64: {fnv1a64(body.encode()):016x}", end="")
     print(body, end="")
 

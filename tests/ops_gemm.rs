@@ -173,7 +173,7 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
 /// The CPU-shaped kernel (`conv2d_cpu.wgsl`: subgroup broadcasts, no barriers) gives the very
 /// bits of the GPU-shaped one on every layer it takes — 3×3 rows that tile the subgroup (W = 4, 8,
 /// 16, 32) and rows that do not (W = 12, 20, 64: edge pixels from memory), even heights (two
-/// output rows per lane) and odd ones (one), 1×1, Cout and pixel
+/// output rows per lane) and odd ones (one), 1×1, stride 2 (Downsample2D), Cout and pixel
 /// counts off the 8-lane blocks, every epilogue term — and declines the layers it does not fit.
 /// CI's lavapipe always has it; another adapter without 8-lane subgroups must refuse `cpu`
 /// with the reason.
@@ -219,6 +219,36 @@ fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
         case.scale = if i % 2 == 0 { 1.0 } else { 0.75 };
         cases.push(case);
     }
+    // Stride 2, 3x3, padding 1 or right/bottom only (Downsample2D): rows that tile the subgroup
+    // and rows that do not.
+    for (i, &(batch, cin, cout, h, w)) in [
+        (1, 3, 8, 4, 8),
+        (2, 5, 13, 8, 16),
+        (1, 4, 9, 6, 64),
+        (1, 2, 8, 2, 128),
+        (3, 7, 17, 10, 24),
+        (1, 4, 9, 6, 64),
+        (2, 3, 5, 4, 128),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut case = ConvCase::new(batch, cin, cout, h, 3, 2);
+        case.w = w;
+        case.pad = if i % 2 == 0 {
+            Padding::same(1)
+        } else {
+            Padding {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            }
+        };
+        case.bias = i % 2 == 1;
+        case.residual = i % 3 == 0;
+        cases.push(case);
+    }
     for (i, &case) in cases.iter().enumerate() {
         let seed = 500 + i as u64;
         ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
@@ -250,6 +280,7 @@ fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
     odd_width.w = 7;
     let mut strided = ConvCase::new(1, 4, 8, 8, 3, 2);
     strided.pad = Padding::same(1);
+    strided.w = 12;
     let mut asymmetric = ConvCase::new(1, 4, 8, 8, 3, 1);
     asymmetric.pad = Padding {
         top: 0,

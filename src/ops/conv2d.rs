@@ -245,14 +245,14 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     to_u32(op, "output elements", conv.out.numel())?;
     to_u32(op, "weight elements", conv.weight.numel())?;
     if ctx.kernel_shape() == KernelShape::Cpu {
-        if let Some(ks) = conv2d_cpu::fits(kh, kw, conv.stride, conv.padding, w) {
+        if let Some(variant) = conv2d_cpu::fits((kh, kw), conv.stride, conv.padding, (h, w)) {
             let layer = conv2d_cpu::Layer {
                 batch,
                 cin,
                 h,
                 w,
                 cout,
-                ks,
+                variant,
             };
             return conv2d_cpu::launch(ctx, conv, &layer, op, label);
         }

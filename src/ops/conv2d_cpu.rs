@@ -32,6 +32,11 @@ uniform_struct! {
         subgroups: u32,
         flags: u32,
         output_scale: f32,
+        /// The input's H, W / 4 and H · W / 4.
+        in_h: u32,
+        in_gr: u32,
+        in_plane4: u32,
+        _pad0: u32,
     }
 }
 
@@ -49,27 +54,59 @@ const SG: usize = crate::gpu::shape::CPU_SUBGROUP as usize;
 /// Invocations per workgroup (`@workgroup_size(64)`).
 const WORKGROUP: usize = 64;
 
-/// The kernel size (3 or 1) when the layer fits the kernel: stride 1, a 3×3 kernel with padding 1
-/// or a 1×1 kernel with none, and a width that is a multiple of 4 (one vec4 per pixel group).
-pub fn fits(kh: usize, kw: usize, stride: usize, padding: Padding, w: usize) -> Option<usize> {
-    if stride != 1 || kh != kw || !w.is_multiple_of(4) {
-        return None;
-    }
-    match kh {
-        3 if padding == Padding::same(1) => Some(3),
-        1 if padding == Padding::same(0) => Some(1),
+/// Which entry of the kernel a layer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// 3×3, padding 1, stride 1 (two output rows per lane where H is even).
+    K3,
+    /// 1×1, no padding, stride 1.
+    K1,
+    /// 3×3, padding 1, stride 2 (diffusers' Downsample2D).
+    K3S2,
+    /// 3×3, padding right and bottom only, stride 2 (Downsample2D with `padding=0`).
+    K3S2Tail,
+}
+
+/// The entry a layer takes, when it fits the kernel: stride 1 with a 3×3 kernel and padding 1 or
+/// a 1×1 kernel and none, on a width that is a multiple of 4 (one vec4 per pixel group); or
+/// stride 2, 3×3, padding 1 (or right and bottom only) on an even height and a width that is a
+/// multiple of 8.
+pub fn fits(
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: Padding,
+    (h, w): (usize, usize),
+) -> Option<Variant> {
+    match (kh, kw, stride) {
+        (3, 3, 1) if padding == Padding::same(1) && w.is_multiple_of(4) => Some(Variant::K3),
+        (1, 1, 1) if padding == Padding::same(0) && w.is_multiple_of(4) => Some(Variant::K1),
+        (3, 3, 2) if w.is_multiple_of(8) && h.is_multiple_of(2) => {
+            let tail = Padding {
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            };
+            if padding == Padding::same(1) {
+                Some(Variant::K3S2)
+            } else if padding == tail {
+                Some(Variant::K3S2Tail)
+            } else {
+                None
+            }
+        }
         _ => None,
     }
 }
 
-/// Shapes of a layer [`fits`] accepted: `[batch, cin, h, w]`, `cout`, kernel size.
+/// Shapes of a layer [`fits`] accepted: `[batch, cin, h, w]` (the input's), `cout`, the entry.
 pub(crate) struct Layer {
     pub batch: usize,
     pub cin: usize,
     pub h: usize,
     pub w: usize,
     pub cout: usize,
-    pub ks: usize,
+    pub variant: Variant,
 }
 
 /// Builds the launch; `op` names the layer in errors. Shapes are already checked by `conv2d`.
@@ -83,15 +120,26 @@ pub(crate) fn launch(
     let Layer {
         batch,
         cin,
-        h,
-        w,
+        h: in_h,
+        w: in_w,
         cout,
-        ks,
+        variant,
     } = *layer;
     let u = |what: &str, v: usize| to_u32(op, what, v);
+    let (h, w, ks) = match variant {
+        Variant::K3 => (in_h, in_w, 3),
+        Variant::K1 => (in_h, in_w, 1),
+        Variant::K3S2 | Variant::K3S2Tail => (in_h / 2, in_w / 2, 3),
+    };
     let gr = w / 4;
     // Two output rows per lane where the height allows (fewer input loads per FMA).
-    let rows = if ks == 3 && h.is_multiple_of(2) { 2 } else { 1 };
+    let (entry, rows) = match variant {
+        Variant::K3 if h.is_multiple_of(2) => (entry::conv2d_cpu::K3R2, 2),
+        Variant::K3 => (entry::conv2d_cpu::K3, 1),
+        Variant::K1 => (entry::conv2d_cpu::K1, 1),
+        Variant::K3S2 => (entry::conv2d_cpu::K3S2, 1),
+        Variant::K3S2Tail => (entry::conv2d_cpu::K3S2T, 1),
+    };
     let groups = batch * (h / rows) * gr;
     let cb_count = cout.div_ceil(SG);
     let subgroups = cb_count * groups.div_ceil(SG);
@@ -118,6 +166,10 @@ pub(crate) fn launch(
         subgroups: u("subgroups", subgroups)?,
         flags,
         output_scale: conv.output_scale,
+        in_h: u("input H", in_h)?,
+        in_gr: u("input W / 4", in_w / 4)?,
+        in_plane4: u("input H·W / 4", in_h * (in_w / 4))?,
+        _pad0: 0,
     };
     // Rows that tile the subgroup exactly take their edge pixels from the neighbouring lanes.
     let halo = if SG.is_multiple_of(gr) { 0.0 } else { 1.0 };
@@ -129,11 +181,7 @@ pub(crate) fn launch(
     Ok(Dispatch::new(
         ctx,
         &DispatchArgs {
-            entry: match (ks, rows) {
-                (3, 2) => entry::conv2d_cpu::K3R2,
-                (3, _) => entry::conv2d_cpu::K3,
-                _ => entry::conv2d_cpu::K1,
-            },
+            entry,
             constants,
             label,
             storage: &[
