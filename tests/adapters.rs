@@ -1,11 +1,13 @@
 //! Every adapter wgpu can see samples the bundled model (weights/fashion-ddpm) from the same seed,
 //! and the outputs are compared: Mesa's llvmpipe through Vulkan (lavapipe) and through GL, and
-//! across Mesa versions, must give bit-identical images (issue 15). Other adapters (a real GPU,
+//! across Mesa versions, and lavapipe's CPU-shaped and GPU-shaped kernels, must give
+//! bit-identical images (issue 15). Other adapters (a real GPU,
 //! whose FMA contraction and transcendental functions differ) are compared within a tolerance.
 //! Needs at least one adapter; compares all that exist and prints which were compared.
 
 use std::path::PathBuf;
 
+use wgpu_diffusion::gpu::{KernelChoice, KernelShape};
 use wgpu_diffusion::schedule::SchedulerKind;
 use wgpu_diffusion::{wgpu, GpuContext, Pipeline, SampleOptions};
 
@@ -64,16 +66,31 @@ fn every_adapter_samples_the_bundled_model_identically() {
         );
         let ctx =
             GpuContext::from_adapter(adapter).unwrap_or_else(|e| panic!("opening {label}: {e}"));
-        let samples = Pipeline::load_with(&ctx, &bundled())
-            .and_then(|p| p.sample(&options))
-            .unwrap_or_else(|e| panic!("sampling on {label}: {e}"));
-        assert_eq!(samples.shape, [3, 1, 28, 28], "{label}");
-        assert!(
-            samples.data.iter().all(|x| x.is_finite()),
-            "{label}: non-finite output"
-        );
         let software = info.name.to_lowercase().contains("llvmpipe");
-        runs.push((label, software, samples.data));
+        // Each kernel shape the device runs (lavapipe: the CPU-shaped kernels by default, and the
+        // GPU-shaped ones on request), so the two are compared end to end as well as per op.
+        let mut shapes = vec![ctx.kernel_shape()];
+        if ctx.kernel_shape() == KernelShape::Cpu {
+            shapes.push(KernelShape::Gpu);
+        }
+        for shape in shapes {
+            let choice = match shape {
+                KernelShape::Cpu => KernelChoice::Cpu,
+                KernelShape::Gpu => KernelChoice::Gpu,
+            };
+            ctx.set_kernels(choice)
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            let label = format!("{label}, {}-shaped kernels", shape.name());
+            let samples = Pipeline::load_with(&ctx, &bundled())
+                .and_then(|p| p.sample(&options))
+                .unwrap_or_else(|e| panic!("sampling on {label}: {e}"));
+            assert_eq!(samples.shape, [3, 1, 28, 28], "{label}");
+            assert!(
+                samples.data.iter().all(|x| x.is_finite()),
+                "{label}: non-finite output"
+            );
+            runs.push((label, software, samples.data));
+        }
     }
     let (reference_label, reference_software, reference) = &runs[0];
     eprintln!("reference: {reference_label}");
@@ -88,8 +105,8 @@ fn every_adapter_samples_the_bundled_model_identically() {
             assert_eq!(
                 count, 0,
                 "{label} differs from {reference_label} in {count} values (first at {first:?}, max \
-                 rel. diff {rel:.3e}); llvmpipe through Vulkan and GL, any Mesa version, must agree \
-                 bit for bit"
+                 rel. diff {rel:.3e}); llvmpipe through Vulkan and GL, any Mesa version, either \
+                 kernel shape, must agree bit for bit"
             );
         } else {
             assert!(
