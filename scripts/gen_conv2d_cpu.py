@@ -8,6 +8,8 @@ Mesa's loops over function-local arrays measured 2x slower than straight-line co
 `tests/shaders.rs` checks that the committed shader was not edited by hand: the FNV-1a hash of
 everything after the header line `// body fnv1a64: ...` must match that line."""
 
+from wgsl_gen import emit, subgroup_entry
+
 SG = 8  # subgroup size the kernel is written for (lavapipe/llvmpipe on 256-bit AVX: 8 lanes)
 TM = SG  # output channels per subgroup: lane m loads channel m's weights, broadcast to all lanes
 
@@ -108,29 +110,37 @@ fn store(co: u32, img: u32, pix4: u32, acc: vec4<f32>) {
 """
 
 
+def prologue(name):
+    """The entry's opening: this subgroup's channel block and this lane's pixel group."""
+    return subgroup_entry(name) + [
+        "    if (s >= p.subgroups) {",
+        "        return;",
+        "    }",
+        "    let cb = s % p.cb_count;",
+        f"    let pg = (s / p.cb_count) * {SG}u + lane;",
+        "    let valid = pg < p.groups;",
+        "    let gx = pg % p.gr;",
+        "    let row = pg / p.gr;",
+    ]
+
+
+def stores(rows):
+    """The epilogue: each channel's vec4(s) through `store`."""
+    lines = ["    if (!valid) {", "        return;", "    }", "    let pix4 = oy * p.gr + gx;"]
+    for m in range(TM):
+        for r in range(rows):
+            off = "" if r == 0 else f" + {r}u * p.gr"
+            lines.append(f"    store(cb * {TM}u + {m}u, img, pix4{off}, a{m}_{r});")
+    return lines + ["}"]
+
+
 def entry(ks, rows):
     taps = ks * ks
     name = f"k{ks}" if rows == 1 else f"k{ks}r{rows}"
     L = []
     e = L.append
     e(f"\n// {ks}x{ks} kernel, padding {ks // 2}, stride 1; {rows} output row(s) per lane.")
-    e("@compute @workgroup_size(64)")
-    e(f"fn {name}(")
-    e("    @builtin(workgroup_id) wid: vec3<u32>,")
-    e("    @builtin(num_workgroups) nwg: vec3<u32>,")
-    e("    @builtin(subgroup_id) sid: u32,")
-    e("    @builtin(num_subgroups) nsg: u32,")
-    e("    @builtin(subgroup_invocation_id) lane: u32,")
-    e(") {")
-    e("    let s = (wid.x + wid.y * nwg.x) * nsg + sid;")
-    e("    if (s >= p.subgroups) {")
-    e("        return;")
-    e("    }")
-    e("    let cb = s % p.cb_count;")
-    e(f"    let pg = (s / p.cb_count) * {SG}u + lane;")
-    e("    let valid = pg < p.groups;")
-    e("    let gx = pg % p.gr;")
-    e("    let row = pg / p.gr;")
+    L.extend(prologue(name))
     if rows == 1:
         e("    let oy = row % p.h;")
         e("    let img = row / p.h;")
@@ -184,15 +194,7 @@ def entry(ks, rows):
     e("        ib += p.in_plane4;")
     e(f"        wb += {taps}u;")
     e("    }")
-    e("    if (!valid) {")
-    e("        return;")
-    e("    }")
-    e("    let pix4 = oy * p.gr + gx;")
-    for m in range(TM):
-        for r in range(rows):
-            off = "" if r == 0 else f" + {r}u * p.gr"
-            e(f"    store(cb * {TM}u + {m}u, img, pix4{off}, a{m}_{r});")
-    e("}")
+    L.extend(stores(rows))
     return "\n".join(L) + "\n"
 
 
@@ -206,23 +208,7 @@ def entry_s2(tail):
     e = L.append
     pad = "right and bottom 1" if tail else "1"
     e(f"\n// 3x3 kernel, padding {pad}, stride 2; one output row per lane.")
-    e("@compute @workgroup_size(64)")
-    e(f"fn {name}(")
-    e("    @builtin(workgroup_id) wid: vec3<u32>,")
-    e("    @builtin(num_workgroups) nwg: vec3<u32>,")
-    e("    @builtin(subgroup_id) sid: u32,")
-    e("    @builtin(num_subgroups) nsg: u32,")
-    e("    @builtin(subgroup_invocation_id) lane: u32,")
-    e(") {")
-    e("    let s = (wid.x + wid.y * nwg.x) * nsg + sid;")
-    e("    if (s >= p.subgroups) {")
-    e("        return;")
-    e("    }")
-    e("    let cb = s % p.cb_count;")
-    e(f"    let pg = (s / p.cb_count) * {SG}u + lane;")
-    e("    let valid = pg < p.groups;")
-    e("    let gx = pg % p.gr;")
-    e("    let row = pg / p.gr;")
+    L.extend(prologue(name))
     e("    let oy = row % p.h;")
     e("    let img = row / p.h;")
     e(f"    let co_l = cb * {TM}u + lane;")
@@ -275,27 +261,13 @@ def entry_s2(tail):
     e("        ib += p.in_plane4;")
     e("        wb += 9u;")
     e("    }")
-    e("    if (!valid) {")
-    e("        return;")
-    e("    }")
-    e("    let pix4 = oy * p.gr + gx;")
-    for m in range(TM):
-        e(f"    store(cb * {TM}u + {m}u, img, pix4, a{m}_0);")
-    e("}")
+    L.extend(stores(1))
     return "\n".join(L) + "\n"
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def main():
     body = PRELUDE + entry(3, 2) + entry(3, 1) + entry(1, 1) + entry_s2(False) + entry_s2(True)
-    print(HEADER + f"// body fnv1a64: {fnv1a64(body.encode()):016x}", end="")
-    print(body, end="")
+    emit(HEADER, body)
 
 
 if __name__ == "__main__":

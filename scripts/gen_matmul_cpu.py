@@ -9,6 +9,8 @@ everything after the header line `// body fnv1a64: ...` must match that line."""
 
 import sys
 
+from wgsl_gen import emit, subgroup_entry
+
 SG = 8  # subgroup size (lanes)
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 32  # rows per subgroup tile (a multiple of SG)
 
@@ -179,15 +181,7 @@ def entry():
     L = []
     e = L.append
     e("")
-    e("@compute @workgroup_size(64)")
-    e("fn main(")
-    e("    @builtin(workgroup_id) wid: vec3<u32>,")
-    e("    @builtin(num_workgroups) nwg: vec3<u32>,")
-    e("    @builtin(subgroup_id) sid: u32,")
-    e("    @builtin(num_subgroups) nsg: u32,")
-    e("    @builtin(subgroup_invocation_id) lane: u32,")
-    e(") {")
-    e("    let s = (wid.x + wid.y * nwg.x) * nsg + sid;")
+    L.extend(subgroup_entry("main"))
     e("    let batch = wid.z;")
     e("    if (s >= p.tiles || batch >= p.batch) {")
     e("        return;")
@@ -211,17 +205,9 @@ def entry():
     return "\n".join(L) + "\n"
 
 
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
 def main():
     body = PRELUDE + entry()
-    print(HEADER + f"// body fnv1a64: {fnv1a64(body.encode()):016x}", end="")
-    print(body, end="")
+    emit(HEADER, body)
 
 
 if __name__ == "__main__":

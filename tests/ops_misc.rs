@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ctx, Rng};
+use common::{bits_differ, cpu_kernels_available, ctx, Rng};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice, Tensor};
 use wgpu_diffusion::ops::{
     elementwise, group_norm, softmax, timestep_embedding, upsample, vq_quantize,
@@ -1183,12 +1183,7 @@ fn copy_rows_rejects_ranges_outside_either_tensor() {
 #[test]
 fn group_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
     let ctx = ctx();
-    if let Some(why) = ctx.cpu_kernels_unsupported() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
-        );
-        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+    if !cpu_kernels_available(&ctx) {
         return;
     }
     let run_shape = |choice: KernelChoice, shape: &[usize], x: &[f32], groups: usize, silu| {
@@ -1238,11 +1233,7 @@ fn group_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
         let (cpu, ck) = run_shape(KernelChoice::Cpu, &shape, &x, groups, silu);
         assert_eq!(gk, Kernel::GroupNorm);
         assert_eq!(ck, Kernel::GroupNormCpu, "{shape:?}");
-        let differ = gpu
-            .iter()
-            .zip(&cpu)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let differ = bits_differ(&gpu, &cpu);
         assert_eq!(
             differ,
             0,
@@ -1261,12 +1252,7 @@ fn group_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
 #[test]
 fn softmax_cpu_shape_matches_gpu_shape_bit_for_bit() {
     let ctx = ctx();
-    if let Some(why) = ctx.cpu_kernels_unsupported() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
-        );
-        eprintln!("NOT exercised on {}: {why}", ctx.adapter.describe());
+    if !cpu_kernels_available(&ctx) {
         return;
     }
     let run_shape = |choice: KernelChoice, x: &[f32], rows: usize, cols: usize| {
@@ -1300,11 +1286,7 @@ fn softmax_cpu_shape_matches_gpu_shape_bit_for_bit() {
         let (cpu, ck) = run_shape(KernelChoice::Cpu, &x, rows, cols);
         assert_eq!(gk, Kernel::Softmax);
         assert_eq!(ck, Kernel::SoftmaxCpu, "{rows}x{cols}");
-        let differ = gpu
-            .iter()
-            .zip(&cpu)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let differ = bits_differ(&gpu, &cpu);
         assert_eq!(differ, 0, "{rows}x{cols}: {differ} of {} differ", gpu.len());
     }
     let x = Rng::new(2).vec(3 * 7, -1.0, 1.0);

@@ -97,3 +97,75 @@ pub fn cpu_shape_unsupported(summary: &AdapterSummary) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(device_type: wgpu::DeviceType, subgroups: Option<(u32, u32)>) -> AdapterSummary {
+        let mut info = wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan);
+        info.name = "test adapter".into();
+        let mut features = wgpu::Features::empty();
+        if let Some((min, max)) = subgroups {
+            features |= wgpu::Features::SUBGROUP;
+            info.subgroup_min_size = min;
+            info.subgroup_max_size = max;
+        }
+        AdapterSummary {
+            info,
+            limits: wgpu::Limits::default(),
+            features,
+        }
+    }
+
+    #[test]
+    fn auto_picks_the_cpu_shape_only_on_cpu_adapters_with_8_lane_subgroups() {
+        let lavapipe = summary(wgpu::DeviceType::Cpu, Some((8, 8)));
+        let gpu = summary(wgpu::DeviceType::DiscreteGpu, Some((32, 32)));
+        let gl = summary(wgpu::DeviceType::Cpu, None);
+        let avx512 = summary(wgpu::DeviceType::Cpu, Some((16, 16)));
+        let auto = KernelChoice::Auto;
+        assert_eq!(auto.resolve(&lavapipe).unwrap(), KernelShape::Cpu);
+        assert_eq!(auto.resolve(&gpu).unwrap(), KernelShape::Gpu);
+        assert_eq!(auto.resolve(&gl).unwrap(), KernelShape::Gpu);
+        assert_eq!(auto.resolve(&avx512).unwrap(), KernelShape::Gpu);
+        assert_eq!(
+            KernelChoice::Gpu.resolve(&lavapipe).unwrap(),
+            KernelShape::Gpu
+        );
+        // A GPU with 8-lane subgroups (Intel) runs them when asked, never by default.
+        let intel = summary(wgpu::DeviceType::IntegratedGpu, Some((8, 8)));
+        assert_eq!(KernelChoice::Cpu.resolve(&intel).unwrap(), KernelShape::Cpu);
+        assert_eq!(auto.resolve(&intel).unwrap(), KernelShape::Gpu);
+    }
+
+    #[test]
+    fn cpu_on_a_device_without_it_names_the_reason() {
+        let gl = summary(wgpu::DeviceType::Cpu, None);
+        let e = KernelChoice::Cpu.resolve(&gl).unwrap_err().to_string();
+        assert!(e.contains("SUBGROUP") && e.contains("cpu"), "{e}");
+        let avx512 = summary(wgpu::DeviceType::Cpu, Some((16, 16)));
+        let e = KernelChoice::Cpu.resolve(&avx512).unwrap_err().to_string();
+        assert!(e.contains("16..=16") && e.contains("exactly 8"), "{e}");
+    }
+
+    #[test]
+    fn parse_accepts_the_three_names_and_rejects_others() {
+        assert_eq!(
+            KernelChoice::parse("x", "AUTO").unwrap(),
+            KernelChoice::Auto
+        );
+        assert_eq!(
+            KernelChoice::parse("x", " gpu ").unwrap(),
+            KernelChoice::Gpu
+        );
+        assert_eq!(KernelChoice::parse("x", "cpu").unwrap(), KernelChoice::Cpu);
+        let e = KernelChoice::parse("WGPU_DIFFUSION_KERNELS", "simd")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WGPU_DIFFUSION_KERNELS") && e.contains("auto, gpu or cpu"),
+            "{e}"
+        );
+    }
+}

@@ -86,6 +86,35 @@ shader_flags! {
     FLAG_RESIDUAL = 4,
 }
 
+/// The epilogue's flag bits for `conv`'s optional operands (shared with `conv2d_cpu.wgsl`).
+pub(crate) fn epilogue_flags(conv: &Conv2d) -> u32 {
+    let mut flags = 0;
+    if conv.bias.is_some() {
+        flags |= FLAG_BIAS;
+    }
+    if conv.batch_bias.is_some() {
+        flags |= FLAG_BATCH_BIAS;
+    }
+    if conv.residual.is_some() {
+        flags |= FLAG_RESIDUAL;
+    }
+    flags
+}
+
+/// The vec4 view of `tensor` to bind: its own buffer, or `spare` (made here) where the tensor is
+/// smaller than one vec4 — the view is then never read, but a binding must hold a whole vec4.
+pub(crate) fn vec4_view<'a>(
+    ctx: &GpuContext,
+    tensor: &'a Tensor,
+    spare: &'a mut Option<wgpu::Buffer>,
+) -> &'a wgpu::Buffer {
+    if tensor.bytes() >= 16 {
+        &tensor.buffer
+    } else {
+        spare.insert(vec4_spare(ctx))
+    }
+}
+
 /// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
 const BK: usize = 16;
 
@@ -261,16 +290,7 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     let (wg_m, wg_n) = workgroup_shape(cout, npix);
     let n_tiles = npix.div_ceil(wg_n as usize * 8);
     let m_tiles = cout.div_ceil(wg_m as usize * 8);
-    let mut flags = 0;
-    if conv.bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if conv.batch_bias.is_some() {
-        flags |= FLAG_BATCH_BIAS;
-    }
-    if conv.residual.is_some() {
-        flags |= FLAG_RESIDUAL;
-    }
+    let flags = epilogue_flags(conv);
     let params = Params {
         batch: u("batch", batch)?,
         cin: u("Cin", cin)?,
@@ -299,13 +319,8 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     // Absent optional operands bind the weight (never read: their flag is clear).
     let dummy = conv.weight;
     // The vec4 view of the weights is only read when K % 4 == 0, but must bind a whole vec4.
-    let spare;
-    let weight4 = if conv.weight.bytes() >= 16 {
-        &*conv.weight.buffer
-    } else {
-        spare = vec4_spare(ctx);
-        &spare
-    };
+    let mut spare = None;
+    let weight4 = vec4_view(ctx, conv.weight, &mut spare);
     let flops = 2 * (npix * cout * k) as u64;
     Ok(Dispatch::new(
         ctx,

@@ -5,10 +5,8 @@
 //! bit-identical to `conv2d.wgsl`'s.
 
 use crate::error::Result;
-use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, UniformLayout,
-};
-use crate::ops::conv2d::{Conv2d, Padding};
+use crate::gpu::{entry, grid, uniform_struct, Dispatch, DispatchArgs, GpuContext, UniformLayout};
+use crate::ops::conv2d::{epilogue_flags, Conv2d, Padding};
 use crate::ops::matmul::to_u32;
 
 uniform_struct! {
@@ -43,11 +41,8 @@ uniform_struct! {
 /// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
 pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
 
-shader_flags! {
-    FLAG_BIAS = 1,
-    FLAG_BATCH_BIAS = 2,
-    FLAG_RESIDUAL = 4,
-}
+/// The flag bits, `conv2d.wgsl`'s (the same epilogue).
+pub const FLAGS: &[(&str, u32)] = crate::ops::conv2d::FLAGS;
 
 /// Lanes per subgroup the shader is written for (output channels per subgroup, too).
 const SG: usize = crate::gpu::shape::CPU_SUBGROUP as usize;
@@ -143,16 +138,7 @@ pub(crate) fn launch(
     let groups = batch * (h / rows) * gr;
     let cb_count = cout.div_ceil(SG);
     let subgroups = cb_count * groups.div_ceil(SG);
-    let mut flags = 0;
-    if conv.bias.is_some() {
-        flags |= FLAG_BIAS;
-    }
-    if conv.batch_bias.is_some() {
-        flags |= FLAG_BATCH_BIAS;
-    }
-    if conv.residual.is_some() {
-        flags |= FLAG_RESIDUAL;
-    }
+    let flags = epilogue_flags(conv);
     let params = Params {
         cin: u("Cin", cin)?,
         h: u("H", h)?,

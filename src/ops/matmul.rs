@@ -7,7 +7,7 @@ use crate::gpu::{
     entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
     Tensor, UniformLayout,
 };
-use crate::ops::conv2d::vec4_spare;
+use crate::ops::conv2d::vec4_view;
 use crate::ops::matmul_cpu;
 
 /// Which output axis a bias vector runs along.
@@ -259,19 +259,10 @@ pub fn matmul_at(
     );
     // The vec4 views are only read in their modes (which imply ≥ 4 elements), but must bind at
     // least one whole vec4.
-    let (spare_a, spare_b);
-    let a4 = if mm.a.bytes() >= 16 {
-        &*mm.a.buffer
-    } else {
-        spare_a = vec4_spare(ctx);
-        &spare_a
-    };
-    let b4 = if mm.b.bytes() >= 16 {
-        &*mm.b.buffer
-    } else {
-        spare_b = vec4_spare(ctx);
-        &spare_b
-    };
+    let mut spare_a = None;
+    let a4 = vec4_view(ctx, mm.a, &mut spare_a);
+    let mut spare_b = None;
+    let b4 = vec4_view(ctx, mm.b, &mut spare_b);
     let mut workgroups = grid(ctx, (n_tiles * m_tiles) as u64)?;
     workgroups[2] = u("batch", mm.batch)?;
     let flops = 2 * (mm.batch * mm.m * mm.n * mm.k) as u64;

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::gpu::{entry, grid, Dispatch, DispatchArgs, GpuContext, UniformLayout};
-use crate::ops::conv2d::vec4_spare;
+use crate::ops::conv2d::vec4_view;
 use crate::ops::matmul::{
     to_u32, vec4_mode, Matmul, MatmulOffsets, Params, FLAG_BIAS, FLAG_BIAS_N,
 };
@@ -108,19 +108,10 @@ pub(crate) fn launch(
     };
     let residual = mm.residual.unwrap_or(mm.a);
     let bias = mm.bias.map(|(t, _)| t).unwrap_or(mm.a);
-    let (spare_a, spare_b);
-    let a4 = if a.bytes() >= 16 {
-        &*a.buffer
-    } else {
-        spare_a = vec4_spare(ctx);
-        &spare_a
-    };
-    let b4 = if b.bytes() >= 16 {
-        &*b.buffer
-    } else {
-        spare_b = vec4_spare(ctx);
-        &spare_b
-    };
+    let mut spare_a = None;
+    let a4 = vec4_view(ctx, a, &mut spare_a);
+    let mut spare_b = None;
+    let b4 = vec4_view(ctx, b, &mut spare_b);
     let mut workgroups = grid(ctx, tiles.div_ceil(SUBGROUPS) as u64)?;
     workgroups[2] = u("batch", mm.batch)?;
     let flops = 2 * (mm.batch * mm.m * mm.n * mm.k) as u64;

@@ -99,3 +99,32 @@ pub fn inspect(dir: &std::path::Path, extra: &[&str]) -> String {
     );
     text
 }
+
+/// Whether `ctx` runs the CPU-shaped kernels (`wgpu_diffusion::gpu::shape`). CI's lavapipe must:
+/// there a missing CPU shape fails; elsewhere the reason is printed and the caller's both-ways
+/// comparison is skipped loudly.
+pub fn cpu_kernels_available(ctx: &GpuContext) -> bool {
+    match ctx.cpu_kernels_unsupported() {
+        None => true,
+        Some(why) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI's lavapipe must run the CPU-shaped kernels, but: {why}"
+            );
+            eprintln!(
+                "CPU-shaped kernels NOT exercised on {}: {why}",
+                ctx.adapter.describe()
+            );
+            false
+        }
+    }
+}
+
+/// How many values of `a` and `b` differ in their bits.
+pub fn bits_differ(a: &[f32], b: &[f32]) -> usize {
+    assert_eq!(a.len(), b.len(), "compared outputs differ in length");
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
