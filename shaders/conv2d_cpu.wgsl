@@ -11,27 +11,30 @@
 // - each lane loads one aligned vec4 of input per kernel row; the pixels left and right of it come
 //   from the neighbouring lanes (`subgroupShuffle`), or from memory where a row is wider than the
 //   subgroup (HALO = 1);
-// - 32 f32 accumulators per lane, fma in k = (ci, ky, kx) order from zero, then the same epilogue as
-//   conv2d.wgsl: + bias, + batch bias, + residual, × output_scale — so results are bit-identical
-//   to the GPU-shaped kernel (tests/ops_gemm.rs compares them).
+// - 32 f32 accumulators per output row of a lane, fma in k = (ci, ky, kx) order from zero, then
+//   the same epilogue as conv2d.wgsl: + bias, + batch bias, + residual, × output_scale — so results
+//   are bit-identical to the GPU-shaped kernel (tests/ops_gemm.rs compares them).
 //
-// Covers stride 1 with "same" padding (3×3 pad 1: entries k3r2 and k3; 1×1 pad 0: entry k1) where
-// W % 4 == 0, and 3×3 stride 2 with padding 1 (k3s2) or only right and bottom (k3s2t): diffusers'
-// Downsample2D, where the input's W % 8 == 0 and H is even; src/ops/conv2d.rs sends everything else to conv2d.wgsl. k3r2 gives each lane two
-// output rows (where H is even): the 4 input rows it loads per input channel serve 6 of the
-// kernel's row taps instead of 3, which measured 1.4x faster on llvmpipe (37 -> 53 GFLOP/s).
+// Entries (src/ops/conv2d.rs sends every other layer to conv2d.wgsl):
+// - k3r2 / k3: 3×3, padding 1, stride 1, W % 4 == 0. k3r2 (even H) gives each lane two output
+//   rows: the 4 input rows it loads per input channel serve 6 kernel-row taps instead of 3, which
+//   measured 1.4x faster on llvmpipe (37 -> 53 GFLOP/s); k3 takes odd heights.
+// - k1: 1×1, no padding, stride 1, W % 4 == 0.
+// - k3s2 / k3s2t: 3×3, stride 2, padding 1 / only right and bottom (diffusers' Downsample2D with
+//   padding 1 / 0), input W % 8 == 0 and even H: a lane's 4 outputs read 9 input columns, two
+//   aligned vec4s and one neighbour's pixel.
 //
 // Work split: subgroup s (linear over the grid: workgroup · num_subgroups + subgroup_id) computes
 // channel block cb = s % cb_count and pixel groups 8·(s / cb_count) + lane, a pixel group being
-// (image, oy, gx) with 4·gx the first of its 4 columns (k3r2: (image, oy / 2, gx), rows oy and
-// oy + 1). Bindings: 0 input, 1 residual (vec4s),
-// 2 batch_bias, 3 weight [Cout, Cin, ks, ks] (its own layout: no repacking), 4 bias, 5 out (vec4s),
-// 6 params.
+// (image, oy, gx) with 4·gx the first of its 4 output columns (k3r2: (image, oy / 2, gx), rows oy
+// and oy + 1). Bindings: 0 input, 1 residual (vec4s), 2 batch_bias, 3 weight [Cout, Cin, ks, ks]
+// (its own layout: no repacking), 4 bias, 5 out (vec4s), 6 params.
 //
 // Launcher: src/ops/conv2d_cpu.rs (the registry line is in src/gpu/kernel.rs).
-// body fnv1a64: b70b6595640c5e02
+// body fnv1a64: cae2ef2a85850db3
 struct Params {
     cin: u32,
+    // The output's height and width (the input's too for the stride-1 entries).
     h: u32,
     w: u32,
     cout: u32,

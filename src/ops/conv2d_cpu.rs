@@ -13,6 +13,7 @@ uniform_struct! {
     /// The kernel's parameter block (`Params` in `conv2d_cpu.wgsl`).
     pub struct Params = "Params" {
         cin: u32,
+        /// The output's H and W (the input's too for the stride-1 entries).
         h: u32,
         w: u32,
         cout: u32,
