@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{ctx, Rng};
-use wgpu_diffusion::gpu::{Dispatch, GpuContext, Tensor};
+use common::{bits_differ, cpu_kernels_available, ctx, Rng};
+use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice, Tensor};
 use wgpu_diffusion::ops::activation::{self, Act, Activation};
 use wgpu_diffusion::ops::causal_softmax::{self, CausalSoftmax};
 use wgpu_diffusion::ops::layer_norm::{self, LayerNorm};
@@ -404,4 +404,67 @@ fn geglu_matches_reference_on_odd_shapes() {
     let out = zeros(&ctx, &[4, 4]);
     let err = activation::geglu(&ctx, &activation::Geglu { x: &x, out: &out }, "t").unwrap_err();
     assert!(err.to_string().contains("twice as wide"), "{err}");
+}
+
+/// The CPU-shaped layer norm (`layer_norm_cpu.wgsl`: one subgroup per row, the same partials and
+/// tree) gives the very bits of `layer_norm.wgsl` — CLIP widths (768, 1024), rows of one 256-chunk
+/// and of several, rows ending inside a chunk, a large common offset — and leaves widths off
+/// multiples of 4 to the GPU-shaped kernel.
+#[test]
+fn layer_norm_cpu_shape_matches_gpu_shape_bit_for_bit() {
+    let ctx = ctx();
+    if !cpu_kernels_available(&ctx) {
+        return;
+    }
+    let run_shape = |choice: KernelChoice, x: &[f32], rows: usize, cols: usize| {
+        ctx.set_kernels(choice).expect("kernel shape");
+        let mut rng = Rng::new(5);
+        let gamma = upload(&ctx, &[cols], &rng.vec(cols, 0.5, 1.5));
+        let beta = upload(&ctx, &[cols], &rng.vec(cols, -0.5, 0.5));
+        let input = upload(&ctx, &[rows, cols], x);
+        let out = zeros(&ctx, &[rows, cols]);
+        let d = layer_norm::layer_norm(
+            &ctx,
+            &LayerNorm {
+                input: &input,
+                gamma: &gamma,
+                beta: &beta,
+                out: &out,
+                eps: 1e-5,
+            },
+            "test",
+        )
+        .expect("layer_norm");
+        (run(&ctx, &d, &out), d.kernel)
+    };
+    for (i, &(rows, cols, offset)) in [
+        (1usize, 4usize, 0.0f32),
+        (3, 36, 0.0),
+        (77, 768, 0.0),
+        (5, 1024, 0.0),
+        (2, 1300, 100.0),
+        (9, 260, 0.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x: Vec<f32> = Rng::new(600 + i as u64)
+            .vec(rows * cols, -2.0, 2.0)
+            .into_iter()
+            .map(|v| v + offset)
+            .collect();
+        let (gpu, gk) = run_shape(KernelChoice::Gpu, &x, rows, cols);
+        let (cpu, ck) = run_shape(KernelChoice::Cpu, &x, rows, cols);
+        assert_eq!(gk, Kernel::LayerNorm);
+        assert_eq!(ck, Kernel::LayerNormCpu, "{rows}x{cols}");
+        let differ = bits_differ(&gpu, &cpu);
+        assert_eq!(differ, 0, "{rows}x{cols}: {differ} of {} differ", gpu.len());
+    }
+    let x = Rng::new(3).vec(2 * 9, -1.0, 1.0);
+    let (_, kernel) = run_shape(KernelChoice::Cpu, &x, 2, 9);
+    assert_eq!(
+        kernel,
+        Kernel::LayerNorm,
+        "9 columns stay on layer_norm.wgsl"
+    );
 }

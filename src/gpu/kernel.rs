@@ -150,6 +150,8 @@ kernels! {
     AnalyticModel(analytic_model) { GAUSSIAN = "gaussian" },
     /// Layer normalisation over the last dimension (CLIP text encoder).
     LayerNorm(layer_norm) { MAIN = "main" },
+    /// The same layer norm shaped for CPU adapters (one subgroup per row, no barriers).
+    LayerNormCpu(layer_norm_cpu) { MAIN = "main" },
     /// Causal row softmax of square attention-score blocks (CLIP text encoder).
     CausalSoftmax(causal_softmax) { MAIN = "main" },
     /// The CLIP MLP activations (quick_gelu, the exact erf gelu) and diffusers' GEGLU.

@@ -4,10 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, Tensor,
-    UniformLayout,
+    entry, grid, shader_flags, uniform_struct, Dispatch, DispatchArgs, GpuContext, KernelShape,
+    Tensor, UniformLayout,
 };
 use crate::ops::elementwise::{expect_distinct, expect_shape, to_u32};
+use crate::ops::layer_norm_cpu;
 
 /// Invocations per workgroup (`WORKGROUP_SIZE` in the shader); a power of two for the tree.
 const WORKGROUP_SIZE: u32 = 256;
@@ -77,6 +78,11 @@ pub fn layer_norm(ctx: &GpuContext, args: &LayerNorm, label: &str) -> Result<Dis
         eps,
         ..Params::default()
     };
+    let flops = u64::from(numel) * 8;
+    if ctx.kernel_shape() == KernelShape::Cpu && layer_norm_cpu::fits(cols) {
+        let tensors = [input, gamma, beta, out];
+        return layer_norm_cpu::launch(ctx, &params, tensors, flops, label);
+    }
     let workgroups = if numel == 0 {
         [0, 1, 1]
     } else {
@@ -93,5 +99,5 @@ pub fn layer_norm(ctx: &GpuContext, args: &LayerNorm, label: &str) -> Result<Dis
             workgroups,
         },
     )
-    .map(|d| d.with_flops(u64::from(numel) * 8))
+    .map(|d| d.with_flops(flops))
 }

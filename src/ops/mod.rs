@@ -13,6 +13,7 @@ pub mod elementwise;
 pub mod group_norm;
 pub mod group_norm_cpu;
 pub mod layer_norm;
+pub mod layer_norm_cpu;
 pub mod matmul;
 pub mod matmul_cpu;
 pub mod non_finite;
