@@ -5,8 +5,9 @@
 //! partial sums and the same tree).
 
 use crate::error::Result;
-use crate::gpu::{entry, grid, Dispatch, DispatchArgs, GpuContext, Tensor, UniformLayout};
+use crate::gpu::{entry, Dispatch, GpuContext, Tensor, UniformLayout};
 use crate::ops::group_norm::Params;
+use crate::ops::per_subgroup;
 
 /// The parameter block is `group_norm.wgsl`'s `Params` (checked against this shader by
 /// `tests/kernel_layout.rs`).
@@ -14,15 +15,12 @@ pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
 /// No flag bits.
 pub const FLAGS: &[(&str, u32)] = &[];
 
-/// Subgroups per workgroup (`@workgroup_size(64)`, 8 lanes each): one (sample, group) each.
-const ITEMS_PER_WORKGROUP: u64 = 8;
-
 /// Whether the kernel takes a norm over `spatial` elements per channel: whole vec4s per channel.
 pub fn fits(spatial: usize) -> bool {
     spatial.is_multiple_of(4)
 }
 
-/// Builds the launch; `params` are the checked `group_norm.wgsl` parameters.
+/// Builds the launch; `params` are the checked parameters of the GPU-shaped kernel.
 pub(crate) fn launch(
     ctx: &GpuContext,
     params: &Params,
@@ -31,21 +29,14 @@ pub(crate) fn launch(
     label: &str,
 ) -> Result<Dispatch> {
     let items = u64::from(params.batch) * u64::from(params.groups);
-    let workgroups = if input.numel() == 0 {
-        [0, 1, 1]
-    } else {
-        grid(ctx, items.div_ceil(ITEMS_PER_WORKGROUP))?
-    };
-    Dispatch::new(
+    let storage = [&*input.buffer, &gamma.buffer, &beta.buffer, &out.buffer];
+    per_subgroup(
         ctx,
-        &DispatchArgs {
-            entry: entry::group_norm_cpu::MAIN,
-            constants: &[],
-            label,
-            storage: &[&input.buffer, &gamma.buffer, &beta.buffer, &out.buffer],
-            params,
-            workgroups,
-        },
+        entry::group_norm_cpu::MAIN,
+        items,
+        input.numel() == 0,
+        (&storage, params),
+        flops,
+        label,
     )
-    .map(|d| d.with_flops(flops))
 }

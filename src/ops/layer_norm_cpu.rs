@@ -4,8 +4,9 @@
 //! bit-identical to `layer_norm.wgsl`'s (the same 256 partials and tree).
 
 use crate::error::Result;
-use crate::gpu::{entry, grid, Dispatch, DispatchArgs, GpuContext, Tensor, UniformLayout};
+use crate::gpu::{entry, Dispatch, GpuContext, Tensor, UniformLayout};
 use crate::ops::layer_norm::Params;
+use crate::ops::per_subgroup;
 
 /// The parameter block is `layer_norm.wgsl`'s (checked against this shader by
 /// `tests/kernel_layout.rs`).
@@ -13,15 +14,12 @@ pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
 /// No flag bits.
 pub const FLAGS: &[(&str, u32)] = &[];
 
-/// Rows per workgroup (`@workgroup_size(64)`: 8 subgroups of 8 lanes).
-const ROWS_PER_WORKGROUP: u64 = 8;
-
 /// Whether the kernel takes rows of `cols` values: whole vec4s per row (and of gamma, beta).
 pub fn fits(cols: usize) -> bool {
     cols.is_multiple_of(4)
 }
 
-/// Builds the launch; `params` are the checked `layer_norm.wgsl` parameters.
+/// Builds the launch; `params` are the checked parameters of the GPU-shaped kernel.
 pub(crate) fn launch(
     ctx: &GpuContext,
     params: &Params,
@@ -29,21 +27,15 @@ pub(crate) fn launch(
     flops: u64,
     label: &str,
 ) -> Result<Dispatch> {
-    let workgroups = if input.numel() == 0 {
-        [0, 1, 1]
-    } else {
-        grid(ctx, u64::from(params.rows).div_ceil(ROWS_PER_WORKGROUP))?
-    };
-    Dispatch::new(
+    let items = u64::from(params.rows);
+    let storage = [&*input.buffer, &gamma.buffer, &beta.buffer, &out.buffer];
+    per_subgroup(
         ctx,
-        &DispatchArgs {
-            entry: entry::layer_norm_cpu::MAIN,
-            constants: &[],
-            label,
-            storage: &[&input.buffer, &gamma.buffer, &beta.buffer, &out.buffer],
-            params,
-            workgroups,
-        },
+        entry::layer_norm_cpu::MAIN,
+        items,
+        input.numel() == 0,
+        (&storage, params),
+        flops,
+        label,
     )
-    .map(|d| d.with_flops(flops))
 }

@@ -24,3 +24,35 @@ pub mod softmax_cpu;
 pub mod timestep_embedding;
 pub mod upsample;
 pub mod vq_quantize;
+
+/// The launch shared by the CPU-shaped row kernels (`group_norm_cpu`, `softmax_cpu`,
+/// `layer_norm_cpu`): one 8-lane subgroup per item, 8 items per 64-invocation workgroup, no
+/// override constants; an empty tensor launches nothing.
+pub(crate) fn per_subgroup<P: bytemuck::Pod>(
+    ctx: &crate::gpu::GpuContext,
+    entry: crate::gpu::EntryPoint,
+    items: u64,
+    empty: bool,
+    (storage, params): (&[&wgpu::Buffer], &P),
+    flops: u64,
+    label: &str,
+) -> crate::error::Result<crate::gpu::Dispatch> {
+    const ITEMS_PER_WORKGROUP: u64 = 64 / crate::gpu::shape::CPU_SUBGROUP as u64;
+    let workgroups = if empty {
+        [0, 1, 1]
+    } else {
+        crate::gpu::grid(ctx, items.div_ceil(ITEMS_PER_WORKGROUP))?
+    };
+    crate::gpu::Dispatch::new(
+        ctx,
+        &crate::gpu::DispatchArgs {
+            entry,
+            constants: &[],
+            label,
+            storage,
+            params,
+            workgroups,
+        },
+    )
+    .map(|d| d.with_flops(flops))
+}

@@ -4,7 +4,8 @@
 //! bit-identical to `softmax.wgsl`'s (the same 256 partials and trees).
 
 use crate::error::Result;
-use crate::gpu::{entry, grid, Dispatch, DispatchArgs, GpuContext, Tensor, UniformLayout};
+use crate::gpu::{entry, Dispatch, GpuContext, Tensor, UniformLayout};
+use crate::ops::per_subgroup;
 use crate::ops::softmax::Params;
 
 /// The parameter block is `softmax.wgsl`'s (checked against this shader by
@@ -13,15 +14,12 @@ pub const UNIFORMS: &[UniformLayout] = &[Params::LAYOUT];
 /// No flag bits.
 pub const FLAGS: &[(&str, u32)] = &[];
 
-/// Rows per workgroup (`@workgroup_size(64)`: 8 subgroups of 8 lanes).
-const ROWS_PER_WORKGROUP: u64 = 8;
-
 /// Whether the kernel takes rows of `cols` values: whole vec4s per row.
 pub fn fits(cols: usize) -> bool {
     cols.is_multiple_of(4)
 }
 
-/// Builds the launch; `params` are the checked `softmax.wgsl` parameters.
+/// Builds the launch; `params` are the checked parameters of the GPU-shaped kernel.
 pub(crate) fn launch(
     ctx: &GpuContext,
     params: &Params,
@@ -29,21 +27,15 @@ pub(crate) fn launch(
     flops: u64,
     label: &str,
 ) -> Result<Dispatch> {
-    let workgroups = if data.numel() == 0 {
-        [0, 1, 1]
-    } else {
-        grid(ctx, u64::from(params.rows).div_ceil(ROWS_PER_WORKGROUP))?
-    };
-    Dispatch::new(
+    let items = u64::from(params.rows);
+    let storage = [&*data.buffer];
+    per_subgroup(
         ctx,
-        &DispatchArgs {
-            entry: entry::softmax_cpu::MAIN,
-            constants: &[],
-            label,
-            storage: &[&data.buffer],
-            params,
-            workgroups,
-        },
+        entry::softmax_cpu::MAIN,
+        items,
+        data.numel() == 0,
+        (&storage, params),
+        flops,
+        label,
     )
-    .map(|d| d.with_flops(flops))
 }
