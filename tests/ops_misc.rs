@@ -1293,3 +1293,35 @@ fn softmax_cpu_shape_matches_gpu_shape_bit_for_bit() {
     let (_, kernel) = run_shape(KernelChoice::Cpu, &x, 3, 7);
     assert_eq!(kernel, Kernel::Softmax, "7 columns stay on softmax.wgsl");
 }
+
+// ---- concatenation (weight fusion at load) ----------------------------------------------------
+
+#[test]
+fn concat_outer_stacks_parts_and_rejects_mismatched_shapes() {
+    let ctx = ctx();
+    let mut rng = Rng::new(41);
+    let shapes: [&[usize]; 3] = [&[3, 5], &[1, 5], &[7, 5]];
+    let data: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| rng.vec(s.iter().product(), -1.0, 1.0))
+        .collect();
+    let parts: Vec<Tensor> = shapes
+        .iter()
+        .zip(&data)
+        .map(|(s, d)| upload(&ctx, s, d))
+        .collect();
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    let fused = Tensor::concat_outer(&ctx, &refs, "fused").unwrap();
+    assert_eq!(fused.shape, vec![11, 5]);
+    assert_eq!(fused.read(&ctx).unwrap(), data.concat());
+
+    let odd = upload(&ctx, &[2, 4], &[0.0; 8]);
+    let err = Tensor::concat_outer(&ctx, &[&parts[0], &odd], "fused")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[3, 5]") && err.contains("[2, 4]"), "{err}");
+    let err = Tensor::concat_outer(&ctx, &[], "fused")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tensors"), "{err}");
+}

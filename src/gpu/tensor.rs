@@ -83,6 +83,50 @@ impl Tensor {
         })
     }
 
+    /// The tensors stacked along their outermost dimension (`torch.cat(parts, dim=0)`), copied on
+    /// the device: weights fused at load (the q/k/v projections of one attention, every resnet's
+    /// time-embedding projection) so that one launch computes what several did. Every part must
+    /// share the inner dimensions.
+    pub fn concat_outer(ctx: &GpuContext, parts: &[&Tensor], label: &str) -> Result<Tensor> {
+        let Some(first) = parts.first() else {
+            return Err(Error::invalid(
+                format!("concat {label}"),
+                "no tensors to concatenate",
+            ));
+        };
+        let inner = first.shape.get(1..).unwrap_or(&[]);
+        let mut outer = 0;
+        for part in parts {
+            match part.shape.split_first() {
+                Some((&rows, rest)) if rest == inner => outer += rows,
+                _ => {
+                    return Err(Error::invalid(
+                        format!("concat {label}"),
+                        format!(
+                            "shapes {:?} and {:?} differ past the outermost dimension",
+                            first.shape, part.shape
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut shape = vec![outer];
+        shape.extend_from_slice(inner);
+        let out = Tensor::zeros(ctx, &shape, label)?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let mut offset = 0;
+        for part in parts {
+            if part.numel() > 0 {
+                encoder.copy_buffer_to_buffer(&part.buffer, 0, &out.buffer, offset, part.bytes());
+            }
+            offset += part.bytes();
+        }
+        ctx.queue.submit([encoder.finish()]);
+        Ok(out)
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()

@@ -7,7 +7,7 @@
 //! pair of layouts, so no transposing copy is ever needed.
 
 use crate::error::Result;
-use crate::gpu::Tensor;
+use crate::gpu::{GpuContext, Tensor};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::{Init, VarBuilder};
 use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
@@ -169,6 +169,55 @@ impl LinearLayer {
         Ok(LinearLayer {
             weight: vb.get("weight", &[fout, fin, 1, 1], init)?,
             bias: Some(vb.get("bias", &[fout], init)?),
+            in_features: fin,
+            out_features: fout,
+        })
+    }
+
+    /// One layer computing all of `parts` at once: their weights (and biases) stacked along the
+    /// output features, so output `j` of part `i` is output `offset_i + j` of the result, with
+    /// `offset_i` the sum of the earlier parts' `out_features`. Each output is the same dot
+    /// product in the same order as in its part (bit-identical results). All parts must read the
+    /// same `in_features` and agree on having a bias.
+    pub fn fuse_outputs(ctx: &GpuContext, parts: &[&LinearLayer], label: &str) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(crate::Error::invalid(label, "no layers to fuse"));
+        };
+        let fin = first.in_features;
+        if let Some(odd) = parts.iter().find(|p| p.in_features != fin) {
+            return Err(crate::Error::invalid(
+                label,
+                format!(
+                    "layers read {fin} and {} input features; fused layers must share their input",
+                    odd.in_features
+                ),
+            ));
+        }
+        let fout = parts.iter().map(|p| p.out_features).sum();
+        let as_matrix = |p: &LinearLayer| Tensor {
+            buffer: p.weight.buffer.clone(),
+            shape: vec![p.out_features, fin],
+        };
+        let weights: Vec<Tensor> = parts.iter().map(|p| as_matrix(p)).collect();
+        let weight = Tensor::concat_outer(
+            ctx,
+            &weights.iter().collect::<Vec<_>>(),
+            &format!("{label}.weight"),
+        )?;
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
+        let bias = match biases {
+            Some(b) => Some(Tensor::concat_outer(ctx, &b, &format!("{label}.bias"))?),
+            None if parts.iter().all(|p| p.bias.is_none()) => None,
+            None => {
+                return Err(crate::Error::invalid(
+                    label,
+                    "some layers have a bias and some do not; fused layers must agree",
+                ))
+            }
+        };
+        Ok(LinearLayer {
+            weight,
+            bias,
             in_features: fin,
             out_features: fout,
         })
