@@ -61,7 +61,15 @@ struct Params {
     a_off: u32,
     b_off: u32,
     c_off: u32,
-    _pad0: u32,
+    // Batch entries per group, and each operand's stride between groups: entry z reads A at
+    // a_off + (z / inner)·a_so + (z % inner)·a_sb (likewise B, C), so a (sample, head) pair of
+    // attention is one entry whatever the two strides (inner = batch, *_so = 0: plain batch).
+    inner: u32,
+    a_so: u32,
+    b_so: u32,
+    c_so: u32,
+    // Element offset of the bias (a window of a fused layer's bias).
+    bias_off: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -84,15 +92,15 @@ override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
 
 // Guarded loads: out of range reads index 0 and yields 0 (no branch).
-fn load_a(batch: u32, m: u32, k: u32) -> f32 {
+fn load_a(abase: u32, m: u32, k: u32) -> f32 {
     let ok = m < p.m && k < p.k;
-    let v = a[select(0u, p.a_off + batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
+    let v = a[select(0u, abase + m * p.a_sm + k * p.a_sk, ok)];
     return select(0.0, v, ok);
 }
 
-fn load_b(batch: u32, k: u32, n: u32) -> f32 {
+fn load_b(bbase: u32, k: u32, n: u32) -> f32 {
     let ok = k < p.k && n < p.n;
-    let v = b[select(0u, p.b_off + batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
+    let v = b[select(0u, bbase + k * p.b_sk + n * p.b_sn, ok)];
     return select(0.0, v, ok);
 }
 
@@ -105,22 +113,22 @@ fn load_b4(ok: bool, index: u32) -> vec4<f32> {
 }
 
 // A[batch, m, k .. k + 4], zero outside M × K.
-fn row4(batch: u32, m: u32, k: u32) -> vec4<f32> {
+fn row4(abase: u32, m: u32, k: u32) -> vec4<f32> {
     if (A_MODE == 1u) {
-        return load_a4(m < p.m && k < p.k, p.a_off + batch * p.a_sb + m * p.a_sm + k);
+        return load_a4(m < p.m && k < p.k, abase + m * p.a_sm + k);
     }
     return vec4<f32>(
-        load_a(batch, m, k),
-        load_a(batch, m, k + 1u),
-        load_a(batch, m, k + 2u),
-        load_a(batch, m, k + 3u),
+        load_a(abase, m, k),
+        load_a(abase, m, k + 1u),
+        load_a(abase, m, k + 2u),
+        load_a(abase, m, k + 3u),
     );
 }
 
 // B[batch, k + kk, n .. n + 4] for kk = 0 .. 3, zero outside K × N.
-fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
+fn cols4(bbase: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
     if (B_MODE == 2u) {
-        let base = p.b_off + batch * p.b_sb + n;
+        let base = bbase + n;
         let ok = n < p.n;
         return array<vec4<f32>, 4>(
             load_b4(ok && k < p.k, base + k * p.b_sk),
@@ -130,7 +138,7 @@ fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
         );
     }
     if (B_MODE == 1u) {
-        let base = p.b_off + batch * p.b_sb + n * p.b_sn + k;
+        let base = bbase + n * p.b_sn + k;
         let c0 = load_b4(n < p.n && k < p.k, base);
         let c1 = load_b4(n + 1u < p.n && k < p.k, base + p.b_sn);
         let c2 = load_b4(n + 2u < p.n && k < p.k, base + 2u * p.b_sn);
@@ -145,27 +153,27 @@ fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
     var r: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < 4u; kk++) {
         r[kk] = vec4<f32>(
-            load_b(batch, k + kk, n),
-            load_b(batch, k + kk, n + 1u),
-            load_b(batch, k + kk, n + 2u),
-            load_b(batch, k + kk, n + 3u),
+            load_b(bbase, k + kk, n),
+            load_b(bbase, k + kk, n + 1u),
+            load_b(bbase, k + kk, n + 2u),
+            load_b(bbase, k + kk, n + 3u),
         );
     }
     return r;
 }
 
 // matmul.wgsl's store4: the epilogue on columns n .. n + 3 of row m.
-fn store4(batch: u32, m: u32, n0: u32, acc: vec4<f32>) {
+fn store4(cbase: u32, m: u32, n0: u32, acc: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
-            let idx = p.c_off + batch * p.c_sb + m * p.c_sm + n * p.c_sn;
+            let idx = cbase + m * p.c_sm + n * p.c_sn;
             var v = p.alpha * acc[j];
             if ((p.flags & FLAG_BIAS) != 0u) {
-                v += bias[select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
+                v += bias[p.bias_off + select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
             }
             if ((p.flags & FLAG_RESIDUAL) != 0u) {
                 v += residual[idx];
@@ -186,21 +194,26 @@ def entry():
     e("    if (s >= p.tiles || batch >= p.batch) {")
     e("        return;")
     e("    }")
+    e("    let gi = batch / p.inner;")
+    e("    let ei = batch % p.inner;")
+    e("    let abase = p.a_off + gi * p.a_so + ei * p.a_sb;")
+    e("    let bbase = p.b_off + gi * p.b_so + ei * p.b_sb;")
+    e("    let cbase = p.c_off + gi * p.c_so + ei * p.c_sb;")
     e(f"    let m0 = (s / p.n_tiles) * {ROWS}u;")
     e(f"    let n = (s % p.n_tiles) * {SG * 4}u + lane * 4u;")
     for i in range(ROWS):
         e(f"    var c{i} = vec4<f32>(0.0);")
     e("    for (var k = 0u; k < p.k; k += 4u) {")
     for q in range(ROWS // SG):
-        e(f"        let ar{q} = row4(batch, m0 + lane + {q * SG}u, k);")
-    e("        let bk = cols4(batch, k, n);")
+        e(f"        let ar{q} = row4(abase, m0 + lane + {q * SG}u, k);")
+    e("        let bk = cols4(bbase, k, n);")
     for kk in range(4):
         comp = "xyzw"[kk]
         for i in range(ROWS):
             e(f"        c{i} = fma(vec4<f32>(subgroupBroadcast(ar{i // SG}.{comp}, {i % SG}u)), bk[{kk}], c{i});")
     e("    }")
     for i in range(ROWS):
-        e(f"    store4(batch, m0 + {i}u, n, c{i});")
+        e(f"    store4(cbase, m0 + {i}u, n, c{i});")
     e("}")
     return "\n".join(L) + "\n"
 

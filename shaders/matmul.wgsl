@@ -5,9 +5,10 @@
 // kernel serves linear layers (B = Wᵀ via strides), 1×1 projections on NCHW activations, attention
 // scores Q·Kᵀ and P·V without any transposing copies.
 //
-//   C[b, m, n] = (alpha · Σ_k A[b, m, k] · B[b, k, n] + bias[m or n] + residual[b, m, n]) · output_scale
+//   C[b, m, n] = (alpha · Σ_k A[b, m, k] · B[b, k, n] + bias[bias_off + (m or n)] + residual[b, m, n]) · output_scale
 //   A[b, m, k] at a_off + b·a_sb + m·a_sm + k·a_sk;  B[b, k, n] at b_off + b·b_sb + k·b_sk + n·b_sn;
-//   C and residual [b, m, n] at c_off + b·c_sb + m·c_sm + n·c_sn.
+//   C and residual [b, m, n] at c_off + b·c_sb + m·c_sm + n·c_sn
+// (with the batch index split in two, (b / inner)·*_so + (b % inner)·*_sb: see Params).
 // The element offsets let one launch work on a window of larger tensors (a chunk of attention's
 // query rows and heads) without binding sub-ranges, whose offsets would need 256-byte alignment.
 //
@@ -58,7 +59,15 @@ struct Params {
     a_off: u32,
     b_off: u32,
     c_off: u32,
-    _pad0: u32,
+    // Batch entries per group, and each operand's stride between groups: entry z reads A at
+    // a_off + (z / inner)·a_so + (z % inner)·a_sb (likewise B, C), so a (sample, head) pair of
+    // attention is one entry whatever the two strides (inner = batch, *_so = 0: plain batch).
+    inner: u32,
+    a_so: u32,
+    b_so: u32,
+    c_so: u32,
+    // Element offset of the bias (a window of a fused layer's bias).
+    bias_off: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -94,9 +103,9 @@ var<workgroup> b_s: array<vec4<f32>, BK * WG_N * 2u>;
 
 // Guarded loads: an out-of-range element reads index 0 (always valid) and is replaced by 0, so
 // the zero fill needs no branch (llvmpipe executes both sides of a divergent branch anyway).
-fn load_a(batch: u32, m: u32, k: u32) -> f32 {
+fn load_a(abase: u32, m: u32, k: u32) -> f32 {
     let ok = m < p.m && k < p.k;
-    let v = a[select(0u, p.a_off + batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
+    let v = a[select(0u, abase + m * p.a_sm + k * p.a_sk, ok)];
     return select(0.0, v, ok);
 }
 
@@ -109,14 +118,14 @@ fn load_b4(ok: bool, index: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), b4[select(0u, index / 4u, ok)], ok);
 }
 
-fn load_b(batch: u32, k: u32, n: u32) -> f32 {
+fn load_b(bbase: u32, k: u32, n: u32) -> f32 {
     let ok = k < p.k && n < p.n;
-    let v = b[select(0u, p.b_off + batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
+    let v = b[select(0u, bbase + k * p.b_sk + n * p.b_sn, ok)];
     return select(0.0, v, ok);
 }
 
 // Fills a_s with A[batch, m0 .. m0 + BM, k0 .. k0 + BK] (k-major), zero outside M × K.
-fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
+fn fill_a(li: u32, abase: u32, m0: u32, k0: u32) {
     let bm4 = WG_M * 2u;
     let threads = WG_M * WG_N;
     if (A_MODE == 1u) {
@@ -125,7 +134,7 @@ fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
             let kb = (s / bm4) * 4u;
             let m = m0 + (s % bm4) * 4u;
             let k = k0 + kb;
-            let base = p.a_off + batch * p.a_sb + m * p.a_sm + k;
+            let base = abase + m * p.a_sm + k;
             let r0 = load_a4(m < p.m && k < p.k, base);
             let r1 = load_a4(m + 1u < p.m && k < p.k, base + p.a_sm);
             let r2 = load_a4(m + 2u < p.m && k < p.k, base + 2u * p.a_sm);
@@ -140,24 +149,24 @@ fn fill_a(li: u32, batch: u32, m0: u32, k0: u32) {
         for (var s = li; s < BK * bm4; s += threads) {
             let m = m0 + (s % bm4) * 4u;
             let k = k0 + s / bm4;
-            a_s[s] = load_a4(m < p.m && k < p.k, p.a_off + batch * p.a_sb + k * p.a_sk + m);
+            a_s[s] = load_a4(m < p.m && k < p.k, abase + k * p.a_sk + m);
         }
     } else {
         for (var s = li; s < BK * bm4; s += threads) {
             let m = m0 + (s % bm4) * 4u;
             let k = k0 + s / bm4;
             a_s[s] = vec4<f32>(
-                load_a(batch, m, k),
-                load_a(batch, m + 1u, k),
-                load_a(batch, m + 2u, k),
-                load_a(batch, m + 3u, k),
+                load_a(abase, m, k),
+                load_a(abase, m + 1u, k),
+                load_a(abase, m + 2u, k),
+                load_a(abase, m + 3u, k),
             );
         }
     }
 }
 
 // Fills b_s with B[batch, k0 .. k0 + BK, n0 .. n0 + BN] (k-major), zero outside K × N.
-fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
+fn fill_b(li: u32, bbase: u32, n0: u32, k0: u32) {
     let bn4 = WG_N * 2u;
     let threads = WG_M * WG_N;
     if (B_MODE == 1u) {
@@ -165,7 +174,7 @@ fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
             let kb = (s / bn4) * 4u;
             let n = n0 + (s % bn4) * 4u;
             let k = k0 + kb;
-            let base = p.b_off + batch * p.b_sb + n * p.b_sn + k;
+            let base = bbase + n * p.b_sn + k;
             let c0 = load_b4(n < p.n && k < p.k, base);
             let c1 = load_b4(n + 1u < p.n && k < p.k, base + p.b_sn);
             let c2 = load_b4(n + 2u < p.n && k < p.k, base + 2u * p.b_sn);
@@ -180,34 +189,34 @@ fn fill_b(li: u32, batch: u32, n0: u32, k0: u32) {
         for (var s = li; s < BK * bn4; s += threads) {
             let n = n0 + (s % bn4) * 4u;
             let k = k0 + s / bn4;
-            b_s[s] = load_b4(n < p.n && k < p.k, p.b_off + batch * p.b_sb + k * p.b_sk + n);
+            b_s[s] = load_b4(n < p.n && k < p.k, bbase + k * p.b_sk + n);
         }
     } else {
         for (var s = li; s < BK * bn4; s += threads) {
             let n = n0 + (s % bn4) * 4u;
             let k = k0 + s / bn4;
             b_s[s] = vec4<f32>(
-                load_b(batch, k, n),
-                load_b(batch, k, n + 1u),
-                load_b(batch, k, n + 2u),
-                load_b(batch, k, n + 3u),
+                load_b(bbase, k, n),
+                load_b(bbase, k, n + 1u),
+                load_b(bbase, k, n + 2u),
+                load_b(bbase, k, n + 3u),
             );
         }
     }
 }
 
 // Applies the epilogue to four consecutive columns n0..n0+3 of row m and stores them.
-fn store4(batch: u32, m: u32, n0: u32, acc: vec4<f32>) {
+fn store4(cbase: u32, m: u32, n0: u32, acc: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
-            let idx = p.c_off + batch * p.c_sb + m * p.c_sm + n * p.c_sn;
+            let idx = cbase + m * p.c_sm + n * p.c_sn;
             var v = p.alpha * acc[j];
             if ((p.flags & FLAG_BIAS) != 0u) {
-                v += bias[select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
+                v += bias[p.bias_off + select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
             }
             if ((p.flags & FLAG_RESIDUAL) != 0u) {
                 v += residual[idx];
@@ -229,6 +238,11 @@ fn main(
     if (tile >= p.tiles || batch >= p.batch) {
         return;
     }
+    let gi = batch / p.inner;
+    let ei = batch % p.inner;
+    let abase = p.a_off + gi * p.a_so + ei * p.a_sb;
+    let bbase = p.b_off + gi * p.b_so + ei * p.b_sb;
+    let cbase = p.c_off + gi * p.c_so + ei * p.c_sb;
     let bm4 = WG_M * 2u; // vec4s per k row of the A slice
     let bn4 = WG_N * 2u;
     let m0 = (tile / p.n_tiles) * WG_M * 8u;
@@ -246,8 +260,8 @@ fn main(
     var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        fill_a(li, batch, m0, k0);
-        fill_b(li, batch, n0, k0);
+        fill_a(li, abase, m0, k0);
+        fill_b(li, bbase, n0, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = a_s[kk * bm4 + ty];
@@ -270,12 +284,12 @@ fn main(
     let mb = m0 + (ty + WG_M) * 4u;
     let na = n0 + tx * 4u;
     let nb = n0 + (tx + WG_N) * 4u;
-    store4(batch, ma, na, c00); store4(batch, ma, nb, c01);
-    store4(batch, ma + 1u, na, c10); store4(batch, ma + 1u, nb, c11);
-    store4(batch, ma + 2u, na, c20); store4(batch, ma + 2u, nb, c21);
-    store4(batch, ma + 3u, na, c30); store4(batch, ma + 3u, nb, c31);
-    store4(batch, mb, na, c40); store4(batch, mb, nb, c41);
-    store4(batch, mb + 1u, na, c50); store4(batch, mb + 1u, nb, c51);
-    store4(batch, mb + 2u, na, c60); store4(batch, mb + 2u, nb, c61);
-    store4(batch, mb + 3u, na, c70); store4(batch, mb + 3u, nb, c71);
+    store4(cbase, ma, na, c00); store4(cbase, ma, nb, c01);
+    store4(cbase, ma + 1u, na, c10); store4(cbase, ma + 1u, nb, c11);
+    store4(cbase, ma + 2u, na, c20); store4(cbase, ma + 2u, nb, c21);
+    store4(cbase, ma + 3u, na, c30); store4(cbase, ma + 3u, nb, c31);
+    store4(cbase, mb, na, c40); store4(cbase, mb, nb, c41);
+    store4(cbase, mb + 1u, na, c50); store4(cbase, mb + 1u, nb, c51);
+    store4(cbase, mb + 2u, na, c60); store4(cbase, mb + 2u, nb, c61);
+    store4(cbase, mb + 3u, na, c70); store4(cbase, mb + 3u, nb, c71);
 }

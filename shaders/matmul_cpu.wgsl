@@ -19,7 +19,7 @@
 // Bindings as matmul.wgsl: 0 a, 1 a4, 2 b, 3 b4, 4 residual, 5 bias, 6 out, 7 params.
 //
 // Launcher: src/ops/matmul_cpu.rs (the registry line is in src/gpu/kernel.rs).
-// body fnv1a64: e7e48bf5dda5bb82
+// body fnv1a64: 648519685e924d54
 struct Params {
     batch: u32,
     m: u32,
@@ -43,7 +43,15 @@ struct Params {
     a_off: u32,
     b_off: u32,
     c_off: u32,
-    _pad0: u32,
+    // Batch entries per group, and each operand's stride between groups: entry z reads A at
+    // a_off + (z / inner)·a_so + (z % inner)·a_sb (likewise B, C), so a (sample, head) pair of
+    // attention is one entry whatever the two strides (inner = batch, *_so = 0: plain batch).
+    inner: u32,
+    a_so: u32,
+    b_so: u32,
+    c_so: u32,
+    // Element offset of the bias (a window of a fused layer's bias).
+    bias_off: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -66,15 +74,15 @@ override A_MODE: u32 = 0u;
 override B_MODE: u32 = 0u;
 
 // Guarded loads: out of range reads index 0 and yields 0 (no branch).
-fn load_a(batch: u32, m: u32, k: u32) -> f32 {
+fn load_a(abase: u32, m: u32, k: u32) -> f32 {
     let ok = m < p.m && k < p.k;
-    let v = a[select(0u, p.a_off + batch * p.a_sb + m * p.a_sm + k * p.a_sk, ok)];
+    let v = a[select(0u, abase + m * p.a_sm + k * p.a_sk, ok)];
     return select(0.0, v, ok);
 }
 
-fn load_b(batch: u32, k: u32, n: u32) -> f32 {
+fn load_b(bbase: u32, k: u32, n: u32) -> f32 {
     let ok = k < p.k && n < p.n;
-    let v = b[select(0u, p.b_off + batch * p.b_sb + k * p.b_sk + n * p.b_sn, ok)];
+    let v = b[select(0u, bbase + k * p.b_sk + n * p.b_sn, ok)];
     return select(0.0, v, ok);
 }
 
@@ -87,22 +95,22 @@ fn load_b4(ok: bool, index: u32) -> vec4<f32> {
 }
 
 // A[batch, m, k .. k + 4], zero outside M × K.
-fn row4(batch: u32, m: u32, k: u32) -> vec4<f32> {
+fn row4(abase: u32, m: u32, k: u32) -> vec4<f32> {
     if (A_MODE == 1u) {
-        return load_a4(m < p.m && k < p.k, p.a_off + batch * p.a_sb + m * p.a_sm + k);
+        return load_a4(m < p.m && k < p.k, abase + m * p.a_sm + k);
     }
     return vec4<f32>(
-        load_a(batch, m, k),
-        load_a(batch, m, k + 1u),
-        load_a(batch, m, k + 2u),
-        load_a(batch, m, k + 3u),
+        load_a(abase, m, k),
+        load_a(abase, m, k + 1u),
+        load_a(abase, m, k + 2u),
+        load_a(abase, m, k + 3u),
     );
 }
 
 // B[batch, k + kk, n .. n + 4] for kk = 0 .. 3, zero outside K × N.
-fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
+fn cols4(bbase: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
     if (B_MODE == 2u) {
-        let base = p.b_off + batch * p.b_sb + n;
+        let base = bbase + n;
         let ok = n < p.n;
         return array<vec4<f32>, 4>(
             load_b4(ok && k < p.k, base + k * p.b_sk),
@@ -112,7 +120,7 @@ fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
         );
     }
     if (B_MODE == 1u) {
-        let base = p.b_off + batch * p.b_sb + n * p.b_sn + k;
+        let base = bbase + n * p.b_sn + k;
         let c0 = load_b4(n < p.n && k < p.k, base);
         let c1 = load_b4(n + 1u < p.n && k < p.k, base + p.b_sn);
         let c2 = load_b4(n + 2u < p.n && k < p.k, base + 2u * p.b_sn);
@@ -127,27 +135,27 @@ fn cols4(batch: u32, k: u32, n: u32) -> array<vec4<f32>, 4> {
     var r: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < 4u; kk++) {
         r[kk] = vec4<f32>(
-            load_b(batch, k + kk, n),
-            load_b(batch, k + kk, n + 1u),
-            load_b(batch, k + kk, n + 2u),
-            load_b(batch, k + kk, n + 3u),
+            load_b(bbase, k + kk, n),
+            load_b(bbase, k + kk, n + 1u),
+            load_b(bbase, k + kk, n + 2u),
+            load_b(bbase, k + kk, n + 3u),
         );
     }
     return r;
 }
 
 // matmul.wgsl's store4: the epilogue on columns n .. n + 3 of row m.
-fn store4(batch: u32, m: u32, n0: u32, acc: vec4<f32>) {
+fn store4(cbase: u32, m: u32, n0: u32, acc: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         let n = n0 + j;
         if (n < p.n) {
-            let idx = p.c_off + batch * p.c_sb + m * p.c_sm + n * p.c_sn;
+            let idx = cbase + m * p.c_sm + n * p.c_sn;
             var v = p.alpha * acc[j];
             if ((p.flags & FLAG_BIAS) != 0u) {
-                v += bias[select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
+                v += bias[p.bias_off + select(m, n, (p.flags & FLAG_BIAS_N) != 0u)];
             }
             if ((p.flags & FLAG_RESIDUAL) != 0u) {
                 v += residual[idx];
@@ -170,6 +178,11 @@ fn main(
     if (s >= p.tiles || batch >= p.batch) {
         return;
     }
+    let gi = batch / p.inner;
+    let ei = batch % p.inner;
+    let abase = p.a_off + gi * p.a_so + ei * p.a_sb;
+    let bbase = p.b_off + gi * p.b_so + ei * p.b_sb;
+    let cbase = p.c_off + gi * p.c_so + ei * p.c_sb;
     let m0 = (s / p.n_tiles) * 32u;
     let n = (s % p.n_tiles) * 32u + lane * 4u;
     var c0 = vec4<f32>(0.0);
@@ -205,11 +218,11 @@ fn main(
     var c30 = vec4<f32>(0.0);
     var c31 = vec4<f32>(0.0);
     for (var k = 0u; k < p.k; k += 4u) {
-        let ar0 = row4(batch, m0 + lane + 0u, k);
-        let ar1 = row4(batch, m0 + lane + 8u, k);
-        let ar2 = row4(batch, m0 + lane + 16u, k);
-        let ar3 = row4(batch, m0 + lane + 24u, k);
-        let bk = cols4(batch, k, n);
+        let ar0 = row4(abase, m0 + lane + 0u, k);
+        let ar1 = row4(abase, m0 + lane + 8u, k);
+        let ar2 = row4(abase, m0 + lane + 16u, k);
+        let ar3 = row4(abase, m0 + lane + 24u, k);
+        let bk = cols4(bbase, k, n);
         c0 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 0u)), bk[0], c0);
         c1 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 1u)), bk[0], c1);
         c2 = fma(vec4<f32>(subgroupBroadcast(ar0.x, 2u)), bk[0], c2);
@@ -339,36 +352,36 @@ fn main(
         c30 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 6u)), bk[3], c30);
         c31 = fma(vec4<f32>(subgroupBroadcast(ar3.w, 7u)), bk[3], c31);
     }
-    store4(batch, m0 + 0u, n, c0);
-    store4(batch, m0 + 1u, n, c1);
-    store4(batch, m0 + 2u, n, c2);
-    store4(batch, m0 + 3u, n, c3);
-    store4(batch, m0 + 4u, n, c4);
-    store4(batch, m0 + 5u, n, c5);
-    store4(batch, m0 + 6u, n, c6);
-    store4(batch, m0 + 7u, n, c7);
-    store4(batch, m0 + 8u, n, c8);
-    store4(batch, m0 + 9u, n, c9);
-    store4(batch, m0 + 10u, n, c10);
-    store4(batch, m0 + 11u, n, c11);
-    store4(batch, m0 + 12u, n, c12);
-    store4(batch, m0 + 13u, n, c13);
-    store4(batch, m0 + 14u, n, c14);
-    store4(batch, m0 + 15u, n, c15);
-    store4(batch, m0 + 16u, n, c16);
-    store4(batch, m0 + 17u, n, c17);
-    store4(batch, m0 + 18u, n, c18);
-    store4(batch, m0 + 19u, n, c19);
-    store4(batch, m0 + 20u, n, c20);
-    store4(batch, m0 + 21u, n, c21);
-    store4(batch, m0 + 22u, n, c22);
-    store4(batch, m0 + 23u, n, c23);
-    store4(batch, m0 + 24u, n, c24);
-    store4(batch, m0 + 25u, n, c25);
-    store4(batch, m0 + 26u, n, c26);
-    store4(batch, m0 + 27u, n, c27);
-    store4(batch, m0 + 28u, n, c28);
-    store4(batch, m0 + 29u, n, c29);
-    store4(batch, m0 + 30u, n, c30);
-    store4(batch, m0 + 31u, n, c31);
+    store4(cbase, m0 + 0u, n, c0);
+    store4(cbase, m0 + 1u, n, c1);
+    store4(cbase, m0 + 2u, n, c2);
+    store4(cbase, m0 + 3u, n, c3);
+    store4(cbase, m0 + 4u, n, c4);
+    store4(cbase, m0 + 5u, n, c5);
+    store4(cbase, m0 + 6u, n, c6);
+    store4(cbase, m0 + 7u, n, c7);
+    store4(cbase, m0 + 8u, n, c8);
+    store4(cbase, m0 + 9u, n, c9);
+    store4(cbase, m0 + 10u, n, c10);
+    store4(cbase, m0 + 11u, n, c11);
+    store4(cbase, m0 + 12u, n, c12);
+    store4(cbase, m0 + 13u, n, c13);
+    store4(cbase, m0 + 14u, n, c14);
+    store4(cbase, m0 + 15u, n, c15);
+    store4(cbase, m0 + 16u, n, c16);
+    store4(cbase, m0 + 17u, n, c17);
+    store4(cbase, m0 + 18u, n, c18);
+    store4(cbase, m0 + 19u, n, c19);
+    store4(cbase, m0 + 20u, n, c20);
+    store4(cbase, m0 + 21u, n, c21);
+    store4(cbase, m0 + 22u, n, c22);
+    store4(cbase, m0 + 23u, n, c23);
+    store4(cbase, m0 + 24u, n, c24);
+    store4(cbase, m0 + 25u, n, c25);
+    store4(cbase, m0 + 26u, n, c26);
+    store4(cbase, m0 + 27u, n, c27);
+    store4(cbase, m0 + 28u, n, c28);
+    store4(cbase, m0 + 29u, n, c29);
+    store4(cbase, m0 + 30u, n, c30);
+    store4(cbase, m0 + 31u, n, c31);
 }

@@ -158,16 +158,6 @@ fn reference(case: &Case, inputs: &Inputs) -> Vec<f64> {
     .unwrap()
 }
 
-/// Whether (batch, head) flattens to one unit index: every batch stride is heads × the head
-/// stride (or there is one batch entry).
-fn flat(case: &Case) -> bool {
-    case.batch == 1
-        || case
-            .all_strides()
-            .iter()
-            .all(|s| s.batch == case.heads * s.head)
-}
-
 fn cases() -> Vec<Case> {
     use Layout::*;
     let case = |batch, heads, d, tq, tk, causal, q_layout, kv_layout| Case {
@@ -207,11 +197,9 @@ fn attention_matches_reference_on_odd_shapes() {
     for case in cases() {
         let inputs = Inputs::new(&case, &mut rng);
         let got = run(&ctx, &case, &inputs, None);
-        // One chunk, or one per batch entry when (batch, head) does not flatten to one stride.
-        let outer = if flat(&case) { 1 } else { case.batch };
+        // One chunk whatever the layout: the products' batch splits into (sample, head).
         assert_eq!(
-            got.dispatches,
-            3 * outer,
+            got.dispatches, 3,
             "{case:?}: the default budget needs no chunks"
         );
         let want = reference(&case, &inputs);
@@ -233,12 +221,7 @@ fn chunked_attention_is_bit_identical_to_materialised() {
         // One row, three rows, one (batch, head) block, two blocks: every way of chunking.
         for budget in [row, 3 * row, block, 2 * block + row] {
             let chunked = run(&ctx, &case, &inputs, Some(budget));
-            let (outer, inner) = if flat(&case) {
-                (1, case.batch * case.heads)
-            } else {
-                (case.batch, case.heads)
-            };
-            let planned = plan_attention(outer, inner, case.tq, case.tk, budget).unwrap();
+            let planned = plan_attention(case.batch, case.heads, case.tq, case.tk, budget).unwrap();
             assert_eq!(
                 chunked.dispatches,
                 3 * planned.chunks.len(),
@@ -313,11 +296,11 @@ fn default_budget_is_documented_value() {
 fn attention_plan_covers_every_row_once_within_budget() {
     let mut rng = Rng::new(17);
     for _ in 0..200 {
-        let outer = rng.range(1, 3);
+        let outer = rng.range(1, 4);
         let inner = rng.range(1, 9);
         let tq = rng.range(1, 90);
         let tk = rng.range(1, 90);
-        let budget = 4 * rng.range(tk, 3 * inner * tq * tk) as u64;
+        let budget = 4 * rng.range(tk, 3 * outer * inner * tq * tk) as u64;
         let plan = plan_attention(outer, inner, tq, tk, budget).unwrap();
         let scores: usize = plan.scores_shape.iter().product();
         assert!(
@@ -327,10 +310,16 @@ fn attention_plan_covers_every_row_once_within_budget() {
         );
         let mut seen = vec![0u8; outer * inner * tq];
         for c in &plan.chunks {
-            assert!(c.units <= plan.units_per_chunk && c.rows <= plan.rows_per_chunk);
-            for u in c.unit0..c.unit0 + c.units {
-                for r in c.row0..c.row0 + c.rows {
-                    seen[(c.outer * inner + u) * tq + r] += 1;
+            assert!(c.units() <= plan.units_per_chunk && c.rows <= plan.rows_per_chunk);
+            assert!(
+                c.samples == 1 || c.heads == inner,
+                "{c:?}: several samples, some heads"
+            );
+            for n in c.sample0..c.sample0 + c.samples {
+                for h in c.head0..c.head0 + c.heads {
+                    for r in c.row0..c.row0 + c.rows {
+                        seen[(n * inner + h) * tq + r] += 1;
+                    }
                 }
             }
         }
@@ -340,10 +329,119 @@ fn attention_plan_covers_every_row_once_within_budget() {
             seen.iter().find(|&&n| n != 1)
         );
         // Everything that fits is one chunk.
-        if 4 * (outer * inner * tq * tk) as u64 <= budget && outer == 1 {
+        if 4 * (outer * inner * tq * tk) as u64 <= budget {
             assert_eq!(plan.chunks.len(), 1);
         }
     }
+}
+
+/// q, k and v read from one fused `[N, 3·heads·d, T]` projection (offsets 0, C·T and 2·C·T, batch
+/// stride 3·C·T), as the spatial attention blocks record them, in one launch per product: bit for
+/// bit what three separate operands give, chunked or not.
+#[test]
+fn fused_qkv_views_match_separate_operands() {
+    let ctx = ctx();
+    let mut rng = Rng::new(18);
+    let (batch, heads, d, t) = (3, 2, 5, 19);
+    let case = Case {
+        batch,
+        heads,
+        d,
+        tq: t,
+        tk: t,
+        causal: false,
+        q_layout: Layout::Channels,
+        kv_layout: Layout::Channels,
+    };
+    let inputs = Inputs::new(&case, &mut rng);
+    let c = heads * d;
+    let mut fused = Vec::with_capacity(3 * batch * c * t);
+    for n in 0..batch {
+        for part in [&inputs.q, &inputs.k, &inputs.v] {
+            fused.extend_from_slice(&part[n * c * t..(n + 1) * c * t]);
+        }
+    }
+    let one = HeadStrides::channel_major(heads, d, t);
+    let view = |part: usize| HeadStrides {
+        offset: part * c * t,
+        batch: 3 * c * t,
+        ..one
+    };
+    let block = 4 * (t * t) as u64;
+    for budget in [None, Some(block), Some(4 * t as u64 * 3)] {
+        let separate = run(&ctx, &case, &inputs, budget);
+        let mut g = Graph::new(&ctx);
+        if let Some(bytes) = budget {
+            g.set_attention_budget(bytes);
+        }
+        let qkv = g.input(&[fused.len()], "qkv").unwrap();
+        let out_shape = [batch * c * t];
+        let out = attention(
+            &mut g,
+            &AttentionArgs {
+                q: &qkv,
+                k: &qkv,
+                v: &qkv,
+                strides: [view(0), view(1), view(2), one],
+                batch,
+                heads,
+                head_dim: d,
+                q_tokens: t,
+                kv_tokens: t,
+                causal: false,
+                out_shape: &out_shape,
+            },
+            "attn",
+        )
+        .unwrap();
+        g.keep(&out);
+        let finished = g.finish().unwrap();
+        finished.tensor(&qkv).write(&ctx, &fused).unwrap();
+        let dispatches: Vec<_> = finished.dispatches.iter().collect();
+        assert_eq!(dispatches.len(), separate.dispatches, "budget {budget:?}");
+        if budget.is_none() {
+            assert_eq!(
+                dispatches.len(),
+                3,
+                "one launch per product for every (sample, head)"
+            );
+        }
+        ctx.submit(&dispatches).unwrap();
+        let got = finished.tensor(&out).read(&ctx).unwrap();
+        assert_eq!(
+            common::bits_differ(&got, &separate.out),
+            0,
+            "budget {budget:?}"
+        );
+    }
+    // A view past the end of the fused value is refused, naming the operand.
+    let mut g = Graph::new(&ctx);
+    let qkv = g.input(&[fused.len()], "qkv").unwrap();
+    let out_shape = [batch * c * t];
+    let err = attention(
+        &mut g,
+        &AttentionArgs {
+            q: &qkv,
+            k: &qkv,
+            v: &qkv,
+            strides: [view(0), view(1), view(3), one],
+            batch,
+            heads,
+            head_dim: d,
+            q_tokens: t,
+            kv_tokens: t,
+            causal: false,
+            out_shape: &out_shape,
+        },
+        "attn",
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("v:") && err.contains(&fused.len().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -455,6 +553,56 @@ fn spatial_attention_block_under_a_tiny_budget_matches_bit_for_bit() {
             .position(|(a, b)| a.to_bits() != b.to_bits());
         assert_eq!(differing, None, "budget {budget}: first differing element");
     }
+    // q, k and v come from one fused launch while [2, 18, 35] f32 fits a binding; under a lower
+    // binding limit each is projected on its own from its rows of the fused weight: same bits.
+    let labels = |g: Graph| -> Vec<String> {
+        g.finish()
+            .unwrap()
+            .dispatches
+            .iter()
+            // "kernel/entry: label"
+            .map(|d| d.label.rsplit(": ").next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let projections = |limit: Option<u64>| {
+        let mut g = match limit {
+            Some(bytes) => Graph::with_binding_limit(&ctx, bytes),
+            None => Graph::new(&ctx),
+        };
+        let x = g.input(&shape, "x").unwrap();
+        let y = block.record(&mut g, &x, "attentions.0").unwrap();
+        g.keep(&y);
+        labels(g)
+            .into_iter()
+            .filter(|l| l.contains("to_qkv"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(projections(None), ["attentions.0.to_qkv"]);
+    let fused_bytes = 4 * 2 * 18 * t as u64;
+    assert_eq!(
+        projections(Some(fused_bytes - 4)),
+        [
+            "attentions.0.to_qkv.0",
+            "attentions.0.to_qkv.1",
+            "attentions.0.to_qkv.2"
+        ]
+    );
+    let limited = {
+        let mut g = Graph::with_binding_limit(&ctx, fused_bytes - 4);
+        let x = g.input(&shape, "x").unwrap();
+        let y = block.record(&mut g, &x, "attentions.0").unwrap();
+        g.keep(&y);
+        let finished = g.finish().unwrap();
+        finished.tensor(&x).write(&ctx, &x_data).unwrap();
+        let dispatches: Vec<_> = finished.dispatches.iter().collect();
+        ctx.submit(&dispatches).unwrap();
+        finished.tensor(&y).read(&ctx).unwrap()
+    };
+    assert_eq!(
+        common::bits_differ(&whole, &limited),
+        0,
+        "split projections differ"
+    );
 }
 
 /// The window launchers attention's chunks use refuse windows that leave their tensors.
@@ -482,7 +630,13 @@ fn window_launchers_reject_windows_outside_their_tensors() {
         alpha: 1.0,
         output_scale: 1.0,
     };
-    let at = |a, c| MatmulOffsets { a, b: 0, c };
+    let at = |a, c| MatmulOffsets {
+        a,
+        b: 0,
+        c,
+        bias: None,
+        groups: None,
+    };
     matmul_at(&ctx, &mm, at(12, 10), "rows 2..4").unwrap();
     let err = matmul_at(&ctx, &mm, at(13, 10), "a past its end")
         .map(|_| ())
@@ -523,11 +677,11 @@ fn window_launchers_reject_windows_outside_their_tensors() {
 #[test]
 fn attention_plan_of_the_readme_workloads() {
     let mib = 1u64 << 20;
-    let sd = plan_attention(1, 2 * 8, 4096, 4096, 64 * mib).unwrap();
+    let sd = plan_attention(2, 8, 4096, 4096, 64 * mib).unwrap();
     assert_eq!(sd.chunks.len(), 16);
     assert_eq!(sd.scores_shape, [1, 4096, 4096]);
     // Cross-attention over 77 text tokens fits whole: 16 × 4096 × 77 f32 ≈ 19 MiB.
-    let cross = plan_attention(1, 2 * 8, 4096, 77, 64 * mib).unwrap();
+    let cross = plan_attention(2, 8, 4096, 77, 64 * mib).unwrap();
     assert_eq!(cross.chunks.len(), 1);
     let vae = plan_attention(1, 1, 16384, 16384, 64 * mib).unwrap();
     assert_eq!(vae.chunks.len(), 16);

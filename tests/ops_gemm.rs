@@ -1068,3 +1068,139 @@ fn matmul_two_dimensional_grid() {
     let c = mm_case(&ctx, case, 5);
     assert!(c.ok(), "{c}");
 }
+
+/// A batch split into (group, entry) with its own stride per level (`MatmulOffsets::groups`, how
+/// attention reads q / k / v out of one fused projection): against the f64 reference on compact
+/// copies of the same operands, with both kernel shapes where the CPU shape exists (bit for bit
+/// between them), including the transposed CPU-shaped product (few rows, many columns) and vec4
+/// reads; a batch that does not split into whole groups is refused.
+#[test]
+fn matmul_grouped_batch_matches_reference() {
+    use wgpu_diffusion::ops::matmul::{matmul_at, BatchGroups, MatmulOffsets};
+    let _device = shared_device();
+    let ctx = ctx();
+    let shapes = if cpu_kernels_available(&ctx) {
+        vec![KernelChoice::Gpu, KernelChoice::Cpu]
+    } else {
+        vec![KernelChoice::Auto]
+    };
+    let mut seed = 900;
+    // (groups, inner, m, n, k): odd sizes; (2, 3, 2, 70, 8) runs transposed on the CPU shape.
+    for (groups, inner, m, n, k) in [(2, 3, 5, 7, 9), (3, 2, 16, 12, 8), (2, 3, 2, 70, 8)] {
+        seed += 1;
+        let mut rng = Rng::new(seed);
+        let batch = groups * inner;
+        // A: slot 1 of [groups, 3, inner, m, k] (a fused projection's middle third).
+        let (a_sb, a_so) = (m * k, 3 * inner * m * k);
+        let a_off = inner * m * k;
+        let a = rng.vec(groups * a_so, -1.0, 1.0);
+        // B: [groups, n, inner, k] read as [k, n] per entry (token-major keys).
+        let (b_sb, b_so) = (k, n * inner * k);
+        let b = rng.vec(groups * b_so, -0.5, 0.5);
+        // C: [groups, inner, m, n] with two spare rows per group.
+        let (c_sb, c_so) = (m * n, inner * m * n + 2 * n);
+        let c_len = groups * c_so;
+        let residual = rng.vec(c_len, -1.0, 1.0);
+        let mut a_c = Vec::new();
+        let mut b_c = Vec::new();
+        let mut res_c = Vec::new();
+        for g in 0..groups {
+            for e in 0..inner {
+                let base = a_off + g * a_so + e * a_sb;
+                a_c.extend_from_slice(&a[base..base + m * k]);
+                for kk in 0..k {
+                    for nn in 0..n {
+                        b_c.push(b[g * b_so + e * b_sb + nn * inner * k + kk]);
+                    }
+                }
+                let base = g * c_so + e * c_sb;
+                res_c.extend_from_slice(&residual[base..base + m * n]);
+            }
+        }
+        let want = reference::matmul_strided(&reference::MatmulRef {
+            a: &a_c,
+            b: &b_c,
+            bias: None,
+            residual: Some(&res_c),
+            dims: [batch, m, n, k],
+            a_strides: [m * k, k, 1],
+            b_strides: [k * n, n, 1],
+            c_strides: [m * n, n, 1],
+            alpha: 0.5,
+            output_scale: 1.0,
+            out_len: batch * m * n,
+        });
+        let mut outputs = Vec::new();
+        for &shape in &shapes {
+            ctx.set_kernels(shape).expect("kernel shape");
+            let a_t = upload(&ctx, &[a.len()], &a);
+            let b_t = upload(&ctx, &[b.len()], &b);
+            let res_t = upload(&ctx, &[c_len], &residual);
+            let out = zeros(&ctx, &[c_len]);
+            let mm = Matmul {
+                a: &a_t,
+                b: &b_t,
+                out: &out,
+                bias: None,
+                residual: Some(&res_t),
+                batch,
+                m,
+                n,
+                k,
+                a_strides: [a_sb, k, 1],
+                b_strides: [b_sb, 1, inner * k],
+                c_strides: [c_sb, n, 1],
+                alpha: 0.5,
+                output_scale: 1.0,
+            };
+            let offsets = MatmulOffsets {
+                a: a_off,
+                b: 0,
+                c: 0,
+                bias: None,
+                groups: Some(BatchGroups {
+                    inner,
+                    a: a_so,
+                    b: b_so,
+                    c: c_so,
+                }),
+            };
+            let d = matmul_at(&ctx, &mm, offsets, "grouped").expect("grouped matmul");
+            let got = run(&ctx, &d, &out);
+            let mut compact = Vec::new();
+            for g in 0..groups {
+                compact.extend_from_slice(&got[g * c_so..g * c_so + inner * m * n]);
+                // The spare rows between groups stay untouched.
+                assert!(got[g * c_so + inner * m * n..(g + 1) * c_so]
+                    .iter()
+                    .all(|&v| v == 0.0));
+            }
+            let cmp = check(
+                &format!("grouped {shape:?} {m}x{n}x{k}"),
+                &compact,
+                &want,
+                k,
+            );
+            assert!(cmp.ok(), "{cmp}");
+            outputs.push(compact);
+
+            // One entry short of whole groups.
+            let bad = matmul_at(
+                &ctx,
+                &Matmul {
+                    batch: inner * groups - 1,
+                    ..mm
+                },
+                offsets,
+                "grouped",
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+            assert!(bad.contains("groups of"), "{bad}");
+        }
+        if let [gpu, cpu] = &outputs[..] {
+            assert_eq!(bits_differ(gpu, cpu), 0, "{m}x{n}x{k}: shapes differ");
+        }
+    }
+}

@@ -70,7 +70,11 @@ uniform_struct! {
         a_off: u32,
         b_off: u32,
         c_off: u32,
-        _pad0: u32,
+        inner: u32,
+        a_so: u32,
+        b_so: u32,
+        c_so: u32,
+        bias_off: u32,
         _pad1: u32,
         _pad2: u32,
     }
@@ -80,11 +84,69 @@ uniform_struct! {
 /// reading `residual`): a window of larger tensors, such as one chunk of attention's query rows
 /// and heads. `A[b, m, k]` then lives at `a + b·a_strides[0] + m·a_strides[1] + k·a_strides[2]`,
 /// and likewise for `b` and `c`.
+///
+/// With `groups`, the batch index splits in two: entry `z` of the product is entry `z % inner`
+/// of group `z / inner`, and an operand's window for it starts `(z / inner)·group stride +
+/// (z % inner)·batch stride` past its offset. One launch then covers every (sample, head) pair of
+/// an attention whose operands are not one stride apart per pair (q, k and v read from one fused
+/// projection, or token-major hidden states).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulOffsets {
     pub a: usize,
     pub b: usize,
     pub c: usize,
+    /// The bias is a window of a longer one (a fused layer's) starting at this element; `None`:
+    /// the bias holds exactly one value per row (or column).
+    pub bias: Option<usize>,
+    pub groups: Option<BatchGroups>,
+}
+
+/// How [`MatmulOffsets::groups`] splits the batch: `inner` entries per group (the batch must be a
+/// multiple of it), and each operand's element stride from one group to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchGroups {
+    pub inner: usize,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+/// The batch seen as `[groups, inner]`: extents and, per operand, the group stride (a plain
+/// batch is one group of `batch` entries).
+pub(crate) struct BatchSplit {
+    pub groups: usize,
+    pub inner: usize,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+impl BatchSplit {
+    fn of(op: &str, batch: usize, groups: Option<BatchGroups>) -> Result<Self> {
+        match groups {
+            None => Ok(BatchSplit {
+                groups: 1,
+                inner: batch,
+                a: 0,
+                b: 0,
+                c: 0,
+            }),
+            Some(g) if g.inner > 0 && batch.is_multiple_of(g.inner) => Ok(BatchSplit {
+                groups: batch / g.inner,
+                inner: g.inner,
+                a: g.a,
+                b: g.b,
+                c: g.c,
+            }),
+            Some(g) => Err(Error::invalid(
+                op,
+                format!(
+                    "a batch of {batch} does not split into groups of {} entries",
+                    g.inner
+                ),
+            )),
+        }
+    }
 }
 
 /// Parameter blocks of this launcher (checked against the shader by `tests/kernel_layout.rs`).
@@ -112,7 +174,7 @@ pub(crate) fn to_u32(op: &str, what: &str, value: usize) -> Result<u32> {
 
 /// Largest element index `offset + Σ (extent_i − 1)·stride_i` of a strided view, or `None` on
 /// overflow or when an extent is zero.
-fn max_index(offset: usize, extents: [usize; 3], strides: [usize; 3]) -> Option<usize> {
+fn max_index(offset: usize, extents: [usize; 4], strides: [usize; 4]) -> Option<usize> {
     let mut total = offset;
     for (e, s) in extents.iter().zip(strides) {
         total = total.checked_add(e.checked_sub(1)?.checked_mul(s)?)?;
@@ -125,7 +187,7 @@ fn check_view(
     op: &str,
     name: &str,
     tensor: &Tensor,
-    (offset, extents, strides): (usize, [usize; 3], [usize; 3]),
+    (offset, extents, strides): (usize, [usize; 4], [usize; 4]),
 ) -> Result<()> {
     let last = max_index(offset, extents, strides).ok_or_else(|| {
         Error::invalid(
@@ -175,9 +237,17 @@ pub fn matmul_at(
             ),
         ));
     }
-    let a_view = (offsets.a, [mm.batch, mm.m, mm.k], mm.a_strides);
-    let b_view = (offsets.b, [mm.batch, mm.k, mm.n], mm.b_strides);
-    let c_view = (offsets.c, [mm.batch, mm.m, mm.n], mm.c_strides);
+    let split = BatchSplit::of(op, mm.batch, offsets.groups)?;
+    let view = |offset: usize, rows: usize, cols: usize, group: usize, [sb, sr, sc]: [usize; 3]| {
+        (
+            offset,
+            [split.groups, split.inner, rows, cols],
+            [group, sb, sr, sc],
+        )
+    };
+    let a_view = view(offsets.a, mm.m, mm.k, split.a, mm.a_strides);
+    let b_view = view(offsets.b, mm.k, mm.n, split.b, mm.b_strides);
+    let c_view = view(offsets.c, mm.m, mm.n, split.c, mm.c_strides);
     check_view(op, "a", mm.a, a_view)?;
     check_view(op, "b", mm.b, b_view)?;
     check_view(op, "out", mm.out, c_view)?;
@@ -197,11 +267,21 @@ pub fn matmul_at(
             BiasAxis::M => mm.m,
             BiasAxis::N => mm.n,
         };
-        if bias.numel() != want {
+        let fits = match offsets.bias {
+            None => bias.numel() == want,
+            Some(start) => start
+                .checked_add(want)
+                .is_some_and(|end| end <= bias.numel()),
+        };
+        if !fits {
             return Err(Error::invalid(
                 op,
                 format!(
-                    "bias along {axis:?} needs {want} elements, got shape {:?}",
+                    "bias along {axis:?} needs {want} elements{}, got shape {:?}",
+                    offsets
+                        .bias
+                        .map(|start| format!(" from element {start}"))
+                        .unwrap_or_default(),
                     bias.shape
                 ),
             ));
@@ -215,7 +295,7 @@ pub fn matmul_at(
         flags |= FLAG_RESIDUAL;
     }
     if ctx.kernel_shape() == KernelShape::Cpu {
-        return matmul_cpu::launch(ctx, mm, offsets, flags, op, label);
+        return matmul_cpu::launch(ctx, mm, offsets, &split, flags, op, label);
     }
     let u = |what: &str, v: usize| to_u32(op, what, v);
     let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
@@ -243,19 +323,30 @@ pub fn matmul_at(
         a_off: u("a offset", offsets.a)?,
         b_off: u("b offset", offsets.b)?,
         c_off: u("out offset", offsets.c)?,
+        inner: u("batch group", split.inner)?,
+        a_so: u("a group stride", split.a)?,
+        b_so: u("b group stride", split.b)?,
+        c_so: u("out group stride", split.c)?,
+        bias_off: u("bias offset", offsets.bias.unwrap_or(0))?,
         ..Params::default()
     };
     // Absent optional operands bind `a` (never read: the flags are clear); a read-only binding
     // must not alias the read-write output.
     let residual = mm.residual.unwrap_or(mm.a);
     let bias = mm.bias.map(|(t, _)| t).unwrap_or(mm.a);
-    let a_mode = vec4_mode(offsets.a, mm.batch, mm.m, mm.k, mm.a_strides);
+    let a_mode = vec4_mode(
+        offsets.a,
+        split.batches(split.a, mm.a_strides[0]),
+        mm.m,
+        mm.k,
+        [mm.a_strides[1], mm.a_strides[2]],
+    );
     let b_mode = vec4_mode(
         offsets.b,
-        mm.batch,
+        split.batches(split.b, mm.b_strides[0]),
         mm.n,
         mm.k,
-        [mm.b_strides[0], mm.b_strides[2], mm.b_strides[1]],
+        [mm.b_strides[2], mm.b_strides[1]],
     );
     // The vec4 views are only read in their modes (which imply ≥ 4 elements), but must bind at
     // least one whole vec4.
@@ -294,19 +385,27 @@ pub fn matmul_at(
     .with_flops(flops))
 }
 
+impl BatchSplit {
+    /// `(extent, stride)` of the group and inner batch axes of an operand whose batch stride is
+    /// `sb` and group stride `so`.
+    pub(crate) fn batches(&self, so: usize, sb: usize) -> [(usize, usize); 2] {
+        [(self.groups, so), (self.inner, sb)]
+    }
+}
+
 /// How the kernel may read an operand with `rows` rows (m for A, n for B) and depth `k`, given its
-/// `[batch, row, k]` element strides: 1 = vec4s along k, 2 = vec4s along the rows, 0 = element by
-/// element. A vec4 mode needs the contiguous extent, every other stride and the offset (and so
-/// every vec4 start) to be multiples of 4 elements.
+/// batch axes (`(extent, stride)` each) and `[row, k]` element strides: 1 = vec4s along k, 2 =
+/// vec4s along the rows, 0 = element by element. A vec4 mode needs the contiguous extent, every
+/// other stride and the offset (and so every vec4 start) to be multiples of 4 elements.
 pub(crate) fn vec4_mode(
     offset: usize,
-    batch: usize,
+    batches: [(usize, usize); 2],
     rows: usize,
     k: usize,
-    [sb, sr, sk]: [usize; 3],
+    [sr, sk]: [usize; 2],
 ) -> u32 {
     let aligned = |stride: usize, extent: usize| extent == 1 || stride.is_multiple_of(4);
-    let batch_ok = aligned(sb, batch) && offset.is_multiple_of(4);
+    let batch_ok = batches.iter().all(|&(e, s)| aligned(s, e)) && offset.is_multiple_of(4);
     if sk == 1 && k.is_multiple_of(4) && aligned(sr, rows) && batch_ok {
         1
     } else if sr == 1 && rows.is_multiple_of(4) && aligned(sk, k) && batch_ok {

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::gpu::{entry, grid, Dispatch, DispatchArgs, GpuContext, UniformLayout};
 use crate::ops::conv2d::vec4_view;
 use crate::ops::matmul::{
-    to_u32, vec4_mode, Matmul, MatmulOffsets, Params, FLAG_BIAS, FLAG_BIAS_N,
+    to_u32, vec4_mode, BatchSplit, Matmul, MatmulOffsets, Params, FLAG_BIAS, FLAG_BIAS_N,
 };
 
 /// The parameter block is `matmul.wgsl`'s (checked against this shader by
@@ -35,6 +35,7 @@ pub(crate) fn launch(
     ctx: &GpuContext,
     mm: &Matmul,
     offsets: MatmulOffsets,
+    split: &BatchSplit,
     flags: u32,
     op: &str,
     label: &str,
@@ -45,7 +46,7 @@ pub(crate) fn launch(
     let [a_sb, a_sm, a_sk] = mm.a_strides;
     let [b_sb, b_sk, b_sn] = mm.b_strides;
     let [c_sb, c_sm, c_sn] = mm.c_strides;
-    let (a, b, m, n, a_str, b_str, c_str, a_off, b_off, flags) = if transpose {
+    let (a, b, m, n, a_str, b_str, c_str, a_off, b_off, a_so, b_so, flags) = if transpose {
         (
             mm.b,
             mm.a,
@@ -57,6 +58,8 @@ pub(crate) fn launch(
             [c_sb, c_sn, c_sm],
             offsets.b,
             offsets.a,
+            split.b,
+            split.a,
             if flags & FLAG_BIAS != 0 {
                 flags ^ FLAG_BIAS_N
             } else {
@@ -74,12 +77,21 @@ pub(crate) fn launch(
             [c_sb, c_sm, c_sn],
             offsets.a,
             offsets.b,
+            split.a,
+            split.b,
             flags,
         )
     };
-    // b_str is [batch, k, n] here; vec4_mode wants [batch, row (n), k].
-    let a_mode = u32::from(vec4_mode(a_off, mm.batch, m, mm.k, a_str) == 1);
-    let b_mode = vec4_mode(b_off, mm.batch, n, mm.k, [b_str[0], b_str[2], b_str[1]]);
+    // b_str is [batch, k, n] here; vec4_mode wants [row (n), k].
+    let a_batches = split.batches(a_so, a_str[0]);
+    let a_mode = u32::from(vec4_mode(a_off, a_batches, m, mm.k, [a_str[1], a_str[2]]) == 1);
+    let b_mode = vec4_mode(
+        b_off,
+        split.batches(b_so, b_str[0]),
+        n,
+        mm.k,
+        [b_str[2], b_str[1]],
+    );
     let n_tiles = n.div_ceil(COLS);
     let tiles = n_tiles * m.div_ceil(ROWS);
     let params = Params {
@@ -104,6 +116,11 @@ pub(crate) fn launch(
         a_off: u("a offset", a_off)?,
         b_off: u("b offset", b_off)?,
         c_off: u("out offset", offsets.c)?,
+        inner: u("batch group", split.inner)?,
+        a_so: u("a group stride", a_so)?,
+        b_so: u("b group stride", b_so)?,
+        c_so: u("out group stride", split.c)?,
+        bias_off: u("bias offset", offsets.bias.unwrap_or(0))?,
         ..Params::default()
     };
     let residual = mm.residual.unwrap_or(mm.a);

@@ -8,12 +8,12 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
-use crate::model::blocks::layers::{GroupNormLayer, LinearLayer};
+use crate::model::blocks::layers::{GroupNormLayer, LinearLayer, Projected, ProjectionInput};
 use crate::model::blocks::SpatialLayer;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
 use crate::ops::causal_softmax::{causal_softmax_rows, CausalSoftmaxRows};
-use crate::ops::matmul::{matmul_at, Matmul, MatmulOffsets};
+use crate::ops::matmul::{matmul_at, BatchGroups, Matmul, MatmulOffsets};
 use crate::ops::softmax::{softmax_rows, SoftmaxRows};
 
 /// Shape of a spatial attention block.
@@ -30,9 +30,9 @@ pub struct SpatialAttentionConfig {
 #[derive(Debug)]
 pub struct AttentionBlock {
     pub group_norm: GroupNormLayer,
-    pub to_q: LinearLayer,
-    pub to_k: LinearLayer,
-    pub to_v: LinearLayer,
+    /// `to_q`, `to_k` and `to_v` stacked along the outputs (`[3·C, C]`, fused at load): one launch
+    /// projects all three ([`LinearLayer::fuse_outputs`]).
+    pub to_qkv: LinearLayer,
     /// `to_out.0` (legacy `proj_attn`).
     pub to_out: LinearLayer,
     pub heads: usize,
@@ -49,11 +49,16 @@ impl AttentionBlock {
                 format!("{c} channels do not split into {} heads", cfg.heads),
             ));
         }
+        let to_q = LinearLayer::load_any(vb, &["to_q", "query"], c, c)?;
+        let to_k = LinearLayer::load_any(vb, &["to_k", "key"], c, c)?;
+        let to_v = LinearLayer::load_any(vb, &["to_v", "value"], c, c)?;
         Ok(AttentionBlock {
             group_norm: GroupNormLayer::load(&vb.pp("group_norm"), c, cfg.groups, cfg.eps)?,
-            to_q: LinearLayer::load_any(vb, &["to_q", "query"], c, c)?,
-            to_k: LinearLayer::load_any(vb, &["to_k", "key"], c, c)?,
-            to_v: LinearLayer::load_any(vb, &["to_v", "value"], c, c)?,
+            to_qkv: LinearLayer::fuse_outputs(
+                vb.context(),
+                &[&to_q, &to_k, &to_v],
+                &vb.key("to_qkv"),
+            )?,
             to_out: LinearLayer::load_any(vb, &["to_out.0", "proj_attn"], c, c)?,
             heads: cfg.heads,
             head_dim: c / cfg.heads,
@@ -67,19 +72,24 @@ impl AttentionBlock {
         let h = self
             .group_norm
             .record(g, x, false, &format!("{name}.group_norm"))?;
-        let q = self
-            .to_q
-            .record_channels(g, &h, None, 1.0, &format!("{name}.to_q"))?;
-        let k = self
-            .to_k
-            .record_channels(g, &h, None, 1.0, &format!("{name}.to_k"))?;
-        let v = self
-            .to_v
-            .record_channels(g, &h, None, 1.0, &format!("{name}.to_v"))?;
-        // Written as [N, C, T]: the same memory as x's [N, C, H, W].
-        let attn = multi_head(
+        let projected = self.to_qkv.record_parts(
             g,
-            [&q, &k, &v],
+            &h,
+            ProjectionInput::Channels,
+            3,
+            &format!("{name}.to_qkv"),
+        )?;
+        let views = part_views(&projected, heads, d)?;
+        let [q, k, v] = views[..] else {
+            return Err(Error::invalid(
+                name,
+                "q, k and v: expected three projections",
+            ));
+        };
+        // Written as [N, C, T]: the same memory as x's [N, C, H, W].
+        let attn = multi_head_views(
+            g,
+            [q, k, v],
             Heads {
                 heads,
                 head_dim: d,
@@ -115,6 +125,27 @@ pub struct Heads {
     pub causal: bool,
 }
 
+/// The head views of the parts a fused projection wrote ([`LinearLayer::record_parts`]).
+pub fn part_views(
+    projected: &Projected,
+    heads: usize,
+    head_dim: usize,
+) -> Result<Vec<(&Value, HeadStrides)>> {
+    projected
+        .parts
+        .iter()
+        .map(|part| {
+            let value = projected.values.get(part.value).ok_or_else(|| {
+                Error::invalid("attention", format!("no projection value {}", part.value))
+            })?;
+            let tokens = value.shape.get(2..).unwrap_or(&[]).iter().product();
+            let view =
+                HeadStrides::channel_major_part(heads, head_dim, tokens, part.index, part.of);
+            Ok((value, view))
+        })
+        .collect()
+}
+
 /// `softmax(q·kᵀ/√d)·v` per head, on channel-major `[N, heads·d, Tq]` q and `[N, heads·d, Tk]`
 /// k/v (Tk = Tq for self-attention, the context length for cross-attention): channel
 /// `c = head·d + i`, so (n, head) flattens to one batch index and no transpose is needed. The
@@ -127,18 +158,40 @@ pub fn multi_head<'a>(
     out_shape: &[usize],
     name: &str,
 ) -> Result<Value> {
-    let n = q.shape.first().copied().unwrap_or(0);
     let tokens = |x: &Value| -> usize { x.shape.get(2..).unwrap_or(&[]).iter().product() };
     let (t, tk) = (tokens(q), tokens(k));
     let q_layout = HeadStrides::channel_major(heads.heads, heads.head_dim, t);
     let kv_layout = HeadStrides::channel_major(heads.heads, heads.head_dim, tk);
+    multi_head_views(
+        g,
+        [(q, q_layout), (k, kv_layout), (v, kv_layout)],
+        heads,
+        out_shape,
+        name,
+    )
+}
+
+/// [`multi_head`] on q, k and v read through the given views (parts of fused projections, with
+/// `tokens` derived from the views' values as the channel-major layout implies: Tq from the
+/// query value's trailing dimensions, Tk from the key value's); the output is channel-major.
+pub fn multi_head_views<'a>(
+    g: &mut Graph<'a>,
+    [(q, q_layout), (k, k_layout), (v, v_layout)]: [(&Value, HeadStrides); 3],
+    heads: Heads,
+    out_shape: &[usize],
+    name: &str,
+) -> Result<Value> {
+    let n = q.shape.first().copied().unwrap_or(0);
+    let tokens = |x: &Value| -> usize { x.shape.get(2..).unwrap_or(&[]).iter().product() };
+    let (t, tk) = (tokens(q), tokens(k));
+    let out_layout = HeadStrides::channel_major(heads.heads, heads.head_dim, t);
     attention(
         g,
         &AttentionArgs {
             q,
             k,
             v,
-            strides: [q_layout, kv_layout, kv_layout, q_layout],
+            strides: [q_layout, k_layout, v_layout, out_layout],
             batch: n,
             heads: heads.heads,
             head_dim: heads.head_dim,
@@ -152,12 +205,14 @@ pub fn multi_head<'a>(
 }
 
 /// Element strides of one attention operand seen as `[batch, head, token, dim]`: element
-/// `(n, h, t, i)` lives at `n·batch + h·head + t·token + i·dim`. Any layout a projection writes
+/// `(n, h, t, i)` lives at `offset + n·batch + h·head + t·token + i·dim` (the offset places q, k
+/// and v inside one fused projection). Any layout a projection writes
 /// fits, so callers never transpose: see [`HeadStrides::channel_major`] and
 /// [`HeadStrides::token_major`]. A batch stride of 0 on k/v shares one key/value set between
 /// every batch entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadStrides {
+    pub offset: usize,
     pub batch: usize,
     pub head: usize,
     pub token: usize,
@@ -169,6 +224,7 @@ impl HeadStrides {
     /// `T = H·W` and channel `c = head·d + i`).
     pub fn channel_major(heads: usize, head_dim: usize, tokens: usize) -> Self {
         HeadStrides {
+            offset: 0,
             batch: heads * head_dim * tokens,
             head: head_dim * tokens,
             token: 1,
@@ -176,10 +232,28 @@ impl HeadStrides {
         }
     }
 
+    /// Part `part` of `parts` channel-major operands stacked along the channels of one value
+    /// `[N, parts·heads·d, T]` (a fused q/k/v or k/v projection).
+    pub fn channel_major_part(
+        heads: usize,
+        head_dim: usize,
+        tokens: usize,
+        part: usize,
+        parts: usize,
+    ) -> Self {
+        let one = Self::channel_major(heads, head_dim, tokens);
+        HeadStrides {
+            offset: part * one.batch,
+            batch: parts * one.batch,
+            ..one
+        }
+    }
+
     /// Token-major `[N, T, heads·d]` (a linear layer's output, e.g. text embeddings after
     /// `to_k` / `to_v`, or diffusers' `[N, H·W, C]` hidden states).
     pub fn token_major(heads: usize, head_dim: usize, tokens: usize) -> Self {
         HeadStrides {
+            offset: 0,
             batch: tokens * heads * head_dim,
             head: head_dim,
             token: heads * head_dim,
@@ -196,9 +270,11 @@ impl HeadStrides {
             (tokens, self.token),
             (dim, self.dim),
         ];
-        pairs.iter().try_fold(0usize, |acc, &(extent, stride)| {
-            acc.checked_add(extent.checked_sub(1)?.checked_mul(stride)?)
-        })
+        pairs
+            .iter()
+            .try_fold(self.offset, |acc, &(extent, stride)| {
+                acc.checked_add(extent.checked_sub(1)?.checked_mul(stride)?)
+            })
     }
 }
 
@@ -229,14 +305,15 @@ pub struct AttentionArgs<'v> {
 }
 
 /// How [`attention`] splits its work so that one scores buffer fits the budget. The work is
-/// `outer` independent sets of `inner` (batch, head) units (`outer = 1, inner = batch·heads` when
-/// every operand's batch stride is `heads ×` its head stride, so (n, h) flattens to one index;
-/// else one set per batch entry), each unit a `q_tokens × kv_tokens` score block.
+/// `batch × heads` (sample, head) units, each a `q_tokens × kv_tokens` score block; a chunk is
+/// whole samples (every head) when one sample's scores fit, else a run of heads of one sample,
+/// else one head's query rows. Each chunk is one launch of each product however its operands are
+/// laid out (the GEMM's batch index splits into sample and head: [`BatchGroups`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttentionPlan {
-    /// Units per chunk (the last chunk of a set may have fewer).
+    /// (sample, head) units per chunk (the last chunk may have fewer).
     pub units_per_chunk: usize,
-    /// Query rows per chunk (the last chunk may have fewer).
+    /// Query rows per chunk (the last chunk of a head may have fewer).
     pub rows_per_chunk: usize,
     /// Every chunk, in recording order.
     pub chunks: Vec<AttentionChunk>,
@@ -245,34 +322,47 @@ pub struct AttentionPlan {
     pub scores_shape: [usize; 3],
 }
 
-/// One chunk of [`AttentionPlan`]: units `unit0 .. unit0 + units` of set `outer`, query rows
-/// `row0 .. row0 + rows`.
+/// One chunk of [`AttentionPlan`]: samples `sample0 .. sample0 + samples`, heads `head0 .. head0 +
+/// heads` of each, query rows `row0 .. row0 + rows`. Several samples only with every head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionChunk {
-    pub outer: usize,
-    pub unit0: usize,
-    pub units: usize,
+    pub sample0: usize,
+    pub samples: usize,
+    pub head0: usize,
+    pub heads: usize,
     pub row0: usize,
     pub rows: usize,
 }
 
-/// Splits `outer` sets of `inner` units of `q_tokens × kv_tokens` f32 scores into chunks of at
-/// most `budget_bytes` of scores each: whole sets when they fit, else groups of units with every
-/// query row, else one unit at a time with the query rows split as evenly as the budget allows.
-/// Fails, naming the budget, when one row of scores (4·kv_tokens bytes) does not fit.
+impl AttentionChunk {
+    /// (sample, head) units of the chunk.
+    pub fn units(&self) -> usize {
+        self.samples * self.heads
+    }
+}
+
+/// `total` split into the fewest parts of at most `fit` (≥ 1), as even as possible: the part size.
+fn even_parts(total: usize, fit: usize) -> usize {
+    total.div_ceil(total.div_ceil(fit.max(1)))
+}
+
+/// Splits `batch × heads` units of `q_tokens × kv_tokens` f32 scores into chunks of at most
+/// `budget_bytes` of scores each: groups of whole samples when one sample fits, else groups of
+/// one sample's heads, else one head at a time with the query rows split as evenly as the budget
+/// allows. Fails, naming the budget, when one row of scores (4·kv_tokens bytes) does not fit.
 pub fn plan_attention(
-    outer: usize,
-    inner: usize,
+    batch: usize,
+    heads: usize,
     q_tokens: usize,
     kv_tokens: usize,
     budget_bytes: u64,
 ) -> Result<AttentionPlan> {
     let what = "attention scores budget";
-    if outer == 0 || inner == 0 || q_tokens == 0 || kv_tokens == 0 {
+    if batch == 0 || heads == 0 || q_tokens == 0 || kv_tokens == 0 {
         return Err(Error::invalid(
             what,
             format!(
-                "empty attention: {outer} × {inner} (batch, head) units, {q_tokens} queries, \
+                "empty attention: {batch} samples × {heads} heads, {q_tokens} queries, \
                  {kv_tokens} keys"
             ),
         ));
@@ -289,27 +379,43 @@ pub fn plan_attention(
         ));
     }
     let block = q_tokens.saturating_mul(kv_tokens);
-    let (units, rows) = if block <= budget {
-        let fit = (budget / block).min(inner);
-        (inner.div_ceil(inner.div_ceil(fit)), q_tokens)
-    } else {
-        let fit = budget / kv_tokens;
-        (1, q_tokens.div_ceil(q_tokens.div_ceil(fit)))
-    };
+    let sample = block.saturating_mul(heads);
     let mut chunks = Vec::new();
-    for outer_index in 0..outer {
-        for unit0 in (0..inner).step_by(units) {
-            for row0 in (0..q_tokens).step_by(rows) {
-                chunks.push(AttentionChunk {
-                    outer: outer_index,
-                    unit0,
-                    units: units.min(inner - unit0),
-                    row0,
-                    rows: rows.min(q_tokens - row0),
-                });
+    let mut push = |sample0, samples, head0, heads, row0, rows| {
+        chunks.push(AttentionChunk {
+            sample0,
+            samples,
+            head0,
+            heads,
+            row0,
+            rows,
+        })
+    };
+    let (units, rows) = if sample <= budget {
+        let per = even_parts(batch, budget / sample);
+        for s0 in (0..batch).step_by(per) {
+            push(s0, per.min(batch - s0), 0, heads, 0, q_tokens);
+        }
+        (per * heads, q_tokens)
+    } else if block <= budget {
+        let per = even_parts(heads, budget / block);
+        for n in 0..batch {
+            for h0 in (0..heads).step_by(per) {
+                push(n, 1, h0, per.min(heads - h0), 0, q_tokens);
             }
         }
-    }
+        (per, q_tokens)
+    } else {
+        let per = even_parts(q_tokens, budget / kv_tokens);
+        for n in 0..batch {
+            for h in 0..heads {
+                for r0 in (0..q_tokens).step_by(per) {
+                    push(n, 1, h, 1, r0, per.min(q_tokens - r0));
+                }
+            }
+        }
+        (1, per)
+    };
     Ok(AttentionPlan {
         units_per_chunk: units,
         rows_per_chunk: rows,
@@ -379,14 +485,13 @@ pub fn attention<'a>(g: &mut Graph<'a>, args: &AttentionArgs, name: &str) -> Res
     }
     check_views(args, name)?;
     let [qs, ks, vs, os] = args.strides;
-    // (n, h) flattens to one unit index when every batch stride is heads × the head stride.
-    let flat = args.batch == 1 || args.strides.iter().all(|s| s.batch == args.heads * s.head);
-    let (outer, inner) = if flat {
-        (1, args.batch * args.heads)
-    } else {
-        (args.batch, args.heads)
-    };
-    let plan = plan_attention(outer, inner, q_tokens, kv_tokens, g.attention_budget())?;
+    let plan = plan_attention(
+        args.batch,
+        args.heads,
+        q_tokens,
+        kv_tokens,
+        g.attention_budget(),
+    )?;
     let chunked = plan.chunks.len() > 1;
     let alpha = 1.0 / (d as f32).sqrt();
     let (qi, ki, vi) = (args.q.id(), args.k.id(), args.v.id());
@@ -394,26 +499,39 @@ pub fn attention<'a>(g: &mut Graph<'a>, args: &AttentionArgs, name: &str) -> Res
     let mut out: Option<Value> = None;
     for (index, &chunk) in plan.chunks.iter().enumerate() {
         let AttentionChunk {
-            outer: n,
-            unit0,
-            units,
+            sample0,
+            head0,
+            heads,
             row0,
             rows,
+            ..
         } = chunk;
+        let units = chunk.units();
         let suffix = if chunked {
             format!(".{index}")
         } else {
             String::new()
         };
-        // Window origin of each operand; outer = batch entry only when not flat.
-        let origin = |s: &HeadStrides, row: usize| n * s.batch + unit0 * s.head + row * s.token;
+        // Window origin of each operand; the product's batch entry z is head z % heads of
+        // sample z / heads of the chunk.
+        let origin = |s: &HeadStrides, row: usize| {
+            s.offset + sample0 * s.batch + head0 * s.head + row * s.token
+        };
         let scores_len = units * rows * kv_tokens;
+        let block = rows * kv_tokens;
 
         let label = format!("{name}.scores{suffix}");
         let q_offsets = MatmulOffsets {
             a: origin(&qs, row0),
             b: origin(&ks, 0),
             c: 0,
+            bias: None,
+            groups: Some(BatchGroups {
+                inner: heads,
+                a: qs.batch,
+                b: ks.batch,
+                c: heads * block,
+            }),
         };
         let scores_build = move |b: &crate::model::graph::Bound<'_>, out: &Tensor| {
             let mm = Matmul {
@@ -428,7 +546,7 @@ pub fn attention<'a>(g: &mut Graph<'a>, args: &AttentionArgs, name: &str) -> Res
                 k: d,
                 a_strides: [qs.head, qs.token, qs.dim],
                 b_strides: [ks.head, ks.dim, ks.token],
-                c_strides: [rows * kv_tokens, kv_tokens, 1],
+                c_strides: [block, kv_tokens, 1],
                 alpha,
                 output_scale: 1.0,
             };
@@ -486,6 +604,13 @@ pub fn attention<'a>(g: &mut Graph<'a>, args: &AttentionArgs, name: &str) -> Res
             a: 0,
             b: origin(&vs, 0),
             c: origin(&os, row0),
+            bias: None,
+            groups: Some(BatchGroups {
+                inner: heads,
+                a: heads * block,
+                b: vs.batch,
+                c: os.batch,
+            }),
         };
         let values_build = move |b: &crate::model::graph::Bound<'_>, out: &Tensor| {
             let mm = Matmul {
@@ -498,7 +623,7 @@ pub fn attention<'a>(g: &mut Graph<'a>, args: &AttentionArgs, name: &str) -> Res
                 m: rows,
                 n: d,
                 k: kv_tokens,
-                a_strides: [rows * kv_tokens, kv_tokens, 1],
+                a_strides: [block, kv_tokens, 1],
                 b_strides: [vs.head, vs.token, vs.dim],
                 c_strides: [os.head, os.token, os.dim],
                 alpha: 1.0,

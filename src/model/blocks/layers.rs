@@ -13,7 +13,7 @@ use crate::model::weights::{Init, VarBuilder};
 use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
 use crate::ops::group_norm::{group_norm, GroupNorm};
 use crate::ops::layer_norm::{layer_norm, LayerNorm};
-use crate::ops::matmul::{linear, matmul, BiasAxis, Matmul};
+use crate::ops::matmul::{linear, matmul, matmul_at, BiasAxis, Matmul, MatmulOffsets};
 
 /// `nn.Conv2d` weights; stride and padding are the owner's choice at record time.
 #[derive(Debug)]
@@ -109,6 +109,71 @@ impl Conv2dLayer {
                 conv2d(b.ctx, &spec, &label)
             },
         )
+    }
+}
+
+/// What [`LinearLayer::record_parts`] recorded: the values (one fused, or one per part) and
+/// where each part lives.
+#[derive(Debug, Clone)]
+pub struct Projected {
+    pub values: Vec<Value>,
+    pub parts: Vec<PartRef>,
+}
+
+/// Part of a [`Projected`]: channel block `index` of `of` equal blocks in `values[value]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartRef {
+    pub value: usize,
+    pub index: usize,
+    pub of: usize,
+}
+
+/// How [`LinearLayer::record_parts`] reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionInput {
+    /// NCHW activations `[B, in, H, W]` (T = H·W); outputs `[B, out, H, W]`.
+    Channels,
+    /// Token-major hidden states `[B, T, in]`; outputs `[B, out, T]`.
+    Tokens,
+}
+
+impl ProjectionInput {
+    /// `(batch, tokens, x strides (batch, feature, token), the output's trailing dims)`.
+    fn layout(
+        self,
+        x: &Value,
+        fin: usize,
+        name: &str,
+    ) -> Result<(usize, usize, [usize; 3], Vec<usize>)> {
+        let bad = |what: &str| {
+            crate::Error::invalid(
+                name,
+                format!("{:?} is not {what} with {fin} input features", x.shape),
+            )
+        };
+        match self {
+            ProjectionInput::Channels => {
+                let (&[batch, c], trailing) =
+                    x.shape.split_at_checked(2).ok_or(bad("[B, C, ...]"))?
+                else {
+                    return Err(bad("[B, C, ...]"));
+                };
+                if c != fin {
+                    return Err(bad("[B, C, ...]"));
+                }
+                let tokens = trailing.iter().product();
+                Ok((batch, tokens, [fin * tokens, tokens, 1], trailing.to_vec()))
+            }
+            ProjectionInput::Tokens => {
+                let [batch, t, d] = x.shape[..] else {
+                    return Err(bad("[B, T, D]"));
+                };
+                if d != fin {
+                    return Err(bad("[B, T, D]"));
+                }
+                Ok((batch, t, [t * fin, 1, fin], vec![t]))
+            }
+        }
     }
 }
 
@@ -258,12 +323,25 @@ impl LinearLayer {
         let mut shape = x.shape.clone();
         shape[1] = self.out_features;
         let x_strides = [self.in_features * tokens, tokens, 1];
-        self.record_channel_major(g, x, x_strides, tokens, residual, output_scale, shape, name)
+        let rows = 0..self.out_features;
+        self.record_channel_major(
+            g,
+            x,
+            x_strides,
+            tokens,
+            rows,
+            residual,
+            output_scale,
+            shape,
+            name,
+        )
     }
 
-    /// `out[n] = (W·x[n] + b + residual[n]) · output_scale` written channel-major `[B, out, T]`
-    /// (shape `shape`), `x[n]`'s `[in, T]` read through `x_strides` (batch, feature, token): the
-    /// one GEMM behind [`LinearLayer::record_channels`] and [`LinearLayer::record_to_channels`].
+    /// `out[n] = (W[rows]·x[n] + b[rows] + residual[n]) · output_scale` written channel-major
+    /// `[B, rows, T]` (shape `shape`), `x[n]`'s `[in, T]` read through `x_strides` (batch,
+    /// feature, token): the one GEMM behind [`LinearLayer::record_channels`],
+    /// [`LinearLayer::record_to_channels`] and [`LinearLayer::record_parts`]. `rows` is a window
+    /// of the output features (a part of a fused layer), read in place.
     #[allow(clippy::too_many_arguments)]
     fn record_channel_major<'a>(
         &'a self,
@@ -271,12 +349,28 @@ impl LinearLayer {
         x: &Value,
         x_strides: [usize; 3],
         tokens: usize,
+        rows: std::ops::Range<usize>,
         residual: Option<&Value>,
         output_scale: f32,
         shape: Vec<usize>,
         name: &str,
     ) -> Result<Value> {
-        let (c_in, c_out) = (self.in_features, self.out_features);
+        let c_in = self.in_features;
+        if rows.is_empty() || rows.end > self.out_features {
+            return Err(crate::Error::invalid(
+                name,
+                format!(
+                    "output rows {rows:?} are not a window of the layer's {} outputs",
+                    self.out_features
+                ),
+            ));
+        }
+        let c_out = rows.len();
+        let offsets = MatmulOffsets {
+            a: rows.start * c_in,
+            bias: Some(rows.start),
+            ..MatmulOffsets::default()
+        };
         let batch = x.shape[0];
         let mut reads = vec![x];
         reads.extend(residual);
@@ -299,8 +393,61 @@ impl LinearLayer {
                 alpha: 1.0,
                 output_scale,
             };
-            matmul(b.ctx, &mm, &label)
+            matmul_at(b.ctx, &mm, offsets, &label)
         })
+    }
+
+    /// A fused layer's `parts` equal blocks of outputs (q, k and v stacked by
+    /// [`LinearLayer::fuse_outputs`]) projected channel-major from `x`, read as
+    /// [`ProjectionInput`] says: one launch writing `[B, out, T]` when that value fits the graph's
+    /// binding limit, else one launch per part, each reading its rows of the fused weight in
+    /// place. Every output element is the same dot product either way.
+    pub fn record_parts<'a>(
+        &'a self,
+        g: &mut Graph<'a>,
+        x: &Value,
+        input: ProjectionInput,
+        parts: usize,
+        name: &str,
+    ) -> Result<Projected> {
+        let fout = self.out_features;
+        if parts == 0 || !fout.is_multiple_of(parts) {
+            return Err(crate::Error::invalid(
+                name,
+                format!("{fout} outputs do not split into {parts} equal parts"),
+            ));
+        }
+        let (batch, tokens, x_strides, trailing) = input.layout(x, self.in_features, name)?;
+        let shape = |rows: usize| {
+            let mut shape = vec![batch, rows];
+            shape.extend_from_slice(&trailing);
+            shape
+        };
+        let fused_bytes = 4 * (batch * fout * tokens) as u64;
+        let (bounds, names): (Vec<_>, Vec<_>) = if fused_bytes <= g.binding_limit() {
+            (std::iter::once(0..fout).collect(), vec![name.to_owned()])
+        } else {
+            let part = fout / parts;
+            (0..parts)
+                .map(|i| (i * part..(i + 1) * part, format!("{name}.{i}")))
+                .unzip()
+        };
+        let mut values = Vec::new();
+        for (rows, label) in bounds.into_iter().zip(names) {
+            let s = shape(rows.len());
+            values.push(
+                self.record_channel_major(g, x, x_strides, tokens, rows, None, 1.0, s, &label)?,
+            );
+        }
+        let fused = values.len() == 1;
+        let parts = (0..parts)
+            .map(|i| PartRef {
+                value: if fused { 0 } else { i },
+                index: if fused { i } else { 0 },
+                of: if fused { parts } else { 1 },
+            })
+            .collect();
+        Ok(Projected { values, parts })
     }
 
     /// Token-major `x [..., T, in]` → `[..., T, out]` (`+ residual`, same shape as the output):
@@ -368,7 +515,8 @@ impl LinearLayer {
             ));
         }
         let shape = out_shape.map_or_else(|| vec![batch, fout, t], <[usize]>::to_vec);
-        self.record_channel_major(g, h, [t * fin, 1, fin], t, residual, 1.0, shape, name)
+        let rows = 0..fout;
+        self.record_channel_major(g, h, [t * fin, 1, fin], t, rows, residual, 1.0, shape, name)
     }
 
     /// Channel-major `a [B, in, ...]` (T = the trailing dims) → token-major `[B, T, out]`

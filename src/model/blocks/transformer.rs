@@ -18,8 +18,8 @@
 //! nothing here.
 
 use crate::error::{Error, Result};
-use crate::model::blocks::attention::{multi_head, Heads};
-use crate::model::blocks::layers::{GroupNormLayer, LayerNormLayer, LinearLayer};
+use crate::model::blocks::attention::{multi_head_views, part_views, HeadStrides, Heads};
+use crate::model::blocks::layers::{GroupNormLayer, LayerNormLayer, LinearLayer, ProjectionInput};
 use crate::model::blocks::SpatialLayer;
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
@@ -53,9 +53,8 @@ impl TransformerConfig {
 /// keys and values come from the context when it is cross-attention.
 #[derive(Debug)]
 pub struct CrossAttention {
-    pub to_q: LinearLayer,
-    pub to_k: LinearLayer,
-    pub to_v: LinearLayer,
+    /// The q/k/v projections, fused at load so one launch projects whatever reads one input.
+    pub projections: QkvProjections,
     /// `to_out.0`.
     pub to_out: LinearLayer,
     pub heads: usize,
@@ -75,10 +74,22 @@ impl CrossAttention {
         cross: bool,
     ) -> Result<Self> {
         let inner = heads * head_dim;
+        let to_q = LinearLayer::load_no_bias(&vb.pp("to_q"), query_dim, inner)?;
+        let to_k = LinearLayer::load_no_bias(&vb.pp("to_k"), kv_dim, inner)?;
+        let to_v = LinearLayer::load_no_bias(&vb.pp("to_v"), kv_dim, inner)?;
+        let ctx = vb.context();
+        let projections = if cross {
+            QkvProjections::Cross {
+                q: to_q,
+                kv: LinearLayer::fuse_outputs(ctx, &[&to_k, &to_v], &vb.key("to_kv"))?,
+            }
+        } else {
+            QkvProjections::SelfAttention {
+                qkv: LinearLayer::fuse_outputs(ctx, &[&to_q, &to_k, &to_v], &vb.key("to_qkv"))?,
+            }
+        };
         Ok(CrossAttention {
-            to_q: LinearLayer::load_no_bias(&vb.pp("to_q"), query_dim, inner)?,
-            to_k: LinearLayer::load_no_bias(&vb.pp("to_k"), kv_dim, inner)?,
-            to_v: LinearLayer::load_no_bias(&vb.pp("to_v"), kv_dim, inner)?,
+            projections,
             to_out: LinearLayer::load(&vb.pp("to_out.0"), inner, query_dim)?,
             heads,
             head_dim,
@@ -96,30 +107,52 @@ impl CrossAttention {
         residual: &Value,
         name: &str,
     ) -> Result<Value> {
-        let kv = if self.cross { context } else { h };
-        let q = self
-            .to_q
-            .record_to_channels(g, h, None, None, &format!("{name}.to_q"))?;
-        let k = self
-            .to_k
-            .record_to_channels(g, kv, None, None, &format!("{name}.to_k"))?;
-        let v = self
-            .to_v
-            .record_to_channels(g, kv, None, None, &format!("{name}.to_v"))?;
-        let attn = multi_head(
-            g,
-            [&q, &k, &v],
-            Heads {
-                heads: self.heads,
-                head_dim: self.head_dim,
-                causal: false,
-            },
-            &q.shape.clone(),
-            name,
-        )?;
+        let heads = Heads {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            causal: false,
+        };
+        let attn = match &self.projections {
+            QkvProjections::SelfAttention { qkv } => {
+                let label = format!("{name}.to_qkv");
+                let projected = qkv.record_parts(g, h, ProjectionInput::Tokens, 3, &label)?;
+                let views = part_views(&projected, self.heads, self.head_dim)?;
+                let [q, k, v] = views[..] else {
+                    return Err(Error::invalid(name, "expected q, k and v projections"));
+                };
+                let [batch, t, _] = h.shape[..] else {
+                    return Err(Error::invalid(name, "hidden states are not [B, T, D]"));
+                };
+                let out_shape = [batch, self.heads * self.head_dim, t];
+                multi_head_views(g, [q, k, v], heads, &out_shape, name)?
+            }
+            QkvProjections::Cross { q, kv } => {
+                let q = q.record_to_channels(g, h, None, None, &format!("{name}.to_q"))?;
+                let label = format!("{name}.to_kv");
+                let projected = kv.record_parts(g, context, ProjectionInput::Tokens, 2, &label)?;
+                let views = part_views(&projected, self.heads, self.head_dim)?;
+                let [k, v] = views[..] else {
+                    return Err(Error::invalid(name, "expected k and v projections"));
+                };
+                let t: usize = q.shape[2..].iter().product();
+                let q_view = HeadStrides::channel_major(self.heads, self.head_dim, t);
+                multi_head_views(g, [(&q, q_view), k, v], heads, &q.shape.clone(), name)?
+            }
+        };
         self.to_out
             .record_from_channels(g, &attn, Some(residual), &format!("{name}.to_out"))
     }
+}
+
+/// An attention's input projections as they are launched: self-attention projects q, k and v
+/// from the hidden states in one GEMM; cross-attention projects q from the hidden states and k
+/// and v together from the context.
+#[derive(Debug)]
+pub enum QkvProjections {
+    /// `to_q`, `to_k`, `to_v` stacked: `[3·inner, query_dim]`.
+    SelfAttention { qkv: LinearLayer },
+    /// `to_q` `[inner, query_dim]`; `to_k`, `to_v` stacked: `[2·inner, kv_dim]`.
+    Cross { q: LinearLayer, kv: LinearLayer },
 }
 
 /// diffusers `FeedForward(dim, activation_fn="geglu")`: `net.0.proj` to 2·4·dim, GEGLU,

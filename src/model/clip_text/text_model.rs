@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, GpuContext, Tensor};
-use crate::model::blocks::attention::{multi_head, Heads};
-use crate::model::blocks::layers::LinearLayer;
+use crate::model::blocks::attention::{multi_head_views, part_views, Heads};
+use crate::model::blocks::layers::{LinearLayer, ProjectionInput};
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{Init, VarBuilder, WeightSource};
 use crate::ops::activation::{self, Act, Activation};
@@ -35,9 +35,9 @@ pub use crate::model::blocks::layers::LayerNormLayer;
 /// transformers `CLIPAttention`: causal multi-head self-attention with biased projections.
 #[derive(Debug)]
 pub struct CLIPAttention {
-    pub q_proj: LinearLayer,
-    pub k_proj: LinearLayer,
-    pub v_proj: LinearLayer,
+    /// `q_proj`, `k_proj` and `v_proj` stacked along the outputs (`[3·D, D]`, fused at load): one
+    /// launch projects all three.
+    pub qkv_proj: LinearLayer,
     pub out_proj: LinearLayer,
     pub heads: usize,
     pub head_dim: usize,
@@ -46,10 +46,11 @@ pub struct CLIPAttention {
 impl CLIPAttention {
     pub fn load(vb: &VarBuilder, cfg: &CLIPTextConfig) -> Result<Self> {
         let d = cfg.hidden_size;
+        let q = LinearLayer::load(&vb.pp("q_proj"), d, d)?;
+        let k = LinearLayer::load(&vb.pp("k_proj"), d, d)?;
+        let v = LinearLayer::load(&vb.pp("v_proj"), d, d)?;
         Ok(CLIPAttention {
-            q_proj: LinearLayer::load(&vb.pp("q_proj"), d, d)?,
-            k_proj: LinearLayer::load(&vb.pp("k_proj"), d, d)?,
-            v_proj: LinearLayer::load(&vb.pp("v_proj"), d, d)?,
+            qkv_proj: LinearLayer::fuse_outputs(vb.context(), &[&q, &k, &v], &vb.key("qkv_proj"))?,
             out_proj: LinearLayer::load(&vb.pp("out_proj"), d, d)?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
@@ -71,18 +72,23 @@ impl CLIPAttention {
             ));
         };
         let (heads, hd) = (self.heads, self.head_dim);
-        let q = self
-            .q_proj
-            .record_to_channels(g, h, None, None, &format!("{name}.q_proj"))?;
-        let k = self
-            .k_proj
-            .record_to_channels(g, h, None, None, &format!("{name}.k_proj"))?;
-        let v = self
-            .v_proj
-            .record_to_channels(g, h, None, None, &format!("{name}.v_proj"))?;
-        let attn = multi_head(
+        let projected = self.qkv_proj.record_parts(
             g,
-            [&q, &k, &v],
+            h,
+            ProjectionInput::Tokens,
+            3,
+            &format!("{name}.qkv_proj"),
+        )?;
+        let views = part_views(&projected, heads, hd)?;
+        let [q, k, v] = views[..] else {
+            return Err(Error::invalid(
+                name,
+                "q, k and v: expected three projections",
+            ));
+        };
+        let attn = multi_head_views(
+            g,
+            [q, k, v],
             Heads {
                 heads,
                 head_dim: hd,
