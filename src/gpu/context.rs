@@ -594,15 +594,18 @@ impl GpuContext {
             // SAFETY: only the crate's own registry shaders reach here (`kernel.source()` is an
             // `include_str!` of shaders/*.wgsl, src/gpu/kernel.rs; no caller can pass WGSL in),
             // and they were audited for what the unchecked modules drop (README, "Shader
-            // runtime checks"): every storage-buffer, workgroup-array and local-array index is
-            // behind an explicit bounds test or provably in range (loop bounds and grid sizes
-            // from parameters the host launchers validate against the bound buffers' lengths);
-            // every loop is bounded by such a parameter or a constant; every integer divisor
-            // is a non-zero constant or a parameter the launcher validated as >= 1. Pipelines
-            // compiled from these modules go through the same on-disk cache as checked ones:
-            // the Vulkan pipeline cache (src/gpu/pipeline_cache.rs) is keyed by the driver on
-            // the SPIR-V it is given, and checked and unchecked modules differ in their SPIR-V
-            // wherever naga injected a check, so the two can never be mistaken for each other.
+            // runtime checks"): every storage-buffer index is behind an explicit bounds test
+            // (`i < count`, or a `select` to index 0 whose value is discarded) whose bound the
+            // host launcher checked against the bound tensor's length; every workgroup-array,
+            // local-array and vector index is in range by construction (reduction trees, tile
+            // slices, `j < 4`); every loop runs to a parameter or a constant; every integer
+            // divisor is a constant, a parameter the launcher checks is non-zero, or a factor
+            // of a count the invocation has already tested its index against. The setting is
+            // fixed when the context is made, so `modules` (keyed by kernel) never mixes
+            // checked and unchecked modules. Pipelines from either kind share the on-disk
+            // cache safely: the Vulkan pipeline cache (src/gpu/pipeline_cache.rs) is keyed by
+            // the driver on the SPIR-V it is given, which differs wherever naga injected a
+            // check (and where nothing was injected the code is the same).
             unsafe {
                 self.device
                     .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
