@@ -28,7 +28,7 @@ adapter:
 
 # The op and U-Net tests run a second time with naga's shader runtime checks off
 # (WGPU_DIFFUSION_SHADER_CHECKS=off; README, "Shader runtime checks"): every kernel must give the
-# same results without the clamps naga would inject (about 20 s warm on 2 vCPU lavapipe).
+# same results without the clamps naga would inject (24-27 s warm on 2 shared vCPU, lavapipe).
 SHADER_CHECKS_OFF_TESTS := --test ops_gemm --test ops_misc --test ops_attention --test ops_text \
 	--test ops_non_finite --test unet
 
