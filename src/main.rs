@@ -47,7 +47,7 @@ struct Cli {
     /// give bit-identical images.
     #[arg(long, global = true, value_name = "SHAPE")]
     kernels: Option<String>,
-    /// naga's shader runtime checks: `on` (default) or `off` (overrides
+    /// Shader runtime checks (naga's): `on` (default) or `off` (overrides
     /// WGPU_DIFFUSION_SHADER_CHECKS). `off` drops the index clamps, buffer bounds checks (Metal,
     /// DX12), loop bounding and integer-division guards; every index in our shaders is guarded
     /// explicitly, and both give bit-identical images.
