@@ -47,6 +47,12 @@ struct Cli {
     /// give bit-identical images.
     #[arg(long, global = true, value_name = "SHAPE")]
     kernels: Option<String>,
+    /// Shader runtime checks (naga's): `on` (default) or `off` (overrides
+    /// WGPU_DIFFUSION_SHADER_CHECKS). `off` drops the index clamps, buffer bounds checks (Metal,
+    /// DX12), loop bounding and integer-division guards; every index in our shaders is guarded
+    /// explicitly, and both give bit-identical images.
+    #[arg(long, global = true, value_name = "on|off")]
+    shader_checks: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,6 +115,9 @@ fn gpu_options(cli: &Cli) -> GpuOptions {
     if cli.kernels.is_some() {
         options.kernels = cli.kernels.clone();
     }
+    if cli.shader_checks.is_some() {
+        options.shader_checks = cli.shader_checks.clone();
+    }
     if cli.no_pipeline_cache {
         options.pipeline_cache_dir = None;
     }
@@ -131,6 +140,11 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
     }
     let infos: Vec<wgpu::AdapterInfo> = list.iter().map(|a| a.info.clone()).collect();
     let default = gpu::choose(&infos, &options)?;
+    let checks = if options.parse_shader_checks()? {
+        "on (naga's defaults; --shader-checks off builds without them)"
+    } else {
+        "off (no index clamps, buffer bounds checks, loop bounding or division guards)"
+    };
     for (i, a) in list.iter().enumerate() {
         let info = &a.info;
         let l = &a.limits;
@@ -166,6 +180,7 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
             },
         };
         println!("    kernels {shape}");
+        println!("    shader runtime checks {checks}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,12 +4,14 @@
 //! bit-identical images (issue 15). Other adapters (a real GPU,
 //! whose FMA contraction and transcendental functions differ) are compared within a tolerance.
 //! Needs at least one adapter; compares all that exist and prints which were compared.
+//! The default adapter also samples with naga's shader runtime checks on and off
+//! (`WGPU_DIFFUSION_SHADER_CHECKS`), which must agree bit for bit on any adapter.
 
 use std::path::PathBuf;
 
 use wgpu_diffusion::gpu::{KernelChoice, KernelShape};
 use wgpu_diffusion::schedule::SchedulerKind;
-use wgpu_diffusion::{wgpu, GpuContext, Pipeline, SampleOptions};
+use wgpu_diffusion::{wgpu, GpuContext, GpuOptions, Pipeline, SampleOptions};
 
 fn bundled() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/fashion-ddpm")
@@ -117,4 +119,67 @@ fn every_adapter_samples_the_bundled_model_identically() {
         }
     }
     eprintln!("{} adapter(s) compared", runs.len());
+}
+
+/// Shader runtime checks on and off (`GpuOptions::shader_checks`) give the same bits on the
+/// default adapter, with each kernel shape it runs: every index in the shaders is guarded
+/// explicitly, so the checks naga would inject never change a value.
+#[test]
+fn shader_checks_on_and_off_sample_the_bundled_model_identically() {
+    let options = SampleOptions {
+        scheduler: Some(SchedulerKind::Ddim),
+        steps: 4,
+        num_images: 3,
+        seed: 5,
+        class_labels: Some(vec![1, 6, 8]),
+        ..SampleOptions::default()
+    };
+    let open = |checks: &str| {
+        let ctx = GpuContext::new(&GpuOptions {
+            shader_checks: Some(checks.into()),
+            ..GpuOptions::from_env()
+        })
+        .unwrap_or_else(|e| panic!("opening the default adapter, checks {checks}: {e}"));
+        assert_eq!(ctx.shader_checks(), checks == "on");
+        ctx
+    };
+    let (on, off) = (open("on"), open("off"));
+    let mut shapes = vec![on.kernel_shape()];
+    if on.kernel_shape() == KernelShape::Cpu {
+        shapes.push(KernelShape::Gpu);
+    }
+    for shape in shapes {
+        let choice = match shape {
+            KernelShape::Cpu => KernelChoice::Cpu,
+            KernelShape::Gpu => KernelChoice::Gpu,
+        };
+        let run = |ctx: &std::sync::Arc<GpuContext>, checks: &str| {
+            ctx.set_kernels(choice).expect("kernel shape");
+            let samples = Pipeline::load_with(ctx, &bundled())
+                .and_then(|p| p.sample(&options))
+                .unwrap_or_else(|e| panic!("sampling, checks {checks}: {e}"));
+            assert!(
+                samples.data.iter().all(|x| x.is_finite()),
+                "checks {checks}: non-finite output"
+            );
+            samples.data
+        };
+        let (checked, unchecked) = (run(&on, "on"), run(&off, "off"));
+        let (count, first) = bit_differences(&checked, &unchecked);
+        eprintln!(
+            "{}, {}-shaped kernels: checks on vs off: {count} of {} values differ",
+            on.adapter.describe(),
+            shape.name(),
+            checked.len()
+        );
+        assert_eq!(
+            count,
+            0,
+            "{}, {}-shaped kernels: shader checks off differs from on in {count} values (first \
+             at {first:?}, max rel. diff {:.3e})",
+            on.adapter.describe(),
+            shape.name(),
+            rel_max_diff(&checked, &unchecked)
+        );
+    }
 }

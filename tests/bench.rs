@@ -75,6 +75,8 @@ fn json_report_has_the_documented_fields() {
         "device_type",
         "driver",
         "timestamp_queries",
+        "kernels",
+        "shader_checks",
         "status",
         "correctness",
         "load_s",
@@ -84,6 +86,7 @@ fn json_report_has_the_documented_fields() {
         assert!(a.get(key).is_some(), "missing adapters[0].{key}");
     }
     assert_eq!(a["status"], "ok", "{a}");
+    assert!(a["shader_checks"].is_boolean(), "{a}");
     assert_eq!(a["correctness"]["status"], "ok");
     let r = &a["results"][0];
     for key in [

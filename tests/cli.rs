@@ -636,6 +636,90 @@ fn adapters_lists_at_least_one() {
     assert!(text.contains("max storage binding"), "{text}");
 }
 
+/// `--shader-checks` / `WGPU_DIFFUSION_SHADER_CHECKS`: `adapters` says which is in force, and a
+/// value other than on/off is an error naming the flag, the variable and the accepted values
+/// (from `adapters` and from `sample`, which writes nothing).
+#[test]
+fn shader_checks_flag_and_variable() {
+    let tmp = TempDir::new().unwrap();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(tmp.path())
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .env_remove("WGPU_DIFFUSION_SHADER_CHECKS");
+        if let Some(v) = env {
+            cmd.env("WGPU_DIFFUSION_SHADER_CHECKS", v);
+        }
+        cmd.output().expect("run the binary")
+    };
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = run(None, &["adapters"]);
+    assert_ok(&out, "adapters");
+    assert!(
+        stdout(&out).contains("shader runtime checks on"),
+        "{}",
+        stdout(&out)
+    );
+    for (env, args) in [
+        (None, &["--shader-checks", "OFF", "adapters"][..]),
+        (Some("off"), &["adapters"][..]),
+    ] {
+        let out = run(env, args);
+        assert_ok(&out, "adapters, checks off");
+        assert!(
+            stdout(&out).contains("shader runtime checks off"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // The flag wins over the variable.
+    let out = run(Some("off"), &["adapters", "--shader-checks", "on"]);
+    assert_ok(&out, "adapters --shader-checks on");
+    assert!(
+        stdout(&out).contains("shader runtime checks on"),
+        "{}",
+        stdout(&out)
+    );
+    let model = fixture(UNCOND);
+    let png = tmp.path().join("out.png");
+    let sample_args = [
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "-q",
+        "-o",
+        png.to_str().unwrap(),
+    ];
+    let with_flag: Vec<&str> = ["--shader-checks", "maybe"]
+        .into_iter()
+        .chain(sample_args)
+        .collect();
+    for (env, args, value) in [
+        (None, &["adapters", "--shader-checks", "maybe"][..], "maybe"),
+        (Some("unchecked"), &["adapters"][..], "unchecked"),
+        (None, &with_flag[..], "maybe"),
+        (Some("true"), &sample_args[..], "true"),
+    ] {
+        let out = run(env, args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} {env:?}: exited 0");
+        assert!(!err.contains("panicked"), "{err}");
+        for needle in [
+            "--shader-checks",
+            "WGPU_DIFFUSION_SHADER_CHECKS",
+            "on or off",
+            value,
+        ] {
+            assert!(
+                err.contains(needle),
+                "{args:?} {env:?}: stderr lacks {needle:?}: {err}"
+            );
+        }
+        assert!(!png.exists(), "{args:?} {env:?}: wrote {}", png.display());
+    }
+}
+
 #[test]
 fn inspect_prints_parameters_and_macs() {
     let tmp = TempDir::new().unwrap();

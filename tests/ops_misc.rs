@@ -1325,3 +1325,60 @@ fn concat_outer_stacks_parts_and_rejects_mismatched_shapes() {
         .to_string();
     assert!(err.contains("no tensors"), "{err}");
 }
+
+/// `sampler_steps` refuses a model input or output too small for the rows its blocks address
+/// (with guidance, `[cond; null]`: twice the images): the shader does not bound those accesses
+/// itself, so it must stay in range with naga's runtime checks off.
+#[test]
+fn sampler_steps_check_the_guided_rows() {
+    use wgpu_diffusion::ops::sampler_step::{
+        sampler_steps, SamplerState, SamplerSteps, StageUpdate, StepParams, FLAG_CFG, FLAG_LAST,
+    };
+    let ctx = ctx();
+    let n = 8;
+    let t = |len: usize, label: &str| Tensor::zeros(&ctx, &[len], label).expect("tensor");
+    let (noise, x, hist, x0, timesteps) = (
+        t(n, "noise"),
+        t(n, "x"),
+        t(n, "hist"),
+        t(n, "x0"),
+        t(2, "timesteps"),
+    );
+    let block = |flags| StepParams {
+        numel: n as u32,
+        rows: 2,
+        flags,
+        hist_slots: 1,
+        ..StepParams::default()
+    };
+    let stages = [StageUpdate {
+        params: block(FLAG_CFG | FLAG_LAST),
+        label: "last".into(),
+    }];
+    let run = |model_in: &Tensor, model_output: &Tensor| {
+        let state = SamplerState {
+            noise: &noise,
+            x: &x,
+            hist: &hist,
+            model_in,
+            timesteps: &timesteps,
+            x0: &x0,
+        };
+        let steps = SamplerSteps {
+            state,
+            init_src: &noise,
+            model_output,
+            init: block(FLAG_CFG),
+            stages: &stages,
+        };
+        sampler_steps(&ctx, &steps, "guided rows").map(|_| ())
+    };
+    let (both, one) = (t(2 * n, "both rows"), t(n, "one row"));
+    run(&both, &both).expect("both rows fit");
+    let e = run(&one, &both)
+        .expect_err("model_in too small")
+        .to_string();
+    assert!(e.contains("model_in") && e.contains("2 × 8"), "{e}");
+    let e = run(&both, &one).expect_err("output too small").to_string();
+    assert!(e.contains("model_output") && e.contains("2 × 8"), "{e}");
+}

@@ -59,6 +59,8 @@
 //!     "name": "...", "backend": "Vulkan", "device_type": "Cpu", "driver": "...", "driver_info": "...",
 //!     "timestamp_queries": true,
 //!     "kernels": "cpu" | "gpu",              the kernel shape run (see `gpu::shape`)
+//!     "shader_checks": null | true | false,  naga's runtime checks (`--shader-checks`); null:
+//!                                            the device did not open
 //!     "status": "ok" | "WRONG" | "error",    WRONG: failed the correctness check (not ranked)
 //!     "error": null | "message",
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
@@ -253,6 +255,9 @@ pub struct AdapterReport {
     pub timestamp_queries: bool,
     /// The kernel shape the device ran (`gpu` or `cpu`, [`gpu::shape`]).
     pub kernels: String,
+    /// Whether the shaders carried naga's runtime checks ([`GpuContext::shader_checks`];
+    /// `None` when the device did not open).
+    pub shader_checks: Option<bool>,
     /// `ok`, `WRONG` (failed the correctness check) or `error` (could not run).
     pub status: String,
     pub error: Option<String>,
@@ -568,6 +573,7 @@ fn adapter_base(summary: &gpu::AdapterSummary) -> AdapterReport {
         driver_info: info.driver_info.clone(),
         timestamp_queries: summary.features.contains(wgpu::Features::TIMESTAMP_QUERY),
         kernels: String::new(),
+        shader_checks: None,
         status: "ok".to_owned(),
         error: None,
         correctness: None,
@@ -598,6 +604,7 @@ fn bench_adapter(
 ) -> (AdapterReport, Option<PartParameters>) {
     let mut report = adapter_base(&ctx.adapter);
     report.kernels = ctx.kernel_shape().name().to_owned();
+    report.shader_checks = Some(ctx.shader_checks());
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();

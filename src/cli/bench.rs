@@ -234,7 +234,7 @@ pub fn render_table(report: &BenchReport) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "adapter  {} — {}, {}, driver {} {}{}",
+            "adapter  {} — {}, {}, driver {} {}{}{}",
             a.name,
             a.backend,
             a.device_type,
@@ -244,6 +244,11 @@ pub fn render_table(report: &BenchReport) -> String {
                 String::new()
             } else {
                 format!(", {}-shaped kernels", a.kernels)
+            },
+            match a.shader_checks {
+                None => "",
+                Some(true) => ", shader checks on",
+                Some(false) => ", shader checks off",
             }
         );
         if let Some(e) = &a.error {

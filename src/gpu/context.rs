@@ -34,12 +34,16 @@ pub struct GpuOptions {
     pub pipeline_cache_dir: Option<PathBuf>,
     /// Which kernel family to run ([`crate::gpu::shape`]): `auto` (`None`), `gpu` or `cpu`.
     pub kernels: Option<String>,
+    /// naga's shader runtime checks: `on` (`None`, the default) or `off`
+    /// ([`GpuContext::shader_checks`]; case-insensitive).
+    pub shader_checks: Option<String>,
 }
 
 impl GpuOptions {
     /// Options from `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`, and the pipeline
     /// cache under the user's cache directory unless `WGPU_DIFFUSION_PIPELINE_CACHE=off`
-    /// ([`pipeline_cache::dir_from_env`]), and the kernel shape from `WGPU_DIFFUSION_KERNELS`.
+    /// ([`pipeline_cache::dir_from_env`]), the kernel shape from `WGPU_DIFFUSION_KERNELS`, and
+    /// the shader runtime checks from `WGPU_DIFFUSION_SHADER_CHECKS`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         GpuOptions {
@@ -48,6 +52,25 @@ impl GpuOptions {
             power_preference: var("WGPU_POWER_PREF"),
             pipeline_cache_dir: pipeline_cache::dir_from_env(),
             kernels: var("WGPU_DIFFUSION_KERNELS"),
+            shader_checks: var("WGPU_DIFFUSION_SHADER_CHECKS"),
+        }
+    }
+
+    /// `shader_checks` as a bool (true = checks on): `None` is on, else `on` or `off`
+    /// (case-insensitive); anything else is an error naming the variable and the flag.
+    pub fn parse_shader_checks(&self) -> Result<bool> {
+        let Some(value) = &self.shader_checks else {
+            return Ok(true);
+        };
+        match value.trim().to_lowercase().as_str() {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            _ => Err(Error::BadGpuOption {
+                name: "shader runtime checks (WGPU_DIFFUSION_SHADER_CHECKS / --shader-checks)"
+                    .into(),
+                value: value.clone(),
+                expected: "on or off".into(),
+            }),
         }
     }
 
@@ -171,6 +194,10 @@ pub struct GpuContext {
     pipeline_cache_status: PipelineCacheStatus,
     /// true: dispatch the CPU-shaped kernels where a layer fits them ([`KernelShape::Cpu`]).
     cpu_kernels: AtomicBool,
+    /// false: shader modules are built without naga's runtime checks
+    /// ([`GpuContext::shader_checks`]). Fixed when the context is made, so the module cache
+    /// (keyed by kernel alone) never mixes checked and unchecked modules.
+    shader_checks: bool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -290,6 +317,7 @@ impl GpuContext {
     /// `options` are not used here).
     pub fn open(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Arc<GpuContext>> {
         let kernels = options.parse_kernels()?;
+        let shader_checks = options.parse_shader_checks()?;
         let summary = AdapterSummary::of(adapter);
         let info = adapter.get_info();
         let cache_file = match &options.pipeline_cache_dir {
@@ -328,7 +356,7 @@ impl GpuContext {
             }
             Err(why) => (None, PipelineCacheStatus::Off(why)),
         };
-        let ctx = Self::with_device(info, device, queue, disk_cache, status);
+        let ctx = Self::with_device(info, device, queue, disk_cache, status, shader_checks);
         ctx.set_kernels(kernels)?;
         Ok(ctx)
     }
@@ -406,6 +434,7 @@ impl GpuContext {
             queue,
             None,
             PipelineCacheStatus::Off("a device the application opened".into()),
+            true,
         ))
     }
 
@@ -443,6 +472,7 @@ impl GpuContext {
         queue: wgpu::Queue,
         disk_cache: Option<DiskCache>,
         pipeline_cache_status: PipelineCacheStatus,
+        shader_checks: bool,
     ) -> Arc<Self> {
         let summary = AdapterSummary {
             info,
@@ -469,6 +499,7 @@ impl GpuContext {
             disk_cache,
             pipeline_cache_status,
             cpu_kernels: AtomicBool::new(false),
+            shader_checks,
         })
         .with_auto_kernels()
     }
@@ -497,6 +528,14 @@ impl GpuContext {
         self.cpu_kernels
             .store(shape == KernelShape::Cpu, Ordering::Relaxed);
         Ok(shape)
+    }
+
+    /// Whether this context's shader modules carry naga's runtime checks (true, the default) or
+    /// were built without them (`WGPU_DIFFUSION_SHADER_CHECKS=off`, `--shader-checks off`,
+    /// [`GpuOptions::shader_checks`]). Fixed when the context is made; a context from
+    /// [`GpuContext::from_device`] or [`GpuContext::from_adapter`] keeps the checks on.
+    pub fn shader_checks(&self) -> bool {
+        self.shader_checks
     }
 
     /// Why this device cannot run the CPU-shaped kernels (`None`: it can).
@@ -544,13 +583,34 @@ impl GpuContext {
         if let Some(module) = modules.get(&kernel) {
             return Ok(module.clone());
         }
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-            });
+        let module = if self.shader_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: only the crate's own registry shaders reach here (`kernel.source()` is an
+            // `include_str!` of shaders/*.wgsl, src/gpu/kernel.rs; no caller can pass WGSL in),
+            // and they were audited for what the unchecked modules drop (README, "Shader
+            // runtime checks"): every storage-buffer index is behind an explicit bounds test
+            // (`i < count`, or a `select` to index 0 whose value is discarded) whose bound the
+            // host launcher checked against the bound tensor's length; every workgroup-array,
+            // local-array and vector index is in range by construction (reduction trees, tile
+            // slices, `j < 4`); every loop runs to a parameter or a constant; every integer
+            // divisor is a constant, a parameter the launcher checks is non-zero, or a factor
+            // of a count the invocation has already tested its index against. The setting is
+            // fixed when the context is made, so `modules` (keyed by kernel) never mixes
+            // checked and unchecked modules. Pipelines from either kind share the on-disk
+            // cache safely: the Vulkan pipeline cache (src/gpu/pipeline_cache.rs) is keyed by
+            // the driver on the SPIR-V it is given, which differs wherever naga injected a
+            // check (and where nothing was injected the code is the same).
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 kernel: kernel.shader_path().into(),
@@ -765,6 +825,32 @@ mod tests {
         let mut info = wgpu::AdapterInfo::new(device_type, backend);
         info.name = name.into();
         info
+    }
+
+    #[test]
+    fn shader_checks_parse_on_off_and_name_the_option_otherwise() {
+        let with = |v: Option<&str>| GpuOptions {
+            shader_checks: v.map(str::to_owned),
+            ..GpuOptions::default()
+        };
+        assert!(with(None).parse_shader_checks().unwrap());
+        assert!(with(Some("on")).parse_shader_checks().unwrap());
+        assert!(with(Some(" ON ")).parse_shader_checks().unwrap());
+        assert!(!with(Some("off")).parse_shader_checks().unwrap());
+        assert!(!with(Some("Off")).parse_shader_checks().unwrap());
+        for bad in ["true", "0", "unchecked"] {
+            let e = with(Some(bad))
+                .parse_shader_checks()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("WGPU_DIFFUSION_SHADER_CHECKS")
+                    && e.contains("--shader-checks")
+                    && e.contains("on or off")
+                    && e.contains(bad),
+                "{e}"
+            );
+        }
     }
 
     #[test]

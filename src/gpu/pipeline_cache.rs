@@ -5,6 +5,11 @@
 //! written atomically (temp file + rename); a corrupt, truncated or foreign file is ignored with a
 //! warning and overwritten. `WGPU_DIFFUSION_PIPELINE_CACHE=off` (or the CLI's
 //! `--no-pipeline-cache`) disables it; any other value is the directory to use.
+//!
+//! Contexts with shader runtime checks on and off (`GpuOptions::shader_checks`) share the file:
+//! the driver keys a `VkPipelineCache` entry on the pipeline's SPIR-V, and a module built without
+//! naga's checks has different SPIR-V wherever a check was dropped, so a checked pipeline is never
+//! handed out for an unchecked one or the reverse (identical SPIR-V is identical code).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -285,6 +285,36 @@ pub fn sampler_steps(
             "every stage's block must cover the same elements as the setup's",
         ));
     }
+    // The shader reads src[i + numel] and writes model_in[i + numel] under FLAG_CFG, and writes
+    // model_in unless FLAG_LAST, with no bounds test of its own (it may run without runtime
+    // checks): both must hold every row the blocks address.
+    let rows_of = |p: &StepParams| if p.flags & FLAG_CFG != 0 { 2 } else { 1 };
+    let model_in_rows = std::iter::once(&args.init)
+        .chain(args.stages.iter().map(|u| &u.params))
+        .filter(|p| p.flags & FLAG_LAST == 0)
+        .map(rows_of)
+        .max()
+        .unwrap_or(0);
+    let output_rows = args
+        .stages
+        .iter()
+        .map(|u| rows_of(&u.params))
+        .max()
+        .unwrap_or(0);
+    for (name, t, copies) in [
+        ("model_in", s.model_in, model_in_rows),
+        ("model_output", args.model_output, output_rows),
+    ] {
+        if t.numel() < numel as usize * copies {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{name} has shape {:?}, expected at least {copies} × {numel} elements",
+                    t.shape
+                ),
+            ));
+        }
+    }
     let blocks: Vec<StepParams> = std::iter::once(args.init)
         .chain(args.stages.iter().map(|u| u.params))
         .collect();
