@@ -10,7 +10,8 @@
 #   GPU_BENCH_TINY=1 scripts/gpu_bench.sh B    # tiny sizes: checks the script end to end on a CPU box
 #
 # Workloads (full): cifar10-32 batch 1/8/64, celebahq-256 batch 1/4, sd15-512 and sd-turbo-512
-# batch 1, then cifar10-32 again with --shader-checks off (ours only); GPU_BENCH_TINY=1:
+# batch 1, then cifar10-32 again with --shader-checks off and with fixed GEMM tiles (ours only);
+# GPU_BENCH_TINY=1:
 # cifar10-32 batch 1/2, celebahq-256 at 32², SD presets at 64², 1 run.
 # Environment: GPU_BENCH_BUDGET_S (default 450), GPU_BENCH_TORCH_DEVICE (cuda, or cpu; default:
 # cuda when torch sees one), GPU_BENCH_BACKEND (default vulkan; the adapter to bench),
@@ -157,6 +158,10 @@ if [ -z "${GPU_BENCH_ONLY:-}" ] || [[ ",$GPU_BENCH_ONLY," == *",cifar10-32,"* ]]
   step "ours-cifar10-32-checks-off" "$LIMIT_SMALL" "$BIN" --backend "$BACKEND" --shader-checks off \
     bench --preset cifar10-32 --batch "${W_CIFAR[1]}" "${OURS_RUNS[@]}" --profile \
     --json "$RAW/ours-cifar10-32-checks-off.json"
+  # The fixed 128 × 128 tiles GPUs got before the adaptive policy (README, "GEMM tiles").
+  step "ours-cifar10-32-fixed-tiles" "$LIMIT_SMALL" env WGPU_DIFFUSION_TILES=fixed "$BIN" \
+    --backend "$BACKEND" bench --preset cifar10-32 --batch "${W_CIFAR[1]}" "${OURS_RUNS[@]}" \
+    --profile --json "$RAW/ours-cifar10-32-fixed-tiles.json"
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader \

@@ -81,7 +81,8 @@ def rows(ours, pytorch):
                            width=workload.get("width"), batch=r.get("batch"),
                            adapter=f"{adapter.get('name')} ({adapter.get('backend')}"
                            + (", shader checks off" if adapter.get("shader_checks") is False
-                              else "") + ")",
+                              else "")
+                           + (", fixed tiles" if adapter.get("tiles") == "fixed" else "") + ")",
                            driver=adapter.get("driver_info"), status=adapter.get("status"),
                            error=r.get("error") or adapter.get("error"),
                            ours_ms=fwd.get("median"), ours_images_per_s=r.get("images_per_s"),

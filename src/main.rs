@@ -145,6 +145,13 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
     } else {
         "off (no index clamps, buffer bounds checks, loop bounding or division guards)"
     };
+    let tiles_what = "GEMM tile policy (WGPU_DIFFUSION_TILES)";
+    // A bad value is refused before anything is printed.
+    gpu::TilePolicy::parse(
+        tiles_what,
+        options.tiles.as_deref(),
+        wgpu::DeviceType::Other,
+    )?;
     for (i, a) in list.iter().enumerate() {
         let info = &a.info;
         let l = &a.limits;
@@ -179,7 +186,12 @@ fn adapters(cli: &Cli, check: bool) -> Result<ExitCode> {
                 None => "gpu-shaped (cpu shape available: --kernels cpu)".to_owned(),
             },
         };
+        let tiles = gpu::TilePolicy::parse(tiles_what, options.tiles.as_deref(), info.device_type)?;
         println!("    kernels {shape}");
+        println!(
+            "    gpu-shaped GEMM tiles {} (WGPU_DIFFUSION_TILES=auto|fixed|adaptive)",
+            tiles.name()
+        );
         println!("    shader runtime checks {checks}");
     }
     Ok(ExitCode::SUCCESS)

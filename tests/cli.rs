@@ -1551,3 +1551,47 @@ fn pndm_from_the_folder_class_and_its_bad_inputs() {
         &|_| {},
     );
 }
+
+/// `WGPU_DIFFUSION_TILES` picks the GPU-shaped GEMMs' tile policy (`adapters` says which; `auto`
+/// is fixed on CPU adapters such as llvmpipe); a bad value fails naming the variable and the
+/// accepted values, before anything is printed or written.
+#[test]
+fn tile_policy_variable() {
+    let tmp = TempDir::new().unwrap();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(tmp.path())
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .env_remove("WGPU_DIFFUSION_TILES");
+        if let Some(v) = env {
+            cmd.env("WGPU_DIFFUSION_TILES", v);
+        }
+        cmd.output().expect("run the binary")
+    };
+    let out = run(None, &["adapters"]);
+    assert_ok(&out, "adapters");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("GEMM tiles fixed"), "{text}");
+    let out = run(Some("Adaptive"), &["adapters"]);
+    assert_ok(&out, "adapters, adaptive tiles");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("GEMM tiles adaptive"), "{text}");
+    for args in [
+        &["adapters"][..],
+        &["sample", "--num-images", "1", "-o", "t.png"][..],
+    ] {
+        let out = run(Some("big"), args);
+        assert!(
+            !out.status.success(),
+            "{args:?} accepted WGPU_DIFFUSION_TILES=big"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed before failing");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("WGPU_DIFFUSION_TILES") && err.contains("big") && err.contains("adaptive"),
+            "{args:?}: {err}"
+        );
+        assert!(!tmp.path().join("t.png").exists());
+    }
+}

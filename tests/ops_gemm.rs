@@ -1204,3 +1204,72 @@ fn matmul_grouped_batch_matches_reference() {
         }
     }
 }
+
+/// The adaptive tile policy (smaller workgroup tiles for small layers, what GPUs get by default)
+/// computes the very bits of the fixed one: every output is the same fma chain over k. Run with
+/// the GPU-shaped kernels on layers where the two policies pick different tiles.
+#[test]
+fn adaptive_tiles_match_fixed_tiles_bit_for_bit() {
+    use wgpu_diffusion::gpu::TilePolicy;
+    let _device = shared_device();
+    let ctx = ctx();
+    ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
+    let convs = [
+        // cifar10-32 at batch 1: 8 fixed tiles, 64 adaptive ones.
+        ConvCase::new(1, 12, 128, 32, 3, 1),
+        // Odd sizes, every epilogue term, stride 2.
+        ConvCase {
+            batch_bias: true,
+            residual: true,
+            scale: 0.5,
+            ..ConvCase::new(2, 5, 37, 19, 3, 2)
+        },
+    ];
+    for (i, case) in convs.into_iter().enumerate() {
+        let (ho, wo) = conv2d_output_hw(case.h, case.w, case.kh, case.kw, case.stride, case.pad)
+            .expect("output size");
+        let npix = case.batch * ho * wo;
+        assert_ne!(
+            TilePolicy::Fixed.workgroup_shape(case.cout, npix, 1),
+            TilePolicy::Adaptive.workgroup_shape(case.cout, npix, 1),
+            "{case:?}: the policies should differ here"
+        );
+        let mut outs = Vec::new();
+        for policy in [TilePolicy::Fixed, TilePolicy::Adaptive] {
+            ctx.set_tile_policy(policy);
+            let (out, kernel, cmp) = conv_run(&ctx, case, 1200 + i as u64);
+            assert_eq!(kernel, Kernel::Conv2d);
+            assert!(cmp.ok(), "{policy:?}: {cmp}");
+            outs.push(out);
+        }
+        assert_eq!(bits_differ(&outs[0], &outs[1]), 0, "{case:?}");
+    }
+    for (batch, m, n, k) in [(1, 128, 256, 64), (3, 70, 33, 130)] {
+        assert_ne!(
+            TilePolicy::Fixed.workgroup_shape(m, n, batch),
+            TilePolicy::Adaptive.workgroup_shape(m, n, batch)
+        );
+        let case = MmCase {
+            batch,
+            m,
+            n,
+            k,
+            a_strides: [m * k, k, 1],
+            b_strides: [k * n, n, 1],
+            c_strides: [m * n, n, 1],
+            bias: Some(BiasAxis::M),
+            residual: true,
+            alpha: 0.5,
+            scale: 1.0,
+        };
+        let mut outs = Vec::new();
+        for policy in [TilePolicy::Fixed, TilePolicy::Adaptive] {
+            ctx.set_tile_policy(policy);
+            let (out, kernel, cmp) = mm_run(&ctx, case, 1300 + m as u64);
+            assert_eq!(kernel, Kernel::Matmul);
+            assert!(cmp.ok(), "{policy:?}: {cmp}");
+            outs.push(out);
+        }
+        assert_eq!(bits_differ(&outs[0], &outs[1]), 0, "{m}x{n}x{k}");
+    }
+}

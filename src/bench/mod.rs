@@ -61,6 +61,8 @@
 //!     "kernels": "cpu" | "gpu",              the kernel shape run (see `gpu::shape`)
 //!     "shader_checks": null | true | false,  naga's runtime checks (`--shader-checks`); null:
 //!                                            the device did not open
+//!     "tiles": "" | "fixed" | "adaptive",    the GPU-shaped GEMMs' tile policy
+//!                                            (`WGPU_DIFFUSION_TILES`); "": did not open
 //!     "status": "ok" | "WRONG" | "error",    WRONG: failed the correctness check (not ranked)
 //!     "error": null | "message",
 //!     "correctness": null | { "fixture": "google_flags", "status": "ok" | "WRONG", "ok": true,
@@ -258,6 +260,9 @@ pub struct AdapterReport {
     /// Whether the shaders carried naga's runtime checks ([`GpuContext::shader_checks`];
     /// `None` when the device did not open).
     pub shader_checks: Option<bool>,
+    /// The GPU-shaped GEMMs' tile policy ([`gpu::TilePolicy`]; empty when the device did not
+    /// open).
+    pub tiles: String,
     /// `ok`, `WRONG` (failed the correctness check) or `error` (could not run).
     pub status: String,
     pub error: Option<String>,
@@ -574,6 +579,7 @@ fn adapter_base(summary: &gpu::AdapterSummary) -> AdapterReport {
         timestamp_queries: summary.features.contains(wgpu::Features::TIMESTAMP_QUERY),
         kernels: String::new(),
         shader_checks: None,
+        tiles: String::new(),
         status: "ok".to_owned(),
         error: None,
         correctness: None,
@@ -605,6 +611,7 @@ fn bench_adapter(
     let mut report = adapter_base(&ctx.adapter);
     report.kernels = ctx.kernel_shape().name().to_owned();
     report.shader_checks = Some(ctx.shader_checks());
+    report.tiles = ctx.tile_policy().name().to_owned();
     // Load and build the workload first, so its pipeline compile time is not hidden by the
     // correctness fixture warming the pipeline cache.
     let start = Instant::now();

@@ -234,7 +234,7 @@ pub fn render_table(report: &BenchReport) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "adapter  {} — {}, {}, driver {} {}{}{}",
+            "adapter  {} — {}, {}, driver {} {}{}{}{}",
             a.name,
             a.backend,
             a.device_type,
@@ -249,6 +249,11 @@ pub fn render_table(report: &BenchReport) -> String {
                 None => "",
                 Some(true) => ", shader checks on",
                 Some(false) => ", shader checks off",
+            },
+            if a.tiles.is_empty() {
+                String::new()
+            } else {
+                format!(", {} GEMM tiles", a.tiles)
             }
         );
         if let Some(e) = &a.error {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Access, BindLayout};
 use crate::gpu::kernel::{EntryPoint, Kernel};
 use crate::gpu::pipeline_cache::{self, DiskCache, PipelineCacheStatus};
-use crate::gpu::shape::{cpu_shape_unsupported, KernelChoice, KernelShape};
+use crate::gpu::shape::{cpu_shape_unsupported, KernelChoice, KernelShape, TilePolicy};
 
 /// How to pick the adapter. `Default` reads nothing; [`GpuOptions::from_env`] reads the standard
 /// wgpu variables; CLI flags override fields after that.
@@ -37,6 +37,9 @@ pub struct GpuOptions {
     /// naga's shader runtime checks: `on` (`None`, the default) or `off`
     /// ([`GpuContext::shader_checks`]; case-insensitive).
     pub shader_checks: Option<String>,
+    /// How the GPU-shaped GEMM kernels size their tiles ([`TilePolicy`]): `auto` (`None`:
+    /// adaptive on GPUs, fixed on CPU adapters), `fixed` or `adaptive`.
+    pub tiles: Option<String>,
 }
 
 impl GpuOptions {
@@ -53,6 +56,7 @@ impl GpuOptions {
             pipeline_cache_dir: pipeline_cache::dir_from_env(),
             kernels: var("WGPU_DIFFUSION_KERNELS"),
             shader_checks: var("WGPU_DIFFUSION_SHADER_CHECKS"),
+            tiles: var("WGPU_DIFFUSION_TILES"),
         }
     }
 
@@ -194,6 +198,8 @@ pub struct GpuContext {
     pipeline_cache_status: PipelineCacheStatus,
     /// true: dispatch the CPU-shaped kernels where a layer fits them ([`KernelShape::Cpu`]).
     cpu_kernels: AtomicBool,
+    /// true: [`TilePolicy::Adaptive`] tiles for the GPU-shaped GEMMs.
+    adaptive_tiles: AtomicBool,
     /// false: shader modules are built without naga's runtime checks
     /// ([`GpuContext::shader_checks`]). Fixed when the context is made, so the module cache
     /// (keyed by kernel alone) never mixes checked and unchecked modules.
@@ -319,6 +325,11 @@ impl GpuContext {
         let kernels = options.parse_kernels()?;
         let shader_checks = options.parse_shader_checks()?;
         let summary = AdapterSummary::of(adapter);
+        let tiles = TilePolicy::parse(
+            "GEMM tile policy (WGPU_DIFFUSION_TILES)",
+            options.tiles.as_deref(),
+            summary.info.device_type,
+        )?;
         let info = adapter.get_info();
         let cache_file = match &options.pipeline_cache_dir {
             None => Err("disabled".to_string()),
@@ -358,6 +369,7 @@ impl GpuContext {
         };
         let ctx = Self::with_device(info, device, queue, disk_cache, status, shader_checks);
         ctx.set_kernels(kernels)?;
+        ctx.set_tile_policy(tiles);
         Ok(ctx)
     }
 
@@ -499,6 +511,7 @@ impl GpuContext {
             disk_cache,
             pipeline_cache_status,
             cpu_kernels: AtomicBool::new(false),
+            adaptive_tiles: AtomicBool::new(false),
             shader_checks,
         })
         .with_auto_kernels()
@@ -509,7 +522,26 @@ impl GpuContext {
             self.cpu_kernels
                 .store(shape == KernelShape::Cpu, Ordering::Relaxed);
         }
+        if let Ok(policy) = TilePolicy::parse("tiles", None, self.adapter.info.device_type) {
+            self.set_tile_policy(policy);
+        }
         self
+    }
+
+    /// How the GPU-shaped GEMM kernels size their workgroup tiles ([`TilePolicy`]; results are
+    /// the same bits either way).
+    pub fn tile_policy(&self) -> TilePolicy {
+        if self.adaptive_tiles.load(Ordering::Relaxed) {
+            TilePolicy::Adaptive
+        } else {
+            TilePolicy::Fixed
+        }
+    }
+
+    /// Switches the tile policy for launches built from now on.
+    pub fn set_tile_policy(&self, policy: TilePolicy) {
+        self.adaptive_tiles
+            .store(policy == TilePolicy::Adaptive, Ordering::Relaxed);
     }
 
     /// The kernel family this context dispatches ([`crate::gpu::shape`]).

@@ -18,7 +18,7 @@ pub use dispatch::{
     SharedBindingsArgs, SharedDispatchArgs, UniformTable,
 };
 pub use kernel::{entry, EntryPoint, Kernel};
-pub use shape::{KernelChoice, KernelShape};
+pub use shape::{KernelChoice, KernelShape, TilePolicy};
 pub use tensor::Tensor;
 pub(crate) use uniform::{shader_flags, uniform_struct};
 pub use uniform::{Scalar, UniformField, UniformLayout, WgslScalar};

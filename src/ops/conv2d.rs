@@ -147,15 +147,6 @@ pub fn conv2d_output_hw(
     Ok(((hp - kh) / stride + 1, (wp - kw) / stride + 1))
 }
 
-/// Workgroup shape (invocations along Cout, along pixels): 16 × 16 invocations (128 × 128 output
-/// tiles) when both GEMM dimensions fill them, halved along a dimension of 64 or less so narrow
-/// layers do not compute mostly padding. `WG_M` stays even (the gather mapping needs it).
-fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
-    let wg_m = if m > 64 { 16 } else { 8 };
-    let wg_n = if n > 64 { 16 } else { 8 };
-    (wg_m, wg_n)
-}
-
 /// The im2col column table: for each k = (ci, ky, kx) of `[0, K)` padded to a multiple of `BK`,
 /// `(ci·H·W + ky·W + kx, ky, kx, 1)`; padding entries are all zero (so `k < K` reads as false).
 fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u32; 4]> {
@@ -287,7 +278,7 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         }
     }
     let u = |what: &str, v: usize| to_u32(op, what, v);
-    let (wg_m, wg_n) = workgroup_shape(cout, npix);
+    let (wg_m, wg_n) = ctx.tile_policy().workgroup_shape(cout, npix, 1);
     let n_tiles = npix.div_ceil(wg_n as usize * 8);
     let m_tiles = cout.div_ceil(wg_m as usize * 8);
     let flags = epilogue_flags(conv);

@@ -298,7 +298,7 @@ pub fn matmul_at(
         return matmul_cpu::launch(ctx, mm, offsets, &split, flags, op, label);
     }
     let u = |what: &str, v: usize| to_u32(op, what, v);
-    let (wg_m, wg_n) = workgroup_shape(mm.m, mm.n);
+    let (wg_m, wg_n) = ctx.tile_policy().workgroup_shape(mm.m, mm.n, mm.batch);
     let n_tiles = mm.n.div_ceil(wg_n as usize * 8);
     let m_tiles = mm.m.div_ceil(wg_m as usize * 8);
     let params = Params {
@@ -413,15 +413,6 @@ pub(crate) fn vec4_mode(
     } else {
         0
     }
-}
-
-/// Workgroup shape (invocations along m, along n): 16 × 16 invocations (128 × 128 output tiles)
-/// when a dimension fills them, 8 along a dimension of 64 or less so small products do not
-/// compute mostly padding.
-fn workgroup_shape(m: usize, n: usize) -> (u32, u32) {
-    let wg_m = if m > 64 { 16 } else { 8 };
-    let wg_n = if n > 64 { 16 } else { 8 };
-    (wg_m, wg_n)
 }
 
 /// `torch.nn.functional.linear`: `out[M, N] = x[M, K] · weightᵀ + bias`, with `weight` in torch's
