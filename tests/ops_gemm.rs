@@ -410,7 +410,7 @@ fn conv_rejects_bad_batch_bias_view() {
                 vec!["batch_bias", "stride 15, offset 0", "21", "has 20"],
             ),
             (5, 0, vec!["batch_bias", "stride 5", "Cout = 6"]),
-            (usize::MAX, 0, vec!["batch_bias", "past usize::MAX"]),
+            (usize::MAX, 0, vec!["batch_bias", "more than usize::MAX"]),
         ];
         for (stride, offset, needles) in cases {
             let bad = Conv2d {

@@ -156,6 +156,8 @@ pub(crate) struct BbView {
     pub offset: u32,
 }
 
+/// `conv`'s `batch_bias` view for a launch of `batch` samples × `cout` channels, checked against
+/// the operand (`op` names the layer in errors); both kernel shapes take the result.
 pub(crate) fn batch_bias_view(
     op: &str,
     conv: &Conv2d,
@@ -177,28 +179,37 @@ pub(crate) fn batch_bias_view(
                     return Err(Error::invalid(
                         op,
                         format!(
-                            "batch_bias view stride {} is less than Cout = {cout}: sample rows would overlap",
+                            "batch_bias view stride {} is less than Cout = {cout}: sample rows \
+                             would overlap",
                             v.stride
                         ),
                     ));
                 }
-                // The last element read: sample batch - 1, channel cout - 1.
+                // One past the last element read (sample batch - 1, channel cout - 1).
                 let end = (batch - 1)
                     .checked_mul(v.stride)
                     .and_then(|e| e.checked_add(v.offset))
                     .and_then(|e| e.checked_add(cout));
-                if end.is_none_or(|end| end > bb.numel()) {
-                    return Err(Error::invalid(
-                        op,
-                        format!(
-                            "batch_bias view (stride {}, offset {}) of {batch} samples x {cout} channels needs {} elements, but batch_bias {:?} has {}",
-                            v.stride,
-                            v.offset,
-                            end.map_or_else(|| "past usize::MAX".to_owned(), |e| e.to_string()),
-                            bb.shape,
-                            bb.numel()
-                        ),
-                    ));
+                match end {
+                    // The kernels index in u32.
+                    Some(end) if end <= bb.numel() => {
+                        to_u32(op, "batch_bias view extent", end)?;
+                    }
+                    _ => {
+                        let needs = end
+                            .map_or_else(|| "more than usize::MAX".to_owned(), |e| e.to_string());
+                        return Err(Error::invalid(
+                            op,
+                            format!(
+                                "batch_bias view (stride {}, offset {}) of {batch} samples x {cout} \
+                                 channels needs {needs} elements, but batch_bias {:?} has {}",
+                                v.stride,
+                                v.offset,
+                                bb.shape,
+                                bb.numel()
+                            ),
+                        ));
+                    }
                 }
             }
         }
