@@ -62,6 +62,7 @@ fn conv3x3(c: &mut Criterion) {
         weight: &weight,
         bias: Some(&bias),
         batch_bias: None,
+        batch_bias_view: None,
         residual: None,
         out: &out,
         stride: 1,

@@ -11,7 +11,8 @@
 // never materialised: B slices are gathered from the input into shared memory on the fly, zero
 // where the kernel window hangs over the padding.
 //
-// Bindings: 0 input [N, Cin, H, W], 1 residual [N, Cout, Ho, Wo], 2 batch_bias [N, Cout] (inputs),
+// Bindings: 0 input [N, Cin, H, W], 1 residual [N, Cout, Ho, Wo], 2 batch_bias [N, Cout] (rows
+// bb_stride apart, from element bb_offset) (inputs),
 // 3 weight [Cout, Cin, kh, kw], 4 weight4 (the same buffer seen as vec4s), 5 bias [Cout],
 // 6 ktab (the im2col column table, below) (weights), 7 out [N, Cout, Ho, Wo] (read_write),
 // 8 params (uniform). Absent optional operands are bound to a dummy that the flags keep unread.
@@ -60,6 +61,12 @@ struct Params {
     // Pixel tiles per Cout tile, and all tiles (the grid may be 2-D and overshoot).
     n_tiles: u32,
     tiles: u32,
+    // batch_bias[n, co] is element n·bb_stride + bb_offset + co (dense [N, Cout]: Cout, 0; one
+    // resnet's columns of the model's fused time projections otherwise).
+    bb_stride: u32,
+    bb_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -145,7 +152,7 @@ fn store4(co: u32, img: vec4<u32>, pix: vec4<u32>, valid: vec4<bool>, acc: vec4<
             let idx = (img[j] * p.cout + co) * hw + pix[j];
             var v = acc[j] + shift;
             if ((p.flags & FLAG_BATCH_BIAS) != 0u) {
-                v += batch_bias[img[j] * p.cout + co];
+                v += batch_bias[img[j] * p.bb_stride + p.bb_offset + co];
             }
             if ((p.flags & FLAG_RESIDUAL) != 0u) {
                 v += residual[idx];

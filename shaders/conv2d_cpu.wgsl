@@ -27,11 +27,12 @@
 // Work split: subgroup s (linear over the grid: workgroup · num_subgroups + subgroup_id) computes
 // channel block cb = s % cb_count and pixel groups 8·(s / cb_count) + lane, a pixel group being
 // (image, oy, gx) with 4·gx the first of its 4 output columns (k3r2: (image, oy / 2, gx), rows oy
-// and oy + 1). Bindings: 0 input, 1 residual (vec4s), 2 batch_bias, 3 weight [Cout, Cin, ks, ks]
-// (its own layout: no repacking), 4 bias, 5 out (vec4s), 6 params.
+// and oy + 1). Bindings: 0 input, 1 residual (vec4s), 2 batch_bias (rows bb_stride apart, from
+// element bb_offset), 3 weight [Cout, Cin, ks, ks] (its own layout: no repacking), 4 bias,
+// 5 out (vec4s), 6 params.
 //
 // Launcher: src/ops/conv2d_cpu.rs (the registry line is in src/gpu/kernel.rs).
-// body fnv1a64: cae2ef2a85850db3
+// body fnv1a64: c17355577d4d761e
 struct Params {
     cin: u32,
     // The output's height and width (the input's too for the stride-1 entries).
@@ -55,7 +56,12 @@ struct Params {
     in_h: u32,
     in_gr: u32,
     in_plane4: u32,
+    // batch_bias[n, co] is element n·bb_stride + bb_offset + co (conv2d.wgsl's view).
+    bb_stride: u32,
+    bb_offset: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -86,7 +92,7 @@ fn store(co: u32, img: u32, pix4: u32, acc: vec4<f32>) {
     let idx = (img * p.cout + co) * p.plane4 + pix4;
     var v = acc + vec4<f32>(shift);
     if ((p.flags & FLAG_BATCH_BIAS) != 0u) {
-        v += vec4<f32>(batch_bias[img * p.cout + co]);
+        v += vec4<f32>(batch_bias[img * p.bb_stride + p.bb_offset + co]);
     }
     if ((p.flags & FLAG_RESIDUAL) != 0u) {
         v += residual[idx];

@@ -452,3 +452,61 @@ fn sd_turbo_preset_is_sd21_shaped() {
     assert_eq!(t.config.hidden_act.name(), "gelu");
     assert_eq!(w.decoder.as_ref().map(|d| d.class()), Some("AutoencoderKL"));
 }
+
+/// Issue 15: every resnet's `time_emb_proj` is one GEMM per forward. On google/ddpm-cifar10-32's
+/// architecture (22 resnets: 4 down blocks of 2, the mid block's 2, 4 up blocks of 3) the graph
+/// records exactly one time-projection launch, no per-resnet one, each resnet reads its own
+/// contiguous columns of it, and the forward records 21 launches fewer than before the fusion
+/// (`CIFAR10_32_DISPATCHES_UNFUSED`, what main recorded at batch 1).
+#[test]
+fn fused_time_projections_cut_dispatches_on_cifar10_32() {
+    use wgpu_diffusion::model::blocks::resnet::TimeProjection;
+    const CIFAR10_32_DISPATCHES_UNFUSED: usize = 200;
+    let ctx = common::ctx();
+    let w = preset::Workload::preset(Preset::Cifar10_32, 0).expect("workload");
+    let config = w.config.plain().expect("a UNet2DModel preset").clone();
+    let model = UNet2DModel::from_source(&ctx, config, &w.weights).expect("loads");
+    let resnets: Vec<_> = model
+        .down_blocks
+        .iter()
+        .flat_map(|b| &b.resnets)
+        .chain(model.mid_block.iter().flat_map(|m| &m.resnets))
+        .chain(model.up_blocks.iter().flat_map(|b| &b.resnets))
+        .collect();
+    assert_eq!(resnets.len(), 22);
+    let mut next = 0;
+    for r in &resnets {
+        match r.time_emb_proj {
+            Some(TimeProjection::Slice { offset, channels }) => {
+                assert_eq!(offset, next, "slices are contiguous, in block order");
+                assert_eq!(channels, r.conv1.out_channels);
+                next += channels;
+            }
+            ref other => panic!("a resnet kept its own time projection: {other:?}"),
+        }
+    }
+    assert_eq!(model.time_projections.layer.out_features, next);
+
+    for batch in [1, 3] {
+        let graph = model.graph(batch, 32, 32).expect("graph");
+        let labels: Vec<&str> = graph.dispatches.iter().map(|d| d.label.as_str()).collect();
+        let projections: Vec<&str> = labels
+            .iter()
+            .copied()
+            .filter(|l| l.contains("time_emb_proj"))
+            .collect();
+        // Labels are "entry: module"; a per-resnet launch would be "…resnets.N.time_emb_proj".
+        assert_eq!(projections.len(), 1, "batch {batch}: {projections:?}");
+        assert!(
+            projections[0].ends_with(": time_emb_proj"),
+            "batch {batch}: {projections:?}"
+        );
+        let conv1 = labels.iter().filter(|l| l.ends_with(".conv1")).count();
+        assert_eq!(conv1, resnets.len(), "batch {batch}: one conv1 per resnet");
+        assert_eq!(
+            graph.dispatches.len(),
+            CIFAR10_32_DISPATCHES_UNFUSED - (resnets.len() - 1),
+            "batch {batch}: {labels:?}"
+        );
+    }
+}

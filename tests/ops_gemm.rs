@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::{bits_differ, cpu_kernels_available, ctx, Rng};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice};
-use wgpu_diffusion::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
+use wgpu_diffusion::ops::conv2d::{conv2d, conv2d_output_hw, BatchBiasView, Conv2d, Padding};
 use wgpu_diffusion::ops::matmul::{linear, matmul, BiasAxis, Matmul};
 use wgpu_diffusion::reference::{compare, conv as reference, Comparison};
 use wgpu_diffusion::{Error, Tensor};
@@ -83,6 +83,9 @@ struct ConvCase {
     pad: Padding,
     bias: bool,
     batch_bias: bool,
+    /// `(stride, offset)`: the per-sample bias is read through a `BatchBiasView` of a wider
+    /// buffer (`offset + batch · stride` elements); `None`: a dense `[N, Cout]` one.
+    bb_view: Option<(usize, usize)>,
     residual: bool,
     scale: f32,
 }
@@ -101,6 +104,7 @@ impl ConvCase {
             pad: Padding::same(k / 2),
             bias: true,
             batch_bias: false,
+            bb_view: None,
             residual: false,
             scale: 1.0,
         }
@@ -122,14 +126,28 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
     let x = rng.vec(c.batch * c.cin * c.h * c.w, -1.0, 1.0);
     let w = rng.vec(c.cout * k, -wscale, wscale);
     let bias = rng.vec(c.cout, -1.0, 1.0);
-    let batch_bias = rng.vec(c.batch * c.cout, -1.0, 1.0);
+    // With a view: the whole wider buffer, and the dense [N, Cout] the view selects (what the
+    // reference adds).
+    let (bb_data, bb_shape) = match c.bb_view {
+        None => (rng.vec(c.batch * c.cout, -1.0, 1.0), vec![c.batch, c.cout]),
+        Some((stride, offset)) => {
+            let len = offset + c.batch * stride;
+            (rng.vec(len, -1.0, 1.0), vec![len])
+        }
+    };
+    let batch_bias: Vec<f32> = match c.bb_view {
+        None => bb_data.clone(),
+        Some((stride, offset)) => (0..c.batch)
+            .flat_map(|n| bb_data[n * stride + offset..][..c.cout].to_vec())
+            .collect(),
+    };
     let residual = rng.vec(c.batch * c.cout * ho * wo, -1.0, 1.0);
     let out_shape = [c.batch, c.cout, ho, wo];
 
     let x_t = upload(ctx, &[c.batch, c.cin, c.h, c.w], &x);
     let w_t = upload(ctx, &[c.cout, c.cin, c.kh, c.kw], &w);
     let bias_t = upload(ctx, &[c.cout], &bias);
-    let bb_t = upload(ctx, &[c.batch, c.cout], &batch_bias);
+    let bb_t = upload(ctx, &bb_shape, &bb_data);
     let res_t = upload(ctx, &out_shape, &residual);
     let out = zeros(ctx, &out_shape);
     let d = conv2d(
@@ -139,6 +157,9 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
             weight: &w_t,
             bias: c.bias.then_some(&bias_t),
             batch_bias: c.batch_bias.then_some(&bb_t),
+            batch_bias_view: c
+                .bb_view
+                .map(|(stride, offset)| BatchBiasView { stride, offset }),
             residual: c.residual.then_some(&res_t),
             out: &out,
             stride: c.stride,
@@ -282,6 +303,145 @@ fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
     }
 }
 
+/// A per-sample bias read through a strided, offset view (one resnet's columns of the fused
+/// time projections `[N, ΣCout]`): odd Cout, batch 3, rows wider than Cout, a nonzero offset —
+/// against the f64 reference fed the columns the view selects, on the GPU-shaped kernel and, where
+/// the device has it, the CPU-shaped one, which must give the same bits. A kernel that ignored the
+/// stride or the offset would add other columns and fail the comparison.
+#[test]
+fn conv_batch_bias_view() {
+    let _device = shared_device();
+    let ctx = ctx();
+    let with_view = |case: ConvCase, stride: usize, offset: usize| ConvCase {
+        batch_bias: true,
+        bb_view: Some((stride, offset)),
+        residual: true,
+        scale: 0.75,
+        ..case
+    };
+    let mut wide = ConvCase::new(3, 5, 13, 8, 3, 1);
+    wide.w = 16;
+    let mut one_by_one = ConvCase::new(3, 6, 7, 4, 1, 1);
+    one_by_one.w = 8;
+    let cases = [
+        // 3x3 and 1x1 "same" layers on W % 4 == 0: the CPU-shaped kernel takes them.
+        with_view(wide, 29, 11),
+        with_view(one_by_one, 40, 33),
+        // Rows one wider than Cout.
+        with_view(ConvCase::new(3, 4, 9, 8, 3, 1), 10, 1),
+        // Odd width: conv2d.wgsl under either shape.
+        with_view(ConvCase::new(3, 3, 5, 7, 3, 1), 17, 12),
+    ];
+    let cpu = cpu_kernels_available(&ctx);
+    for (i, case) in cases.into_iter().enumerate() {
+        let seed = 700 + i as u64;
+        ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
+        let (gpu, gk, gc) = conv_run(&ctx, case, seed);
+        assert!(gc.ok(), "gpu shape {gc}");
+        assert_eq!(gk, Kernel::Conv2d, "{case:?}");
+        if !cpu {
+            continue;
+        }
+        ctx.set_kernels(KernelChoice::Cpu).expect("cpu shape");
+        let (cpu_out, ck, cc) = conv_run(&ctx, case, seed);
+        assert!(cc.ok(), "cpu shape {cc}");
+        let expected = if i < 3 {
+            Kernel::Conv2dCpu
+        } else {
+            Kernel::Conv2d
+        };
+        assert_eq!(ck, expected, "{case:?}");
+        let differ = bits_differ(&gpu, &cpu_out);
+        assert_eq!(
+            differ,
+            0,
+            "{case:?}: {differ} of {} values differ",
+            gpu.len()
+        );
+    }
+    ctx.set_kernels(KernelChoice::Auto).expect("auto shape");
+}
+
+/// A `batch_bias` view must stay inside its operand, with rows at least Cout apart; the error
+/// names the operand, the view and the sizes. Checked before the kernel shape is chosen, so both
+/// shapes refuse alike.
+#[test]
+fn conv_rejects_bad_batch_bias_view() {
+    let _device = shared_device();
+    let ctx = ctx();
+    let x = zeros(&ctx, &[2, 4, 8, 8]);
+    let w = zeros(&ctx, &[6, 4, 3, 3]);
+    let out = zeros(&ctx, &[2, 6, 8, 8]);
+    // Two rows of 10: sample 1's channels 0..6 at offset 4 end exactly at element 20.
+    let bb = zeros(&ctx, &[2, 10]);
+    let good = Conv2d {
+        input: &x,
+        weight: &w,
+        bias: None,
+        batch_bias: Some(&bb),
+        batch_bias_view: Some(BatchBiasView {
+            stride: 10,
+            offset: 4,
+        }),
+        residual: None,
+        out: &out,
+        stride: 1,
+        padding: Padding::same(1),
+        output_scale: 1.0,
+    };
+    for choice in [KernelChoice::Gpu, KernelChoice::Auto] {
+        ctx.set_kernels(choice).expect("kernel shape");
+        conv2d(&ctx, &good, "good view").expect("a view that fits builds");
+        let cases = [
+            (
+                10,
+                5,
+                vec![
+                    "batch_bias",
+                    "stride 10, offset 5",
+                    "21",
+                    "[2, 10]",
+                    "has 20",
+                ],
+            ),
+            (
+                15,
+                0,
+                vec!["batch_bias", "stride 15, offset 0", "21", "has 20"],
+            ),
+            (5, 0, vec!["batch_bias", "stride 5", "Cout = 6"]),
+            (usize::MAX, 0, vec!["batch_bias", "more than usize::MAX"]),
+        ];
+        for (stride, offset, needles) in cases {
+            let bad = Conv2d {
+                batch_bias_view: Some(BatchBiasView { stride, offset }),
+                ..good
+            };
+            match conv2d(&ctx, &bad, "bad view") {
+                Err(e @ Error::InvalidArgument { .. }) => {
+                    let msg = e.to_string();
+                    for needle in needles {
+                        assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+                    }
+                }
+                Err(e) => {
+                    panic!("stride {stride}, offset {offset}: expected InvalidArgument, got {e}")
+                }
+                Ok(_) => {
+                    panic!("stride {stride}, offset {offset}: a view past the end was accepted")
+                }
+            }
+        }
+    }
+    // Without a view the operand must be exactly [N, Cout].
+    let dense_bad = Conv2d {
+        batch_bias_view: None,
+        ..good
+    };
+    assert!(conv2d(&ctx, &dense_bad, "dense").is_err());
+    ctx.set_kernels(KernelChoice::Auto).expect("auto shape");
+}
+
 #[test]
 fn conv_output_size() {
     let p1 = Padding::same(1);
@@ -404,6 +564,7 @@ fn conv_random_shapes() {
             },
             bias: rng.range(0, 1) == 1,
             batch_bias: rng.range(0, 1) == 1,
+            bb_view: None,
             residual: rng.range(0, 1) == 1,
             scale: rng.uniform(0.25, 2.0),
         };
@@ -435,6 +596,7 @@ fn conv_rejects_bad_shapes() {
         weight: &w,
         bias: Some(&bias),
         batch_bias: None,
+        batch_bias_view: None,
         residual: None,
         out: &out,
         stride: 1,
@@ -926,6 +1088,7 @@ fn conv_3x3_64ch_32px_b8_throughput() {
         weight: &w_t,
         bias: Some(&bias_t),
         batch_bias: Some(&temb_t),
+        batch_bias_view: None,
         residual: None,
         out: &out,
         stride: 1,

@@ -230,3 +230,129 @@ fn resolution_the_blocks_cannot_divide() {
     assert!(err.contains("30"), "{err}");
     assert!(model.graph(1, 12, 20).is_ok());
 }
+
+/// Outputs of `resnets` (one input each, all sharing `temb_act`) recorded in one graph, and the
+/// number of launches: with `fused`, the fused projection is recorded once and each resnet reads
+/// its columns; without, each resnet projects `temb_act` with its own layer.
+fn run_resnets(
+    ctx: &wgpu_diffusion::GpuContext,
+    resnets: &[wgpu_diffusion::model::blocks::resnet::ResnetBlock2D],
+    fused: Option<&wgpu_diffusion::model::blocks::resnet::TimeProjections>,
+    inputs: &[(Vec<usize>, Vec<f32>)],
+    temb: &(Vec<usize>, Vec<f32>),
+) -> (Vec<Vec<f32>>, usize) {
+    use wgpu_diffusion::model::graph::Graph;
+    let mut g = Graph::new(ctx);
+    let temb_v = g.input(&temb.0, "temb_act").expect("input");
+    let xs: Vec<_> = inputs
+        .iter()
+        .map(|(shape, _)| g.input(shape, "x").expect("input"))
+        .collect();
+    let time = match fused {
+        Some(tp) => tp.record(&mut g, &temb_v, "time_emb_proj").expect("fused"),
+        None => temb_v.clone(),
+    };
+    let outs: Vec<_> = resnets
+        .iter()
+        .zip(&xs)
+        .enumerate()
+        .map(|(i, (r, x))| {
+            let out = r
+                .record(&mut g, x, Some(&time), &format!("resnets.{i}"))
+                .expect("record");
+            g.keep(&out);
+            out
+        })
+        .collect();
+    let finished = g.finish().expect("finish");
+    finished.tensor(&temb_v).write(ctx, &temb.1).expect("write");
+    for (x, (_, data)) in xs.iter().zip(inputs) {
+        finished.tensor(x).write(ctx, data).expect("write");
+    }
+    let refs: Vec<_> = finished.dispatches.iter().collect();
+    ctx.submit(&refs).expect("submit");
+    let got = outs
+        .iter()
+        .map(|o| finished.tensor(o).read(ctx).expect("read"))
+        .collect();
+    (got, finished.dispatches.len())
+}
+
+/// Issue 15: `TimeProjections::fuse` stacks the resnets' `time_emb_proj` into one layer; the
+/// fused launch plus conv1's strided, offset read of its columns gives the very bits of the
+/// per-resnet projections (odd channel counts, batch 3, both kernel shapes), with one
+/// projection launch instead of one per resnet; the per-resnet layers are gone afterwards.
+#[test]
+fn fused_time_projections_are_bit_identical_to_per_resnet_launches() {
+    use wgpu_diffusion::gpu::KernelChoice;
+    use wgpu_diffusion::model::blocks::resnet::{
+        ResnetBlock2D, ResnetConfig, TimeProjection, TimeProjections,
+    };
+    use wgpu_diffusion::model::weights::{VarBuilder, WeightSource};
+    let ctx = common::ctx();
+    let source = WeightSource::random(11, "resnets");
+    let vb = VarBuilder::root(&ctx, &source);
+    let cfg = ResnetConfig {
+        groups: 1,
+        eps: 1e-5,
+        temb_channels: Some(24),
+        output_scale_factor: 1.0,
+    };
+    let (n, h, w) = (3, 4, 8);
+    let channels = [(6, 5), (5, 9), (9, 9), (9, 7)];
+    let mut resnets: Vec<ResnetBlock2D> = channels
+        .iter()
+        .enumerate()
+        .map(|(i, &(cin, cout))| ResnetBlock2D::load(&vb.pp(i), &cfg, cin, cout).expect("load"))
+        .collect();
+    let mut seed = 0x9e37_79b9_u32;
+    let mut data = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let inputs: Vec<(Vec<usize>, Vec<f32>)> = channels
+        .iter()
+        .map(|&(cin, _)| (vec![n, cin, h, w], data(n * cin * h * w)))
+        .collect();
+    let temb = (vec![n, 24], data(n * 24));
+    let choices = [KernelChoice::Gpu, KernelChoice::Auto];
+    let own: Vec<_> = choices
+        .iter()
+        .map(|&c| {
+            ctx.set_kernels(c).expect("kernel shape");
+            run_resnets(&ctx, &resnets, None, &inputs, &temb)
+        })
+        .collect();
+    let tp = TimeProjections::fuse(&ctx, resnets.iter_mut(), "time_emb_proj").expect("fuse");
+    assert_eq!(tp.layer.out_features, 5 + 9 + 9 + 7);
+    assert!(resnets
+        .iter()
+        .all(|r| matches!(r.time_emb_proj, Some(TimeProjection::Slice { .. }))));
+    assert!(
+        TimeProjections::fuse(&ctx, resnets.iter_mut(), "again").is_err(),
+        "fusing slices again must fail"
+    );
+    for (&c, (own_out, own_launches)) in choices.iter().zip(&own) {
+        ctx.set_kernels(c).expect("kernel shape");
+        let (fused_out, fused_launches) = run_resnets(&ctx, &resnets, Some(&tp), &inputs, &temb);
+        assert_eq!(*own_launches - fused_launches, channels.len() - 1, "{c:?}");
+        for (i, (a, b)) in own_out.iter().zip(&fused_out).enumerate() {
+            let differ = a
+                .iter()
+                .zip(b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{c:?} resnet {i}: {differ} of {} differ",
+                a.len()
+            );
+        }
+    }
+    ctx.set_kernels(KernelChoice::Auto).expect("auto");
+}

@@ -31,6 +31,29 @@ impl Padding {
     }
 }
 
+/// Where channel `co` of sample `n` sits in a `batch_bias` operand: element
+/// `n · stride + offset + co`. The dense `[N, Cout]` layout is `stride = Cout, offset = 0`; a
+/// wider row with an offset reads one slice of several layers' biases stacked along the
+/// channels (every resnet's time-embedding projection computed by one GEMM,
+/// `crate::model::blocks::resnet::TimeProjections`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchBiasView {
+    /// Elements from one sample's row to the next (at least Cout).
+    pub stride: usize,
+    /// Element of sample 0's channel 0.
+    pub offset: usize,
+}
+
+impl BatchBiasView {
+    /// The dense `[N, cout]` layout.
+    pub fn dense(cout: usize) -> Self {
+        BatchBiasView {
+            stride: cout,
+            offset: 0,
+        }
+    }
+}
+
 /// One convolution launch:
 /// `out = (conv2d(pad(input), weight) + bias[co] + batch_bias[n, co] + residual) · output_scale`.
 #[derive(Clone, Copy, Debug)]
@@ -41,8 +64,12 @@ pub struct Conv2d<'a> {
     pub weight: &'a Tensor,
     /// `[Cout]`.
     pub bias: Option<&'a Tensor>,
-    /// `[N, Cout]`, added to every pixel of channel `co` of sample `n` (the time embedding).
+    /// `[N, Cout]`, added to every pixel of channel `co` of sample `n` (the time embedding);
+    /// read through `batch_bias_view` when one is given.
     pub batch_bias: Option<&'a Tensor>,
+    /// How `batch_bias` is laid out; `None`: dense `[N, Cout]` (its element count must then be
+    /// exactly N · Cout).
+    pub batch_bias_view: Option<BatchBiasView>,
     /// `[N, Cout, Ho, Wo]`, added before the scale (the ResNet shortcut).
     pub residual: Option<&'a Tensor>,
     /// `[N, Cout, Ho, Wo]`.
@@ -74,6 +101,11 @@ uniform_struct! {
         output_scale: f32,
         n_tiles: u32,
         tiles: u32,
+        /// `batch_bias` row stride and element offset ([`BatchBiasView`]).
+        bb_stride: u32,
+        bb_offset: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
 }
 
@@ -113,6 +145,79 @@ pub(crate) fn vec4_view<'a>(
     } else {
         spare.insert(vec4_spare(ctx))
     }
+}
+
+/// The `batch_bias` view as the kernels take it (`(stride, offset)` in elements, dense when
+/// there is no operand), checked: rows at least Cout apart, and the last sample's last channel
+/// inside the operand.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BbView {
+    pub stride: u32,
+    pub offset: u32,
+}
+
+/// `conv`'s `batch_bias` view for a launch of `batch` samples × `cout` channels, checked against
+/// the operand (`op` names the layer in errors); both kernel shapes take the result.
+pub(crate) fn batch_bias_view(
+    op: &str,
+    conv: &Conv2d,
+    batch: usize,
+    cout: usize,
+) -> Result<BbView> {
+    let view = conv.batch_bias_view.unwrap_or(BatchBiasView::dense(cout));
+    if let Some(bb) = conv.batch_bias {
+        match conv.batch_bias_view {
+            None if bb.numel() != batch * cout => {
+                return Err(Error::invalid(
+                    op,
+                    format!("batch_bias must be [{batch}, {cout}], got {:?}", bb.shape),
+                ));
+            }
+            None => {}
+            Some(v) => {
+                if v.stride < cout {
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "batch_bias view stride {} is less than Cout = {cout}: sample rows \
+                             would overlap",
+                            v.stride
+                        ),
+                    ));
+                }
+                // One past the last element read (sample batch - 1, channel cout - 1).
+                let end = (batch - 1)
+                    .checked_mul(v.stride)
+                    .and_then(|e| e.checked_add(v.offset))
+                    .and_then(|e| e.checked_add(cout));
+                match end {
+                    // The kernels index in u32.
+                    Some(end) if end <= bb.numel() => {
+                        to_u32(op, "batch_bias view extent", end)?;
+                    }
+                    _ => {
+                        let needs = end
+                            .map_or_else(|| "more than usize::MAX".to_owned(), |e| e.to_string());
+                        return Err(Error::invalid(
+                            op,
+                            format!(
+                                "batch_bias view (stride {}, offset {}) of {batch} samples x {cout} \
+                                 channels needs {needs} elements, but batch_bias {:?} has {}",
+                                v.stride,
+                                v.offset,
+                                bb.shape,
+                                bb.numel()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(BbView {
+        stride: to_u32(op, "batch_bias stride", view.stride)?,
+        offset: to_u32(op, "batch_bias offset", view.offset)?,
+    })
 }
 
 /// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
@@ -225,14 +330,7 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
             ));
         }
     }
-    if let Some(bb) = conv.batch_bias {
-        if bb.numel() != batch * cout {
-            return Err(Error::invalid(
-                op,
-                format!("batch_bias must be [{batch}, {cout}], got {:?}", bb.shape),
-            ));
-        }
-    }
+    let bb_view = batch_bias_view(op, conv, batch, cout)?;
     if let Some(res) = conv.residual {
         if res.shape != out_shape {
             return Err(Error::invalid(
@@ -273,6 +371,7 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
                 w,
                 cout,
                 variant,
+                batch_bias: bb_view,
             };
             return conv2d_cpu::launch(ctx, conv, &layer, op, label);
         }
@@ -299,6 +398,10 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         output_scale: conv.output_scale,
         n_tiles: u("pixel tiles", n_tiles)?,
         tiles: u("tiles", n_tiles * m_tiles)?,
+        bb_stride: bb_view.stride,
+        bb_offset: bb_view.offset,
+        _pad0: 0,
+        _pad1: 0,
     };
     let table = gather_table(cin, kh, kw, h, w);
     let ktab = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {

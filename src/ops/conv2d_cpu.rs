@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::gpu::{entry, grid, uniform_struct, Dispatch, DispatchArgs, GpuContext, UniformLayout};
-use crate::ops::conv2d::{epilogue_flags, Conv2d, Padding};
+use crate::ops::conv2d::{epilogue_flags, BbView, Conv2d, Padding};
 use crate::ops::matmul::to_u32;
 
 uniform_struct! {
@@ -35,7 +35,12 @@ uniform_struct! {
         in_h: u32,
         in_gr: u32,
         in_plane4: u32,
+        /// `batch_bias` row stride and element offset (`conv2d.wgsl`'s).
+        bb_stride: u32,
+        bb_offset: u32,
         _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -103,6 +108,8 @@ pub(crate) struct Layer {
     pub w: usize,
     pub cout: usize,
     pub variant: Variant,
+    /// The checked `batch_bias` view.
+    pub batch_bias: BbView,
 }
 
 /// Builds the launch; `op` names the layer in errors. Shapes are already checked by `conv2d`.
@@ -120,6 +127,7 @@ pub(crate) fn launch(
         w: in_w,
         cout,
         variant,
+        batch_bias: bb_view,
     } = *layer;
     let u = |what: &str, v: usize| to_u32(op, what, v);
     let (h, w, ks) = match variant {
@@ -156,7 +164,11 @@ pub(crate) fn launch(
         in_h: u("input H", in_h)?,
         in_gr: u("input W / 4", in_w / 4)?,
         in_plane4: u("input H·W / 4", in_h * (in_w / 4))?,
+        bb_stride: bb_view.stride,
+        bb_offset: bb_view.offset,
         _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     // Rows that tile the subgroup exactly take their edge pixels from the neighbouring lanes.
     let halo = if SG.is_multiple_of(gr) { 0.0 } else { 1.0 };

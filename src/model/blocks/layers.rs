@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gpu::{GpuContext, Tensor};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::{Init, VarBuilder};
-use crate::ops::conv2d::{conv2d, conv2d_output_hw, Conv2d, Padding};
+use crate::ops::conv2d::{conv2d, conv2d_output_hw, BatchBiasView, Conv2d, Padding};
 use crate::ops::group_norm::{group_norm, GroupNorm};
 use crate::ops::layer_norm::{layer_norm, LayerNorm};
 use crate::ops::matmul::{linear, matmul, matmul_at, BiasAxis, Matmul, MatmulOffsets};
@@ -32,6 +32,9 @@ pub struct ConvApply<'v> {
     pub padding: Padding,
     /// `[N, Cout]` added per sample and channel (a ResNet's projected time embedding).
     pub batch_bias: Option<&'v Value>,
+    /// How `batch_bias` is laid out (`None`: dense `[N, Cout]`); a slice of a wider value holding
+    /// several layers' biases, e.g. one resnet's columns of the fused time projections.
+    pub batch_bias_view: Option<BatchBiasView>,
     /// `[N, Cout, Ho, Wo]` added before the scale (a ResNet's shortcut).
     pub residual: Option<&'v Value>,
     /// Multiplies the whole sum.
@@ -45,6 +48,7 @@ impl ConvApply<'_> {
             stride: 1,
             padding: Padding::same(p),
             batch_bias: None,
+            batch_bias_view: None,
             residual: None,
             output_scale: 1.0,
         }
@@ -89,6 +93,7 @@ impl Conv2dLayer {
             apply.residual.map(Value::id),
         );
         let (stride, padding, output_scale) = (apply.stride, apply.padding, apply.output_scale);
+        let batch_bias_view = apply.batch_bias_view;
         let label = name.to_owned();
         g.op(
             name,
@@ -100,6 +105,7 @@ impl Conv2dLayer {
                     weight: &self.weight,
                     bias: Some(&self.bias),
                     batch_bias: bias.map(|v| b.get(v)),
+                    batch_bias_view,
                     residual: residual.map(|v| b.get(v)),
                     out,
                     stride,

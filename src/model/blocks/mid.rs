@@ -39,15 +39,16 @@ impl UNetMidBlock2D<AttentionBlock> {
         })
     }
 
-    /// `temb_act` is SiLU(time embedding) for a U-Net, `None` for an autoencoder.
+    /// `time` is what the resnets take ([`ResnetBlock2D::record`]): a U-Net's fused time
+    /// projections, `None` for an autoencoder.
     pub fn record<'a>(
         &'a self,
         g: &mut Graph<'a>,
         x: &Value,
-        temb_act: Option<&Value>,
+        time: Option<&Value>,
         name: &str,
     ) -> Result<Value> {
-        self.record_with(g, x, temb_act, None, name)
+        self.record_with(g, x, time, None, name)
     }
 }
 
@@ -74,7 +75,7 @@ impl<A: SpatialLayer> UNetMidBlock2D<A> {
         &'a self,
         g: &mut Graph<'a>,
         x: &Value,
-        temb_act: Option<&Value>,
+        time: Option<&Value>,
         context: Option<&Value>,
         name: &str,
     ) -> Result<Value> {
@@ -82,12 +83,12 @@ impl<A: SpatialLayer> UNetMidBlock2D<A> {
             .resnets
             .first()
             .ok_or_else(|| Error::invalid(name, "a mid block without resnets"))?;
-        let mut x = first.record(g, x, temb_act, &format!("{name}.resnets.0"))?;
+        let mut x = first.record(g, x, time, &format!("{name}.resnets.0"))?;
         for (j, r) in self.resnets.iter().enumerate().skip(1) {
             if let Some(a) = self.attentions.get(j - 1) {
                 x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{}", j - 1))?;
             }
-            x = r.record(g, &x, temb_act, &format!("{name}.resnets.{j}"))?;
+            x = r.record(g, &x, time, &format!("{name}.resnets.{j}"))?;
         }
         Ok(x)
     }

@@ -121,19 +121,20 @@ impl<A: SpatialLayer> DownBlock2D<A> {
     }
 
     /// Returns the block output; every resnet/attention output and the downsampler's are
-    /// pushed to `skips` for the up path.
+    /// pushed to `skips` for the up path. `time` is what the resnets take
+    /// ([`ResnetBlock2D::record`]): the model's fused time projections.
     pub fn record<'a>(
         &'a self,
         g: &mut Graph<'a>,
         x: &Value,
-        temb_act: &Value,
+        time: &Value,
         context: Option<&Value>,
         skips: &mut Vec<Value>,
         name: &str,
     ) -> Result<Value> {
         let mut x = x.clone();
         for (j, r) in self.resnets.iter().enumerate() {
-            x = r.record(g, &x, Some(temb_act), &format!("{name}.resnets.{j}"))?;
+            x = r.record(g, &x, Some(time), &format!("{name}.resnets.{j}"))?;
             if let Some(a) = self.attentions.get(j) {
                 x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{j}"))?;
             }
@@ -245,12 +246,12 @@ impl<A: SpatialLayer> UpBlock2D<A> {
         })
     }
 
-    /// Pops one skip per resnet from `skips`.
+    /// Pops one skip per resnet from `skips`; `time` as in [`DownBlock2D::record`].
     pub fn record<'a>(
         &'a self,
         g: &mut Graph<'a>,
         x: &Value,
-        temb_act: &Value,
+        time: &Value,
         context: Option<&Value>,
         skips: &mut Vec<Value>,
         name: &str,
@@ -262,7 +263,7 @@ impl<A: SpatialLayer> UpBlock2D<A> {
                 .ok_or_else(|| Error::invalid(name, "more up-block resnets than saved skips"))?;
             let rname = format!("{name}.resnets.{j}");
             let cat = concat_channels(g, &x, &skip, &format!("{rname}.concat"))?;
-            x = r.record(g, &cat, Some(temb_act), &rname)?;
+            x = r.record(g, &cat, Some(time), &rname)?;
             if let Some(a) = self.attentions.get(j) {
                 x = a.record_spatial(g, &x, context, &format!("{name}.attentions.{j}"))?;
             }

@@ -19,6 +19,7 @@ use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::weights::{VarBuilder, WeightSource};
 
 use crate::model::blocks::mid::UNetMidBlock2D;
+use crate::model::blocks::resnet::TimeProjections;
 use blocks::{load_mid_block, DownBlock2D, UpBlock2D, UpChannels};
 use config::{DownBlock, UNet2DConfig, UpBlock};
 
@@ -40,6 +41,10 @@ pub struct UNet2DModel {
     pub up_blocks: Vec<UpBlock2D>,
     pub conv_norm_out: GroupNormLayer,
     pub conv_out: Conv2dLayer,
+    /// Every resnet's `time_emb_proj` as one layer (down blocks, mid block, up blocks, in order):
+    /// one launch per forward; each resnet holds its columns
+    /// ([`crate::model::blocks::resnet::TimeProjection::Slice`]).
+    pub time_projections: TimeProjections,
     /// Number of parameters loaded.
     pub parameters: usize,
     ctx: Arc<GpuContext>,
@@ -106,7 +111,7 @@ impl UNet2DModel {
                 i + 1 == ch.len(),
             )?);
         }
-        let mid_block = match cfg.mid_block_type {
+        let mut mid_block = match cfg.mid_block_type {
             Some(_) => Some(load_mid_block(&vb.pp("mid_block"), cfg, ch[ch.len() - 1])?),
             None => None,
         };
@@ -136,6 +141,12 @@ impl UNet2DModel {
         )?;
         let conv_out = Conv2dLayer::load(&vb.pp("conv_out"), c0, cfg.out_channels, 3)?;
         source.finish()?;
+        let resnets = down_blocks
+            .iter_mut()
+            .flat_map(|b| b.resnets.iter_mut())
+            .chain(mid_block.iter_mut().flat_map(|m| m.resnets.iter_mut()))
+            .chain(up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
+        let time_projections = TimeProjections::fuse(ctx, resnets, "time_emb_proj")?;
         Ok(UNet2DModel {
             time_proj,
             time_embedding,
@@ -146,6 +157,7 @@ impl UNet2DModel {
             up_blocks,
             conv_norm_out,
             conv_out,
+            time_projections,
             parameters: vb.parameters(),
             config,
             ctx: Arc::clone(ctx),
@@ -220,6 +232,10 @@ impl<'a> Recorded<'a> {
         }
         // Every resnet projects SiLU(temb); compute it once.
         let temb_act = silu(&mut g, &temb, "temb_act")?;
+        // Every resnet's time_emb_proj(silu(temb)) in one launch; each reads its columns.
+        let time = model
+            .time_projections
+            .record(&mut g, &temb_act, "time_emb_proj")?;
 
         let mut x = sample.clone();
         if cfg.center_input_sample {
@@ -232,16 +248,16 @@ impl<'a> Recorded<'a> {
         let mut skips = vec![x.clone()];
         for (i, block) in model.down_blocks.iter().enumerate() {
             let name = format!("down_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, None, &mut skips, &name)?;
+            x = block.record(&mut g, &x, &time, None, &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         if let Some(mid) = &model.mid_block {
-            x = mid.record(&mut g, &x, Some(&temb_act), "mid_block")?;
+            x = mid.record(&mut g, &x, Some(&time), "mid_block")?;
             blocks.push(("mid_block".to_owned(), x.clone()));
         }
         for (i, block) in model.up_blocks.iter().enumerate() {
             let name = format!("up_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, None, &mut skips, &name)?;
+            x = block.record(&mut g, &x, &time, None, &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         // conv_norm_out and conv_act are one fused launch.

@@ -16,7 +16,7 @@ use crate::gpu::{Dispatch, GpuContext, Tensor};
 use crate::model::blocks::embeddings::{center_input, silu, TimestepEmbedding, Timesteps};
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer};
 use crate::model::blocks::mid::UNetMidBlock2D;
-use crate::model::blocks::resnet::ResnetConfig;
+use crate::model::blocks::resnet::{ResnetConfig, TimeProjections};
 use crate::model::blocks::transformer::{Transformer2DModel, TransformerConfig};
 use crate::model::graph::{Graph, MemoryReport, Value};
 use crate::model::unet_2d::blocks::{BlockSpec, DownBlock2D, UpBlock2D, UpChannels};
@@ -38,6 +38,10 @@ pub struct UNet2DConditionModel {
     pub up_blocks: Vec<UpBlock2D<Transformer2DModel>>,
     pub conv_norm_out: GroupNormLayer,
     pub conv_out: Conv2dLayer,
+    /// Every resnet's `time_emb_proj` as one layer (down blocks, mid block, up blocks, in order):
+    /// one launch per forward; each resnet holds its columns
+    /// ([`crate::model::blocks::resnet::TimeProjection::Slice`]).
+    pub time_projections: TimeProjections,
     /// Number of parameters loaded.
     pub parameters: usize,
     /// Bytes one attention scores chunk may take in the graphs this model records (`None`:
@@ -119,7 +123,7 @@ impl UNet2DConditionModel {
             )?);
         }
         let last = ch[ch.len() - 1];
-        let mid_block = if cfg.has_mid_block {
+        let mut mid_block = if cfg.has_mid_block {
             let vb = vb.pp("mid_block");
             let tc = transformer_config(cfg, &cfg.mid_block(), last);
             let attention = Transformer2DModel::load(&vb.pp("attentions.0"), &tc)?;
@@ -172,6 +176,12 @@ impl UNet2DConditionModel {
             cfg.conv_out_kernel,
         )?;
         source.finish()?;
+        let resnets = down_blocks
+            .iter_mut()
+            .flat_map(|b| b.resnets.iter_mut())
+            .chain(mid_block.iter_mut().flat_map(|m| m.resnets.iter_mut()))
+            .chain(up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
+        let time_projections = TimeProjections::fuse(ctx, resnets, "time_emb_proj")?;
         Ok(UNet2DConditionModel {
             time_proj,
             time_embedding,
@@ -181,6 +191,7 @@ impl UNet2DConditionModel {
             up_blocks,
             conv_norm_out,
             conv_out,
+            time_projections,
             parameters: vb.parameters(),
             attention_budget: None,
             config,
@@ -285,6 +296,10 @@ impl<'a> Recorded<'a> {
             .record(&mut g, &t_proj, "time_embedding")?;
         blocks.push(("time_embedding".to_owned(), temb.clone()));
         let temb_act = silu(&mut g, &temb, "temb_act")?;
+        // Every resnet's time_emb_proj(silu(temb)) in one launch; each reads its columns.
+        let time = model
+            .time_projections
+            .record(&mut g, &temb_act, "time_emb_proj")?;
 
         let mut x = sample.clone();
         if cfg.center_input_sample {
@@ -298,16 +313,16 @@ impl<'a> Recorded<'a> {
         let mut skips = vec![x.clone()];
         for (i, block) in model.down_blocks.iter().enumerate() {
             let name = format!("down_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, Some(&context), &mut skips, &name)?;
+            x = block.record(&mut g, &x, &time, Some(&context), &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         if let Some(mid) = &model.mid_block {
-            x = mid.record_with(&mut g, &x, Some(&temb_act), Some(&context), "mid_block")?;
+            x = mid.record_with(&mut g, &x, Some(&time), Some(&context), "mid_block")?;
             blocks.push(("mid_block".to_owned(), x.clone()));
         }
         for (i, block) in model.up_blocks.iter().enumerate() {
             let name = format!("up_blocks.{i}");
-            x = block.record(&mut g, &x, &temb_act, Some(&context), &mut skips, &name)?;
+            x = block.record(&mut g, &x, &time, Some(&context), &mut skips, &name)?;
             blocks.push((name, x.clone()));
         }
         let h = model.conv_norm_out.record(&mut g, &x, true, "conv_act")?;
