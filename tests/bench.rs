@@ -457,7 +457,8 @@ fn sd_turbo_preset_is_sd21_shaped() {
 /// architecture (22 resnets: 4 down blocks of 2, the mid block's 2, 4 up blocks of 3) the graph
 /// records exactly one time-projection launch, no per-resnet one, each resnet reads its own
 /// contiguous columns of it, and the forward records 21 launches fewer than before the fusion
-/// (`CIFAR10_32_DISPATCHES_UNFUSED`, what main recorded at batch 1).
+/// (`CIFAR10_32_DISPATCHES_UNFUSED`, what main recorded at batch 1 before any fusion) — and 2
+/// fewer per attention block, whose q/k/v projections are one launch (`to_qkv`).
 #[test]
 fn fused_time_projections_cut_dispatches_on_cifar10_32() {
     use wgpu_diffusion::model::blocks::resnet::TimeProjection;
@@ -503,9 +504,17 @@ fn fused_time_projections_cut_dispatches_on_cifar10_32() {
         );
         let conv1 = labels.iter().filter(|l| l.ends_with(".conv1")).count();
         assert_eq!(conv1, resnets.len(), "batch {batch}: one conv1 per resnet");
+        let attentions = labels.iter().filter(|l| l.ends_with(".to_qkv")).count();
+        assert_eq!(
+            attentions, 6,
+            "batch {batch}: one q/k/v launch per attention block"
+        );
+        assert!(!labels
+            .iter()
+            .any(|l| l.ends_with(".to_q") || l.ends_with(".to_k")));
         assert_eq!(
             graph.dispatches.len(),
-            CIFAR10_32_DISPATCHES_UNFUSED - (resnets.len() - 1),
+            CIFAR10_32_DISPATCHES_UNFUSED - (resnets.len() - 1) - 2 * attentions,
             "batch {batch}: {labels:?}"
         );
     }
