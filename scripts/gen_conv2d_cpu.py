@@ -38,6 +38,12 @@ HEADER = """// 2-D convolution shaped for CPU adapters (Mesa llvmpipe / lavapipe
 // - k3s2 / k3s2t: 3×3, stride 2, padding 1 / only right and bottom (diffusers' Downsample2D with
 //   padding 1 / 0), input W % 8 == 0 and even H: a lane's 4 outputs read 9 input columns, two
 //   aligned vec4s and one neighbour's pixel.
+// - k3r2u: 3×3, padding 1, stride 1 over the nearest ×2 upsampling of the input (diffusers'
+//   Upsample2D: interpolate, then conv), input W % 4 == 0: the upsampled tensor is never written.
+//   Two output rows per lane read 3 input rows (upsampled rows 2y and 2y + 1 are input row y);
+//   a lane's 4 output columns 4·gx .. 4·gx + 3 are input columns 2·gx and 2·gx + 1, half of one
+//   aligned vec4, and the window's edge columns 2·gx − 1 / 2·gx + 2 come from the same vec4 or
+//   a neighbouring lane's.
 //
 // Work split: subgroup s (linear over the grid: workgroup · num_subgroups + subgroup_id) computes
 // channel block cb = s % cb_count and pixel groups 8·(s / cb_count) + lane, a pixel group being
@@ -274,8 +280,82 @@ def entry_s2(tail):
     return "\n".join(L) + "\n"
 
 
+def entry_up():
+    """3x3, padding 1, stride 1 on the nearest x2 upsampling of the input; two output rows per
+    lane. p.h / p.w are the output's (= the upsampled input's) size, p.in_* the stored input's.
+    Upsampled rows oy - 1 .. oy + 2 (oy even) are input rows y - 1, y, y, y + 1 (y = oy / 2), so
+    3 input rows are loaded; upsampled columns 4gx - 1 .. 4gx + 4 are input columns
+    L, c0, c0, c1, c1, R with c0 = 2gx, c1 = 2gx + 1 (half `hi` of the vec4 at gx / 2)."""
+    L = []
+    e = L.append
+    e("\n// 3x3 kernel, padding 1, stride 1, over the nearest x2 upsampled input; 2 output rows per lane.")
+    L.extend(prologue("k3r2u"))
+    e("    let oy = (row % (p.h / 2u)) * 2u;")
+    e("    let img = row / (p.h / 2u);")
+    e(f"    let co_l = cb * {TM}u + lane;")
+    e("    let w_ok = co_l < p.cout;")
+    e("    var wb = select(0u, co_l * p.k, w_ok);")
+    e("    // Lanes with odd gx hold the upper half of the input vec4 at gx / 2.")
+    e("    let hi = (gx & 1u) == 1u;")
+    e("    var ib = img * p.cin * p.in_plane4 + gx / 2u;")
+    e("    let first = gx == 0u;")
+    e("    let last = gx + 1u == p.gr;")
+    e("    let lane_l = select(lane - 1u, 0u, lane == 0u);")
+    e(f"    let lane_r = min(lane + 1u, {SG - 1}u);")
+    e("    let y = oy / 2u;")
+    for m in range(TM):
+        for r in range(2):
+            e(f"    var a{m}_{r} = vec4<f32>(0.0);")
+    e("    for (var ci = 0u; ci < p.cin; ci++) {")
+    for t in range(9):
+        e(f"        let w{t} = select(0.0, weight[wb + {t}u], w_ok);")
+    for j in range(3):
+        e(f"        let iy{j} = y + {j}u - 1u;")
+        e(f"        let ok{j} = valid && iy{j} < p.in_h;")
+        e(f"        let v{j} = select(vec4<f32>(0.0), input[select(0u, ib + iy{j} * p.in_gr, ok{j})], ok{j});")
+        # Even gx: left is the previous vec4's .w (lane gx - 1 loaded it), right is v.z.
+        # Odd gx: left is v.y, right is the next vec4's .x (lane gx + 1 loaded it).
+        e(f"        var l{j} = subgroupShuffle(v{j}.w, lane_l);")
+        e(f"        var r{j} = subgroupShuffle(v{j}.x, lane_r);")
+        e("        if (HALO == 1u) {")
+        e(f"            let okl = ok{j} && !first && !hi;")
+        e(f"            let okr = ok{j} && !last && hi;")
+        e(f"            l{j} = select(0.0, input[select(0u, ib + iy{j} * p.in_gr - 1u, okl)].w, okl);")
+        e(f"            r{j} = select(0.0, input[select(0u, ib + iy{j} * p.in_gr + 1u, okr)].x, okr);")
+        e("        }")
+        e(f"        let c{j}0 = select(v{j}.x, v{j}.z, hi);")
+        e(f"        let c{j}1 = select(v{j}.y, v{j}.w, hi);")
+        e(f"        let e{j}l = select(select(l{j}, v{j}.y, hi), 0.0, first);")
+        e(f"        let e{j}r = select(select(v{j}.z, r{j}, hi), 0.0, last);")
+        e(f"        let x{j}0 = vec4<f32>(e{j}l, c{j}0, c{j}0, c{j}1);")
+        e(f"        let x{j}1 = vec4<f32>(c{j}0, c{j}0, c{j}1, c{j}1);")
+        e(f"        let x{j}2 = vec4<f32>(c{j}0, c{j}1, c{j}1, e{j}r);")
+    # Upsampled row oy - 1 + i (i = r + ky) is input row index src[i] of the three loaded.
+    src = [0, 1, 1, 2]
+    for ky in range(3):
+        for kx in range(3):
+            t = ky * 3 + kx
+            for m in range(TM):
+                e(f"        let b{t}_{m} = vec4<f32>(subgroupBroadcast(w{t}, {m}u));")
+                for r in range(2):
+                    e(f"        a{m}_{r} = fma(b{t}_{m}, x{src[r + ky]}{kx}, a{m}_{r});")
+    e("        ib += p.in_plane4;")
+    e("        wb += 9u;")
+    e("    }")
+    L.extend(stores(2))
+    return "\n".join(L) + "\n"
+
+
 def main():
-    body = PRELUDE + entry(3, 2) + entry(3, 1) + entry(1, 1) + entry_s2(False) + entry_s2(True)
+    body = (
+        PRELUDE
+        + entry(3, 2)
+        + entry(3, 1)
+        + entry(1, 1)
+        + entry_s2(False)
+        + entry_s2(True)
+        + entry_up()
+    )
     emit(HEADER, body)
 
 

@@ -2,6 +2,9 @@
 //
 // PyTorch: out = (F.conv2d(F.pad(x, (left, right, top, bottom)), w, bias, stride)
 //                 + batch_bias[:, :, None, None] + residual) * output_scale
+// where x is the input, or with UPSAMPLE = 1 its nearest ×2 upsampling
+// F.interpolate(input, scale_factor=2, mode="nearest") (diffusers' Upsample2D), read through the
+// gather and never materialised
 // (symmetric padding is the usual `padding=p`; diffusers' Downsample2D with padding 0 pads only
 // right and bottom). batch_bias is the ResNet block's per-(sample, channel) time-embedding
 // projection; residual is its shortcut, output_scale 1 / output_scale_factor.
@@ -22,6 +25,9 @@
 // kernel does no integer division in its K loop. Each pixel contributes
 // base = img·Cin·H·W + iy0·W + ix0 with iy0 = oy·stride − top, ix0 = ox·stride − left (wrapping
 // u32: a window row above the image wraps to a huge value and fails `iy < H`).
+// UPSAMPLE = 1: H and W are the upsampled size (2·src_h, 2·src_w) the window and padding test
+// run over; ktab[k].x is ci·src_h·src_w and the element read is
+// img·Cin·src_h·src_w + ktab.x + (iy >> 1)·src_w + (ix >> 1).
 //
 // Work split: one workgroup per (BM × BN) output tile, BM = 8·WG_M, BN = 8·WG_N; the linear
 // workgroup id wid.x + wid.y·num_workgroups.x (a 2-D grid past 65 535 tiles) is
@@ -65,7 +71,8 @@ struct Params {
     // resnet's columns of the model's fused time projections otherwise).
     bb_stride: u32,
     bb_offset: u32,
-    _pad0: u32,
+    // UPSAMPLE = 1: the stored input's width (W / 2); unused otherwise.
+    src_w: u32,
     _pad1: u32,
 }
 
@@ -91,6 +98,8 @@ override BK: u32 = 16u;
 // 1: K is a multiple of 4, so weight rows are read as vec4s (weight4, the same buffer) in 4 × 4
 // blocks and transposed into the k-major A slice; 0: element by element.
 override W_VEC4: u32 = 0u;
+// 1: the input is read as its nearest ×2 upsampling (H, W above are the upsampled size).
+override UPSAMPLE: u32 = 0u;
 
 // [BK][BM / 4] and [BK][BN / 4] vec4 slices.
 var<workgroup> a_s: array<vec4<f32>, BK * WG_M * 2u>;
@@ -197,7 +206,10 @@ fn main(
         gather_n < vec4<u32>(p.npix),
     );
     let g_ix0 = g_ox * vec4<u32>(p.stride) - vec4<u32>(p.pad_left);
-    let g_base = g_img * vec4<u32>(p.cin * plane) + g_iy0 * vec4<u32>(p.w) + g_ix0;
+    var g_base = g_img * vec4<u32>(p.cin * plane) + g_iy0 * vec4<u32>(p.w) + g_ix0;
+    if (UPSAMPLE == 1u) {
+        g_base = g_img * vec4<u32>(p.cin * (plane / 4u));
+    }
 
     var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
     var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
@@ -215,7 +227,13 @@ fn main(
             let ok = (g_iy0 + vec4<u32>(kt.y) < vec4<u32>(p.h))
                 & (g_ix0 + vec4<u32>(kt.z) < vec4<u32>(p.w))
                 & vec4<bool>(kt.w != 0u);
-            let idx = select(vec4<u32>(0u), g_base + vec4<u32>(kt.x), ok);
+            var at = g_base + vec4<u32>(kt.x);
+            if (UPSAMPLE == 1u) {
+                let iy = g_iy0 + vec4<u32>(kt.y);
+                let ix = g_ix0 + vec4<u32>(kt.z);
+                at += (iy >> vec4<u32>(1u)) * vec4<u32>(p.src_w) + (ix >> vec4<u32>(1u));
+            }
+            let idx = select(vec4<u32>(0u), at, ok);
             let v = vec4<f32>(input[idx.x], input[idx.y], input[idx.z], input[idx.w]);
             b_s[s] = select(vec4<f32>(0.0), v, ok);
         }

@@ -23,6 +23,12 @@
 // - k3s2 / k3s2t: 3×3, stride 2, padding 1 / only right and bottom (diffusers' Downsample2D with
 //   padding 1 / 0), input W % 8 == 0 and even H: a lane's 4 outputs read 9 input columns, two
 //   aligned vec4s and one neighbour's pixel.
+// - k3r2u: 3×3, padding 1, stride 1 over the nearest ×2 upsampling of the input (diffusers'
+//   Upsample2D: interpolate, then conv), input W % 4 == 0: the upsampled tensor is never written.
+//   Two output rows per lane read 3 input rows (upsampled rows 2y and 2y + 1 are input row y);
+//   a lane's 4 output columns 4·gx .. 4·gx + 3 are input columns 2·gx and 2·gx + 1, half of one
+//   aligned vec4, and the window's edge columns 2·gx − 1 / 2·gx + 2 come from the same vec4 or
+//   a neighbouring lane's.
 //
 // Work split: subgroup s (linear over the grid: workgroup · num_subgroups + subgroup_id) computes
 // channel block cb = s % cb_count and pixel groups 8·(s / cb_count) + lane, a pixel group being
@@ -32,7 +38,7 @@
 // 5 out (vec4s), 6 params.
 //
 // Launcher: src/ops/conv2d_cpu.rs (the registry line is in src/gpu/kernel.rs).
-// body fnv1a64: c17355577d4d761e
+// body fnv1a64: 2006fcd36ddb7778
 struct Params {
     cin: u32,
     // The output's height and width (the input's too for the stride-1 entries).
@@ -1105,4 +1111,356 @@ fn k3s2t(
     store(cb * 8u + 5u, img, pix4, a5_0);
     store(cb * 8u + 6u, img, pix4, a6_0);
     store(cb * 8u + 7u, img, pix4, a7_0);
+}
+
+// 3x3 kernel, padding 1, stride 1, over the nearest x2 upsampled input; 2 output rows per lane.
+@compute @workgroup_size(64)
+fn k3r2u(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(num_subgroups) nsg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let s = (wid.x + wid.y * nwg.x) * nsg + sid;
+    if (s >= p.subgroups) {
+        return;
+    }
+    let cb = s % p.cb_count;
+    let pg = (s / p.cb_count) * 8u + lane;
+    let valid = pg < p.groups;
+    let gx = pg % p.gr;
+    let row = pg / p.gr;
+    let oy = (row % (p.h / 2u)) * 2u;
+    let img = row / (p.h / 2u);
+    let co_l = cb * 8u + lane;
+    let w_ok = co_l < p.cout;
+    var wb = select(0u, co_l * p.k, w_ok);
+    // Lanes with odd gx hold the upper half of the input vec4 at gx / 2.
+    let hi = (gx & 1u) == 1u;
+    var ib = img * p.cin * p.in_plane4 + gx / 2u;
+    let first = gx == 0u;
+    let last = gx + 1u == p.gr;
+    let lane_l = select(lane - 1u, 0u, lane == 0u);
+    let lane_r = min(lane + 1u, 7u);
+    let y = oy / 2u;
+    var a0_0 = vec4<f32>(0.0);
+    var a0_1 = vec4<f32>(0.0);
+    var a1_0 = vec4<f32>(0.0);
+    var a1_1 = vec4<f32>(0.0);
+    var a2_0 = vec4<f32>(0.0);
+    var a2_1 = vec4<f32>(0.0);
+    var a3_0 = vec4<f32>(0.0);
+    var a3_1 = vec4<f32>(0.0);
+    var a4_0 = vec4<f32>(0.0);
+    var a4_1 = vec4<f32>(0.0);
+    var a5_0 = vec4<f32>(0.0);
+    var a5_1 = vec4<f32>(0.0);
+    var a6_0 = vec4<f32>(0.0);
+    var a6_1 = vec4<f32>(0.0);
+    var a7_0 = vec4<f32>(0.0);
+    var a7_1 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let w0 = select(0.0, weight[wb + 0u], w_ok);
+        let w1 = select(0.0, weight[wb + 1u], w_ok);
+        let w2 = select(0.0, weight[wb + 2u], w_ok);
+        let w3 = select(0.0, weight[wb + 3u], w_ok);
+        let w4 = select(0.0, weight[wb + 4u], w_ok);
+        let w5 = select(0.0, weight[wb + 5u], w_ok);
+        let w6 = select(0.0, weight[wb + 6u], w_ok);
+        let w7 = select(0.0, weight[wb + 7u], w_ok);
+        let w8 = select(0.0, weight[wb + 8u], w_ok);
+        let iy0 = y + 0u - 1u;
+        let ok0 = valid && iy0 < p.in_h;
+        let v0 = select(vec4<f32>(0.0), input[select(0u, ib + iy0 * p.in_gr, ok0)], ok0);
+        var l0 = subgroupShuffle(v0.w, lane_l);
+        var r0 = subgroupShuffle(v0.x, lane_r);
+        if (HALO == 1u) {
+            let okl = ok0 && !first && !hi;
+            let okr = ok0 && !last && hi;
+            l0 = select(0.0, input[select(0u, ib + iy0 * p.in_gr - 1u, okl)].w, okl);
+            r0 = select(0.0, input[select(0u, ib + iy0 * p.in_gr + 1u, okr)].x, okr);
+        }
+        let c00 = select(v0.x, v0.z, hi);
+        let c01 = select(v0.y, v0.w, hi);
+        let e0l = select(select(l0, v0.y, hi), 0.0, first);
+        let e0r = select(select(v0.z, r0, hi), 0.0, last);
+        let x00 = vec4<f32>(e0l, c00, c00, c01);
+        let x01 = vec4<f32>(c00, c00, c01, c01);
+        let x02 = vec4<f32>(c00, c01, c01, e0r);
+        let iy1 = y + 1u - 1u;
+        let ok1 = valid && iy1 < p.in_h;
+        let v1 = select(vec4<f32>(0.0), input[select(0u, ib + iy1 * p.in_gr, ok1)], ok1);
+        var l1 = subgroupShuffle(v1.w, lane_l);
+        var r1 = subgroupShuffle(v1.x, lane_r);
+        if (HALO == 1u) {
+            let okl = ok1 && !first && !hi;
+            let okr = ok1 && !last && hi;
+            l1 = select(0.0, input[select(0u, ib + iy1 * p.in_gr - 1u, okl)].w, okl);
+            r1 = select(0.0, input[select(0u, ib + iy1 * p.in_gr + 1u, okr)].x, okr);
+        }
+        let c10 = select(v1.x, v1.z, hi);
+        let c11 = select(v1.y, v1.w, hi);
+        let e1l = select(select(l1, v1.y, hi), 0.0, first);
+        let e1r = select(select(v1.z, r1, hi), 0.0, last);
+        let x10 = vec4<f32>(e1l, c10, c10, c11);
+        let x11 = vec4<f32>(c10, c10, c11, c11);
+        let x12 = vec4<f32>(c10, c11, c11, e1r);
+        let iy2 = y + 2u - 1u;
+        let ok2 = valid && iy2 < p.in_h;
+        let v2 = select(vec4<f32>(0.0), input[select(0u, ib + iy2 * p.in_gr, ok2)], ok2);
+        var l2 = subgroupShuffle(v2.w, lane_l);
+        var r2 = subgroupShuffle(v2.x, lane_r);
+        if (HALO == 1u) {
+            let okl = ok2 && !first && !hi;
+            let okr = ok2 && !last && hi;
+            l2 = select(0.0, input[select(0u, ib + iy2 * p.in_gr - 1u, okl)].w, okl);
+            r2 = select(0.0, input[select(0u, ib + iy2 * p.in_gr + 1u, okr)].x, okr);
+        }
+        let c20 = select(v2.x, v2.z, hi);
+        let c21 = select(v2.y, v2.w, hi);
+        let e2l = select(select(l2, v2.y, hi), 0.0, first);
+        let e2r = select(select(v2.z, r2, hi), 0.0, last);
+        let x20 = vec4<f32>(e2l, c20, c20, c21);
+        let x21 = vec4<f32>(c20, c20, c21, c21);
+        let x22 = vec4<f32>(c20, c21, c21, e2r);
+        let b0_0 = vec4<f32>(subgroupBroadcast(w0, 0u));
+        a0_0 = fma(b0_0, x00, a0_0);
+        a0_1 = fma(b0_0, x10, a0_1);
+        let b0_1 = vec4<f32>(subgroupBroadcast(w0, 1u));
+        a1_0 = fma(b0_1, x00, a1_0);
+        a1_1 = fma(b0_1, x10, a1_1);
+        let b0_2 = vec4<f32>(subgroupBroadcast(w0, 2u));
+        a2_0 = fma(b0_2, x00, a2_0);
+        a2_1 = fma(b0_2, x10, a2_1);
+        let b0_3 = vec4<f32>(subgroupBroadcast(w0, 3u));
+        a3_0 = fma(b0_3, x00, a3_0);
+        a3_1 = fma(b0_3, x10, a3_1);
+        let b0_4 = vec4<f32>(subgroupBroadcast(w0, 4u));
+        a4_0 = fma(b0_4, x00, a4_0);
+        a4_1 = fma(b0_4, x10, a4_1);
+        let b0_5 = vec4<f32>(subgroupBroadcast(w0, 5u));
+        a5_0 = fma(b0_5, x00, a5_0);
+        a5_1 = fma(b0_5, x10, a5_1);
+        let b0_6 = vec4<f32>(subgroupBroadcast(w0, 6u));
+        a6_0 = fma(b0_6, x00, a6_0);
+        a6_1 = fma(b0_6, x10, a6_1);
+        let b0_7 = vec4<f32>(subgroupBroadcast(w0, 7u));
+        a7_0 = fma(b0_7, x00, a7_0);
+        a7_1 = fma(b0_7, x10, a7_1);
+        let b1_0 = vec4<f32>(subgroupBroadcast(w1, 0u));
+        a0_0 = fma(b1_0, x01, a0_0);
+        a0_1 = fma(b1_0, x11, a0_1);
+        let b1_1 = vec4<f32>(subgroupBroadcast(w1, 1u));
+        a1_0 = fma(b1_1, x01, a1_0);
+        a1_1 = fma(b1_1, x11, a1_1);
+        let b1_2 = vec4<f32>(subgroupBroadcast(w1, 2u));
+        a2_0 = fma(b1_2, x01, a2_0);
+        a2_1 = fma(b1_2, x11, a2_1);
+        let b1_3 = vec4<f32>(subgroupBroadcast(w1, 3u));
+        a3_0 = fma(b1_3, x01, a3_0);
+        a3_1 = fma(b1_3, x11, a3_1);
+        let b1_4 = vec4<f32>(subgroupBroadcast(w1, 4u));
+        a4_0 = fma(b1_4, x01, a4_0);
+        a4_1 = fma(b1_4, x11, a4_1);
+        let b1_5 = vec4<f32>(subgroupBroadcast(w1, 5u));
+        a5_0 = fma(b1_5, x01, a5_0);
+        a5_1 = fma(b1_5, x11, a5_1);
+        let b1_6 = vec4<f32>(subgroupBroadcast(w1, 6u));
+        a6_0 = fma(b1_6, x01, a6_0);
+        a6_1 = fma(b1_6, x11, a6_1);
+        let b1_7 = vec4<f32>(subgroupBroadcast(w1, 7u));
+        a7_0 = fma(b1_7, x01, a7_0);
+        a7_1 = fma(b1_7, x11, a7_1);
+        let b2_0 = vec4<f32>(subgroupBroadcast(w2, 0u));
+        a0_0 = fma(b2_0, x02, a0_0);
+        a0_1 = fma(b2_0, x12, a0_1);
+        let b2_1 = vec4<f32>(subgroupBroadcast(w2, 1u));
+        a1_0 = fma(b2_1, x02, a1_0);
+        a1_1 = fma(b2_1, x12, a1_1);
+        let b2_2 = vec4<f32>(subgroupBroadcast(w2, 2u));
+        a2_0 = fma(b2_2, x02, a2_0);
+        a2_1 = fma(b2_2, x12, a2_1);
+        let b2_3 = vec4<f32>(subgroupBroadcast(w2, 3u));
+        a3_0 = fma(b2_3, x02, a3_0);
+        a3_1 = fma(b2_3, x12, a3_1);
+        let b2_4 = vec4<f32>(subgroupBroadcast(w2, 4u));
+        a4_0 = fma(b2_4, x02, a4_0);
+        a4_1 = fma(b2_4, x12, a4_1);
+        let b2_5 = vec4<f32>(subgroupBroadcast(w2, 5u));
+        a5_0 = fma(b2_5, x02, a5_0);
+        a5_1 = fma(b2_5, x12, a5_1);
+        let b2_6 = vec4<f32>(subgroupBroadcast(w2, 6u));
+        a6_0 = fma(b2_6, x02, a6_0);
+        a6_1 = fma(b2_6, x12, a6_1);
+        let b2_7 = vec4<f32>(subgroupBroadcast(w2, 7u));
+        a7_0 = fma(b2_7, x02, a7_0);
+        a7_1 = fma(b2_7, x12, a7_1);
+        let b3_0 = vec4<f32>(subgroupBroadcast(w3, 0u));
+        a0_0 = fma(b3_0, x10, a0_0);
+        a0_1 = fma(b3_0, x10, a0_1);
+        let b3_1 = vec4<f32>(subgroupBroadcast(w3, 1u));
+        a1_0 = fma(b3_1, x10, a1_0);
+        a1_1 = fma(b3_1, x10, a1_1);
+        let b3_2 = vec4<f32>(subgroupBroadcast(w3, 2u));
+        a2_0 = fma(b3_2, x10, a2_0);
+        a2_1 = fma(b3_2, x10, a2_1);
+        let b3_3 = vec4<f32>(subgroupBroadcast(w3, 3u));
+        a3_0 = fma(b3_3, x10, a3_0);
+        a3_1 = fma(b3_3, x10, a3_1);
+        let b3_4 = vec4<f32>(subgroupBroadcast(w3, 4u));
+        a4_0 = fma(b3_4, x10, a4_0);
+        a4_1 = fma(b3_4, x10, a4_1);
+        let b3_5 = vec4<f32>(subgroupBroadcast(w3, 5u));
+        a5_0 = fma(b3_5, x10, a5_0);
+        a5_1 = fma(b3_5, x10, a5_1);
+        let b3_6 = vec4<f32>(subgroupBroadcast(w3, 6u));
+        a6_0 = fma(b3_6, x10, a6_0);
+        a6_1 = fma(b3_6, x10, a6_1);
+        let b3_7 = vec4<f32>(subgroupBroadcast(w3, 7u));
+        a7_0 = fma(b3_7, x10, a7_0);
+        a7_1 = fma(b3_7, x10, a7_1);
+        let b4_0 = vec4<f32>(subgroupBroadcast(w4, 0u));
+        a0_0 = fma(b4_0, x11, a0_0);
+        a0_1 = fma(b4_0, x11, a0_1);
+        let b4_1 = vec4<f32>(subgroupBroadcast(w4, 1u));
+        a1_0 = fma(b4_1, x11, a1_0);
+        a1_1 = fma(b4_1, x11, a1_1);
+        let b4_2 = vec4<f32>(subgroupBroadcast(w4, 2u));
+        a2_0 = fma(b4_2, x11, a2_0);
+        a2_1 = fma(b4_2, x11, a2_1);
+        let b4_3 = vec4<f32>(subgroupBroadcast(w4, 3u));
+        a3_0 = fma(b4_3, x11, a3_0);
+        a3_1 = fma(b4_3, x11, a3_1);
+        let b4_4 = vec4<f32>(subgroupBroadcast(w4, 4u));
+        a4_0 = fma(b4_4, x11, a4_0);
+        a4_1 = fma(b4_4, x11, a4_1);
+        let b4_5 = vec4<f32>(subgroupBroadcast(w4, 5u));
+        a5_0 = fma(b4_5, x11, a5_0);
+        a5_1 = fma(b4_5, x11, a5_1);
+        let b4_6 = vec4<f32>(subgroupBroadcast(w4, 6u));
+        a6_0 = fma(b4_6, x11, a6_0);
+        a6_1 = fma(b4_6, x11, a6_1);
+        let b4_7 = vec4<f32>(subgroupBroadcast(w4, 7u));
+        a7_0 = fma(b4_7, x11, a7_0);
+        a7_1 = fma(b4_7, x11, a7_1);
+        let b5_0 = vec4<f32>(subgroupBroadcast(w5, 0u));
+        a0_0 = fma(b5_0, x12, a0_0);
+        a0_1 = fma(b5_0, x12, a0_1);
+        let b5_1 = vec4<f32>(subgroupBroadcast(w5, 1u));
+        a1_0 = fma(b5_1, x12, a1_0);
+        a1_1 = fma(b5_1, x12, a1_1);
+        let b5_2 = vec4<f32>(subgroupBroadcast(w5, 2u));
+        a2_0 = fma(b5_2, x12, a2_0);
+        a2_1 = fma(b5_2, x12, a2_1);
+        let b5_3 = vec4<f32>(subgroupBroadcast(w5, 3u));
+        a3_0 = fma(b5_3, x12, a3_0);
+        a3_1 = fma(b5_3, x12, a3_1);
+        let b5_4 = vec4<f32>(subgroupBroadcast(w5, 4u));
+        a4_0 = fma(b5_4, x12, a4_0);
+        a4_1 = fma(b5_4, x12, a4_1);
+        let b5_5 = vec4<f32>(subgroupBroadcast(w5, 5u));
+        a5_0 = fma(b5_5, x12, a5_0);
+        a5_1 = fma(b5_5, x12, a5_1);
+        let b5_6 = vec4<f32>(subgroupBroadcast(w5, 6u));
+        a6_0 = fma(b5_6, x12, a6_0);
+        a6_1 = fma(b5_6, x12, a6_1);
+        let b5_7 = vec4<f32>(subgroupBroadcast(w5, 7u));
+        a7_0 = fma(b5_7, x12, a7_0);
+        a7_1 = fma(b5_7, x12, a7_1);
+        let b6_0 = vec4<f32>(subgroupBroadcast(w6, 0u));
+        a0_0 = fma(b6_0, x10, a0_0);
+        a0_1 = fma(b6_0, x20, a0_1);
+        let b6_1 = vec4<f32>(subgroupBroadcast(w6, 1u));
+        a1_0 = fma(b6_1, x10, a1_0);
+        a1_1 = fma(b6_1, x20, a1_1);
+        let b6_2 = vec4<f32>(subgroupBroadcast(w6, 2u));
+        a2_0 = fma(b6_2, x10, a2_0);
+        a2_1 = fma(b6_2, x20, a2_1);
+        let b6_3 = vec4<f32>(subgroupBroadcast(w6, 3u));
+        a3_0 = fma(b6_3, x10, a3_0);
+        a3_1 = fma(b6_3, x20, a3_1);
+        let b6_4 = vec4<f32>(subgroupBroadcast(w6, 4u));
+        a4_0 = fma(b6_4, x10, a4_0);
+        a4_1 = fma(b6_4, x20, a4_1);
+        let b6_5 = vec4<f32>(subgroupBroadcast(w6, 5u));
+        a5_0 = fma(b6_5, x10, a5_0);
+        a5_1 = fma(b6_5, x20, a5_1);
+        let b6_6 = vec4<f32>(subgroupBroadcast(w6, 6u));
+        a6_0 = fma(b6_6, x10, a6_0);
+        a6_1 = fma(b6_6, x20, a6_1);
+        let b6_7 = vec4<f32>(subgroupBroadcast(w6, 7u));
+        a7_0 = fma(b6_7, x10, a7_0);
+        a7_1 = fma(b6_7, x20, a7_1);
+        let b7_0 = vec4<f32>(subgroupBroadcast(w7, 0u));
+        a0_0 = fma(b7_0, x11, a0_0);
+        a0_1 = fma(b7_0, x21, a0_1);
+        let b7_1 = vec4<f32>(subgroupBroadcast(w7, 1u));
+        a1_0 = fma(b7_1, x11, a1_0);
+        a1_1 = fma(b7_1, x21, a1_1);
+        let b7_2 = vec4<f32>(subgroupBroadcast(w7, 2u));
+        a2_0 = fma(b7_2, x11, a2_0);
+        a2_1 = fma(b7_2, x21, a2_1);
+        let b7_3 = vec4<f32>(subgroupBroadcast(w7, 3u));
+        a3_0 = fma(b7_3, x11, a3_0);
+        a3_1 = fma(b7_3, x21, a3_1);
+        let b7_4 = vec4<f32>(subgroupBroadcast(w7, 4u));
+        a4_0 = fma(b7_4, x11, a4_0);
+        a4_1 = fma(b7_4, x21, a4_1);
+        let b7_5 = vec4<f32>(subgroupBroadcast(w7, 5u));
+        a5_0 = fma(b7_5, x11, a5_0);
+        a5_1 = fma(b7_5, x21, a5_1);
+        let b7_6 = vec4<f32>(subgroupBroadcast(w7, 6u));
+        a6_0 = fma(b7_6, x11, a6_0);
+        a6_1 = fma(b7_6, x21, a6_1);
+        let b7_7 = vec4<f32>(subgroupBroadcast(w7, 7u));
+        a7_0 = fma(b7_7, x11, a7_0);
+        a7_1 = fma(b7_7, x21, a7_1);
+        let b8_0 = vec4<f32>(subgroupBroadcast(w8, 0u));
+        a0_0 = fma(b8_0, x12, a0_0);
+        a0_1 = fma(b8_0, x22, a0_1);
+        let b8_1 = vec4<f32>(subgroupBroadcast(w8, 1u));
+        a1_0 = fma(b8_1, x12, a1_0);
+        a1_1 = fma(b8_1, x22, a1_1);
+        let b8_2 = vec4<f32>(subgroupBroadcast(w8, 2u));
+        a2_0 = fma(b8_2, x12, a2_0);
+        a2_1 = fma(b8_2, x22, a2_1);
+        let b8_3 = vec4<f32>(subgroupBroadcast(w8, 3u));
+        a3_0 = fma(b8_3, x12, a3_0);
+        a3_1 = fma(b8_3, x22, a3_1);
+        let b8_4 = vec4<f32>(subgroupBroadcast(w8, 4u));
+        a4_0 = fma(b8_4, x12, a4_0);
+        a4_1 = fma(b8_4, x22, a4_1);
+        let b8_5 = vec4<f32>(subgroupBroadcast(w8, 5u));
+        a5_0 = fma(b8_5, x12, a5_0);
+        a5_1 = fma(b8_5, x22, a5_1);
+        let b8_6 = vec4<f32>(subgroupBroadcast(w8, 6u));
+        a6_0 = fma(b8_6, x12, a6_0);
+        a6_1 = fma(b8_6, x22, a6_1);
+        let b8_7 = vec4<f32>(subgroupBroadcast(w8, 7u));
+        a7_0 = fma(b8_7, x12, a7_0);
+        a7_1 = fma(b8_7, x22, a7_1);
+        ib += p.in_plane4;
+        wb += 9u;
+    }
+    if (!valid) {
+        return;
+    }
+    let pix4 = oy * p.gr + gx;
+    store(cb * 8u + 0u, img, pix4, a0_0);
+    store(cb * 8u + 0u, img, pix4 + 1u * p.gr, a0_1);
+    store(cb * 8u + 1u, img, pix4, a1_0);
+    store(cb * 8u + 1u, img, pix4 + 1u * p.gr, a1_1);
+    store(cb * 8u + 2u, img, pix4, a2_0);
+    store(cb * 8u + 2u, img, pix4 + 1u * p.gr, a2_1);
+    store(cb * 8u + 3u, img, pix4, a3_0);
+    store(cb * 8u + 3u, img, pix4 + 1u * p.gr, a3_1);
+    store(cb * 8u + 4u, img, pix4, a4_0);
+    store(cb * 8u + 4u, img, pix4 + 1u * p.gr, a4_1);
+    store(cb * 8u + 5u, img, pix4, a5_0);
+    store(cb * 8u + 5u, img, pix4 + 1u * p.gr, a5_1);
+    store(cb * 8u + 6u, img, pix4, a6_0);
+    store(cb * 8u + 6u, img, pix4 + 1u * p.gr, a6_1);
+    store(cb * 8u + 7u, img, pix4, a7_0);
+    store(cb * 8u + 7u, img, pix4 + 1u * p.gr, a7_1);
 }

@@ -458,7 +458,9 @@ fn sd_turbo_preset_is_sd21_shaped() {
 /// records exactly one time-projection launch, no per-resnet one, each resnet reads its own
 /// contiguous columns of it, and the forward records 21 launches fewer than before the fusion
 /// (`CIFAR10_32_DISPATCHES_UNFUSED`, what main recorded at batch 1 before any fusion) — and 2
-/// fewer per attention block, whose q/k/v projections are one launch (`to_qkv`).
+/// fewer per attention block, whose q/k/v projections are one launch (`to_qkv`), and 1 fewer per
+/// upsampler, whose conv reads the nearest ×2 interpolation through its gather (no
+/// `.interpolate` launch).
 #[test]
 fn fused_time_projections_cut_dispatches_on_cifar10_32() {
     use wgpu_diffusion::model::blocks::resnet::TimeProjection;
@@ -512,9 +514,18 @@ fn fused_time_projections_cut_dispatches_on_cifar10_32() {
         assert!(!labels
             .iter()
             .any(|l| l.ends_with(".to_q") || l.ends_with(".to_k")));
+        let upsamplers = labels
+            .iter()
+            .filter(|l| l.contains(".upsamplers.") && l.ends_with(".conv"))
+            .count();
+        assert_eq!(upsamplers, 3, "batch {batch}: {labels:?}");
+        assert!(
+            !labels.iter().any(|l| l.contains("interpolate")),
+            "batch {batch}: {labels:?}"
+        );
         assert_eq!(
             graph.dispatches.len(),
-            CIFAR10_32_DISPATCHES_UNFUSED - (resnets.len() - 1) - 2 * attentions,
+            CIFAR10_32_DISPATCHES_UNFUSED - (resnets.len() - 1) - 2 * attentions - upsamplers,
             "batch {batch}: {labels:?}"
         );
     }

@@ -11,6 +11,7 @@ use common::{bits_differ, cpu_kernels_available, ctx, Rng};
 use wgpu_diffusion::gpu::{Dispatch, GpuContext, Kernel, KernelChoice};
 use wgpu_diffusion::ops::conv2d::{conv2d, conv2d_output_hw, BatchBiasView, Conv2d, Padding};
 use wgpu_diffusion::ops::matmul::{linear, matmul, BiasAxis, Matmul};
+use wgpu_diffusion::ops::upsample::{upsample_nearest2x, UpsampleNearest2x};
 use wgpu_diffusion::reference::{compare, conv as reference, Comparison};
 use wgpu_diffusion::{Error, Tensor};
 
@@ -88,6 +89,8 @@ struct ConvCase {
     bb_view: Option<(usize, usize)>,
     residual: bool,
     scale: f32,
+    /// The input (`h × w`) is read as its nearest ×2 upsampling: the conv runs over `2h × 2w`.
+    upsample: bool,
 }
 
 impl ConvCase {
@@ -107,8 +110,22 @@ impl ConvCase {
             bb_view: None,
             residual: false,
             scale: 1.0,
+            upsample: false,
         }
     }
+}
+
+/// `F.interpolate(x, scale_factor=2, mode="nearest")` of `[planes, h, w]` data.
+fn upsample_ref(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(planes * 4 * h * w);
+    for p in 0..planes {
+        for y in 0..2 * h {
+            for xx in 0..2 * w {
+                out.push(x[(p * h + y / 2) * w + xx / 2]);
+            }
+        }
+    }
+    out
 }
 
 /// Runs `case` on the GPU and the CPU reference with data from `seed` and compares.
@@ -118,9 +135,26 @@ fn conv_case(ctx: &GpuContext, case: ConvCase, seed: u64) -> Comparison {
 
 /// [`conv_case`] that also returns the output and the kernel that computed it.
 fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, Comparison) {
+    conv_run_with(ctx, case, seed, false)
+}
+
+/// [`conv_run`]; with `separate_upsample` an `upsample` case first runs `upsample_nearest2x`
+/// into a tensor of its own and convolves that (the unfused path), with the same data.
+fn conv_run_with(
+    ctx: &GpuContext,
+    case: ConvCase,
+    seed: u64,
+    separate_upsample: bool,
+) -> (Vec<f32>, Kernel, Comparison) {
     let c = case;
     let mut rng = Rng::new(seed);
-    let (ho, wo) = conv2d_output_hw(c.h, c.w, c.kh, c.kw, c.stride, c.pad).expect("output size");
+    // The size the convolution runs over.
+    let (ch, cw) = if c.upsample {
+        (2 * c.h, 2 * c.w)
+    } else {
+        (c.h, c.w)
+    };
+    let (ho, wo) = conv2d_output_hw(ch, cw, c.kh, c.kw, c.stride, c.pad).expect("output size");
     let k = c.cin * c.kh * c.kw;
     let wscale = 1.0 / (k as f32).sqrt();
     let x = rng.vec(c.batch * c.cin * c.h * c.w, -1.0, 1.0);
@@ -150,10 +184,22 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
     let bb_t = upload(ctx, &bb_shape, &bb_data);
     let res_t = upload(ctx, &out_shape, &residual);
     let out = zeros(ctx, &out_shape);
+    let unfused = separate_upsample && c.upsample;
+    let up_t = zeros(ctx, &[c.batch, c.cin, ch, cw]);
+    let up = upsample_nearest2x(
+        ctx,
+        &UpsampleNearest2x {
+            input: &x_t,
+            out: &up_t,
+        },
+        "test upsample",
+    )
+    .expect("upsample dispatch");
     let d = conv2d(
         ctx,
         &Conv2d {
-            input: &x_t,
+            input: if unfused { &up_t } else { &x_t },
+            upsample: c.upsample && !unfused,
             weight: &w_t,
             bias: c.bias.then_some(&bias_t),
             batch_bias: c.batch_bias.then_some(&bb_t),
@@ -174,10 +220,20 @@ fn conv_run(ctx: &GpuContext, case: ConvCase, seed: u64) -> (Vec<f32>, Kernel, C
         2 * (c.batch * c.cout * ho * wo * k) as u64,
         "{c:?}: FLOP count"
     );
-    let got = run(ctx, &d, &out);
+    let got = if unfused {
+        ctx.submit(&[&up, &d]).expect("submit");
+        out.read(ctx).expect("read")
+    } else {
+        run(ctx, &d, &out)
+    };
+    let x_conv = if c.upsample {
+        upsample_ref(&x, c.batch * c.cin, c.h, c.w)
+    } else {
+        x.clone()
+    };
     let want = reference::conv2d(&reference::Conv2dRef {
-        input: &x,
-        in_shape: [c.batch, c.cin, c.h, c.w],
+        input: &x_conv,
+        in_shape: [c.batch, c.cin, ch, cw],
         weight: &w,
         w_shape: [c.cout, c.cin, c.kh, c.kw],
         bias: c.bias.then_some(&bias[..]),
@@ -303,6 +359,76 @@ fn conv_cpu_shape_matches_gpu_shape_bit_for_bit() {
     }
 }
 
+/// Upsample2D folded into the convolution (`upsample`: the input read as its nearest ×2
+/// upsampling through the gather) against the f64 reference on the upsampled input, and bit for
+/// bit against the unfused path (`upsample_nearest2x` into a tensor, then the conv) — on the
+/// GPU-shaped kernel for every case (odd sizes, 1×1, stride 2, asymmetric padding) and, where the
+/// device has it, on the CPU-shaped `k3r2u` entry for 3×3 "same" layers with W % 4 == 0: rows
+/// that tile the subgroup (W = 4, 16) and rows whose edges come from memory (W = 12, 20, 64),
+/// Cout off the 8-lane blocks, every epilogue term.
+#[test]
+fn conv_reads_nearest_upsampled_input() {
+    let _device = shared_device();
+    let ctx = ctx();
+    let up = |batch, cin, cout, h, w, k, stride, i: usize| {
+        let mut c = ConvCase::new(batch, cin, cout, h, k, stride);
+        c.w = w;
+        c.upsample = true;
+        c.bias = i % 2 == 0;
+        c.batch_bias = i % 3 != 1;
+        c.residual = i % 4 != 2;
+        c.scale = if i % 2 == 0 { 1.0 } else { 0.75 };
+        c
+    };
+    // (case, whether the CPU-shaped kernel takes it)
+    let mut cases = vec![
+        (up(1, 3, 8, 2, 4, 3, 1, 0), true),
+        (up(2, 5, 13, 3, 12, 3, 1, 1), true),
+        (up(1, 16, 16, 8, 16, 3, 1, 2), true),
+        (up(3, 7, 17, 5, 20, 3, 1, 3), true),
+        (up(1, 4, 9, 1, 64, 3, 1, 4), true),
+        (up(2, 8, 24, 4, 8, 3, 1, 5), true),
+        // conv2d.wgsl under either shape: odd width, 1x1, stride 2.
+        (up(2, 5, 7, 3, 5, 3, 1, 6), false),
+        (up(1, 6, 5, 4, 4, 1, 1, 7), false),
+        (up(1, 3, 6, 4, 6, 3, 2, 8), false),
+    ];
+    let mut tail = up(1, 4, 5, 3, 4, 3, 1, 9);
+    tail.pad = Padding {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    cases.push((tail, false));
+    let cpu = cpu_kernels_available(&ctx);
+    for (i, (case, cpu_fits)) in cases.into_iter().enumerate() {
+        let seed = 900 + i as u64;
+        ctx.set_kernels(KernelChoice::Gpu).expect("gpu shape");
+        let (gpu, gk, gc) = conv_run(&ctx, case, seed);
+        assert!(gc.ok(), "gpu shape {gc}");
+        assert_eq!(gk, Kernel::Conv2d, "{case:?}");
+        let (unfused, _, uc) = conv_run_with(&ctx, case, seed, true);
+        assert!(uc.ok(), "unfused {uc}");
+        let differ = bits_differ(&gpu, &unfused);
+        assert_eq!(differ, 0, "{case:?}: {differ} values differ from the unfused path");
+        if !cpu {
+            continue;
+        }
+        ctx.set_kernels(KernelChoice::Cpu).expect("cpu shape");
+        let (cpu_out, ck, cc) = conv_run(&ctx, case, seed);
+        assert!(cc.ok(), "cpu shape {cc}");
+        let expected = if cpu_fits {
+            Kernel::Conv2dCpu
+        } else {
+            Kernel::Conv2d
+        };
+        assert_eq!(ck, expected, "{case:?}");
+        let differ = bits_differ(&gpu, &cpu_out);
+        assert_eq!(differ, 0, "{case:?}: {differ} values differ between the kernel shapes");
+    }
+}
+
 /// A per-sample bias read through a strided, offset view (one resnet's columns of the fused
 /// time projections `[N, ΣCout]`): odd Cout, batch 3, rows wider than Cout, a nonzero offset —
 /// against the f64 reference fed the columns the view selects, on the GPU-shaped kernel and, where
@@ -376,6 +502,7 @@ fn conv_rejects_bad_batch_bias_view() {
     let bb = zeros(&ctx, &[2, 10]);
     let good = Conv2d {
         input: &x,
+        upsample: false,
         weight: &w,
         bias: None,
         batch_bias: Some(&bb),
@@ -567,8 +694,12 @@ fn conv_random_shapes() {
             bb_view: None,
             residual: rng.range(0, 1) == 1,
             scale: rng.uniform(0.25, 2.0),
+            // Every third draw reads its input upsampled ×2 (drawn apart from the rng stream).
+            upsample: seed % 3 == 2,
         };
-        if conv2d_output_hw(case.h, case.w, k, k, case.stride, case.pad).is_err() {
+        let scale = if case.upsample { 2 } else { 1 };
+        let (ch, cw) = (case.h * scale, case.w * scale);
+        if conv2d_output_hw(ch, cw, k, k, case.stride, case.pad).is_err() {
             continue;
         }
         shapes.insert((case.batch, case.cin, case.cout, case.h, case.w, k));
@@ -593,6 +724,7 @@ fn conv_rejects_bad_shapes() {
     let bias = zeros(&ctx, &[6]);
     let good = Conv2d {
         input: &x,
+        upsample: false,
         weight: &w,
         bias: Some(&bias),
         batch_bias: None,
@@ -664,6 +796,14 @@ fn conv_rejects_bad_shapes() {
             },
         ),
         ("stride 0", Conv2d { stride: 0, ..good }),
+        // Read upsampled, the 8x8 input convolves at 16x16: the 8x8 out no longer fits.
+        (
+            "upsampled out shape",
+            Conv2d {
+                upsample: true,
+                ..good
+            },
+        ),
         (
             "kernel > input",
             Conv2d {
@@ -1085,6 +1225,7 @@ fn conv_3x3_64ch_32px_b8_throughput() {
     let out = zeros(&ctx, &[b, c, hw, hw]);
     let conv = Conv2d {
         input: &x_t,
+        upsample: false,
         weight: &w_t,
         bias: Some(&bias_t),
         batch_bias: Some(&temb_t),

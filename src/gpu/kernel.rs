@@ -113,7 +113,7 @@ kernels! {
     /// Implicit-GEMM 2-D convolution with fused bias / per-sample bias / residual epilogue.
     Conv2d(conv2d) { MAIN = "main" },
     /// The same convolution shaped for CPU adapters (subgroup broadcasts, no barriers).
-    Conv2dCpu(conv2d_cpu) { K3R2 = "k3r2", K3 = "k3", K1 = "k1", K3S2 = "k3s2", K3S2T = "k3s2t" },
+    Conv2dCpu(conv2d_cpu) { K3R2 = "k3r2", K3 = "k3", K1 = "k1", K3S2 = "k3s2", K3S2T = "k3s2t", K3R2U = "k3r2u" },
     /// Strided batched matrix multiply (linear layers, attention scores and values).
     Matmul(matmul) { MAIN = "main" },
     /// The same matmul shaped for CPU adapters (subgroup broadcasts, no barriers).

@@ -55,11 +55,16 @@ impl BatchBiasView {
 }
 
 /// One convolution launch:
-/// `out = (conv2d(pad(input), weight) + bias[co] + batch_bias[n, co] + residual) · output_scale`.
+/// `out = (conv2d(pad(x), weight) + bias[co] + batch_bias[n, co] + residual) · output_scale`, `x`
+/// being `input`, or its nearest ×2 upsampling when `upsample` is set.
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2d<'a> {
-    /// `[N, Cin, H, W]`.
+    /// `[N, Cin, H, W]` (`[N, Cin, H / 2, W / 2]` with `upsample`).
     pub input: &'a Tensor,
+    /// Read `input` as `F.interpolate(input, scale_factor=2, mode="nearest")` — diffusers'
+    /// `Upsample2D` folded into the convolution's input gather: the upsampled tensor (4× the
+    /// input) is never written, and the result is bit-identical to upsampling first.
+    pub upsample: bool,
     /// `[Cout, Cin, kh, kw]`.
     pub weight: &'a Tensor,
     /// `[Cout]`.
@@ -104,7 +109,8 @@ uniform_struct! {
         /// `batch_bias` row stride and element offset ([`BatchBiasView`]).
         bb_stride: u32,
         bb_offset: u32,
-        _pad0: u32,
+        /// With `upsample`: the stored input's width.
+        src_w: u32,
         _pad1: u32,
     }
 }
@@ -253,14 +259,25 @@ pub fn conv2d_output_hw(
 }
 
 /// The im2col column table: for each k = (ci, ky, kx) of `[0, K)` padded to a multiple of `BK`,
-/// `(ci·H·W + ky·W + kx, ky, kx, 1)`; padding entries are all zero (so `k < K` reads as false).
-fn gather_table(cin: usize, kh: usize, kw: usize, h: usize, w: usize) -> Vec<[u32; 4]> {
+/// `(ci·H·W + ky·W + kx, ky, kx, 1)` (`upsample`: `(ci·H·W / 4, ky, kx, 1)`, the kernel adds the
+/// halved window position itself); padding entries are all zero (so `k < K` reads as false).
+/// `h × w` is the size the window runs over.
+fn gather_table(
+    cin: usize,
+    (kh, kw): (usize, usize),
+    (h, w): (usize, usize),
+    upsample: bool,
+) -> Vec<[u32; 4]> {
     let k = cin * kh * kw;
     let mut table = vec![[0u32; 4]; k.div_ceil(BK) * BK];
     for ci in 0..cin {
         for ky in 0..kh {
             for kx in 0..kw {
-                let offset = ci * h * w + ky * w + kx;
+                let offset = if upsample {
+                    ci * (h / 2) * (w / 2)
+                } else {
+                    ci * h * w + ky * w + kx
+                };
                 table[(ci * kh + ky) * kw + kx] = [offset as u32, ky as u32, kx as u32, 1];
             }
         }
@@ -293,7 +310,13 @@ fn shape4(op: &str, name: &str, t: &Tensor) -> Result<[usize; 4]> {
 pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> {
     let op = format!("conv2d {label}");
     let op = op.as_str();
-    let [batch, cin, h, w] = shape4(op, "input", conv.input)?;
+    let [batch, cin, src_h, src_w] = shape4(op, "input", conv.input)?;
+    // The size the convolution runs over.
+    let (h, w) = if conv.upsample {
+        (2 * src_h, 2 * src_w)
+    } else {
+        (src_h, src_w)
+    };
     let [cout, wcin, kh, kw] = shape4(op, "weight", conv.weight)?;
     if wcin != cin {
         return Err(Error::invalid(
@@ -362,13 +385,24 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
     to_u32(op, "input elements", conv.input.numel())?;
     to_u32(op, "output elements", conv.out.numel())?;
     to_u32(op, "weight elements", conv.weight.numel())?;
+    if conv.upsample {
+        // The kernel's plane arithmetic runs at the upsampled size.
+        to_u32(op, "upsampled input elements", batch * cin * h * w)?;
+    }
     if ctx.kernel_shape() == KernelShape::Cpu {
-        if let Some(variant) = conv2d_cpu::fits((kh, kw), conv.stride, conv.padding, (h, w)) {
+        let fit = conv2d_cpu::fits(
+            (kh, kw),
+            conv.stride,
+            conv.padding,
+            (src_h, src_w),
+            conv.upsample,
+        );
+        if let Some(variant) = fit {
             let layer = conv2d_cpu::Layer {
                 batch,
                 cin,
-                h,
-                w,
+                h: src_h,
+                w: src_w,
                 cout,
                 variant,
                 batch_bias: bb_view,
@@ -400,10 +434,14 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
         tiles: u("tiles", n_tiles * m_tiles)?,
         bb_stride: bb_view.stride,
         bb_offset: bb_view.offset,
-        _pad0: 0,
+        src_w: if conv.upsample {
+            u("input W", src_w)?
+        } else {
+            0
+        },
         _pad1: 0,
     };
-    let table = gather_table(cin, kh, kw, h, w);
+    let table = gather_table(cin, (kh, kw), (h, w), conv.upsample);
     let ktab = ctx.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(&format!("{op}: im2col table")),
         contents: bytemuck::cast_slice(&table),
@@ -425,6 +463,7 @@ pub fn conv2d(ctx: &GpuContext, conv: &Conv2d, label: &str) -> Result<Dispatch> 
                 ("WG_N", f64::from(wg_n)),
                 ("BK", BK as f64),
                 ("W_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
+                ("UPSAMPLE", if conv.upsample { 1.0 } else { 0.0 }),
             ],
             label,
             storage: &[

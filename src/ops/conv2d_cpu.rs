@@ -66,18 +66,30 @@ pub enum Variant {
     K3S2,
     /// 3×3, padding right and bottom only, stride 2 (Downsample2D with `padding=0`).
     K3S2Tail,
+    /// 3×3, padding 1, stride 1 over the nearest ×2 upsampling of the input (Upsample2D's conv
+    /// with the interpolation folded in), two output rows per lane.
+    K3Up,
 }
 
 /// The entry a layer takes, when it fits the kernel: stride 1 with a 3×3 kernel and padding 1 or
 /// a 1×1 kernel and none, on a width that is a multiple of 4 (one vec4 per pixel group); or
 /// stride 2, 3×3, padding 1 (or right and bottom only) on an even height and a width that is a
-/// multiple of 8.
+/// multiple of 8; with `upsample` (the input read as its nearest ×2 upsampling), only 3×3,
+/// padding 1, stride 1 on an input width that is a multiple of 4. `(h, w)` is the stored input's
+/// size.
 pub fn fits(
     (kh, kw): (usize, usize),
     stride: usize,
     padding: Padding,
     (h, w): (usize, usize),
+    upsample: bool,
 ) -> Option<Variant> {
+    if upsample {
+        let fit = (kh, kw, stride) == (3, 3, 1)
+            && padding == Padding::same(1)
+            && w.is_multiple_of(4);
+        return fit.then_some(Variant::K3Up);
+    }
     match (kh, kw, stride) {
         (3, 3, 1) if padding == Padding::same(1) && w.is_multiple_of(4) => Some(Variant::K3),
         (1, 1, 1) if padding == Padding::same(0) && w.is_multiple_of(4) => Some(Variant::K1),
@@ -134,6 +146,7 @@ pub(crate) fn launch(
         Variant::K3 => (in_h, in_w, 3),
         Variant::K1 => (in_h, in_w, 1),
         Variant::K3S2 | Variant::K3S2Tail => (in_h / 2, in_w / 2, 3),
+        Variant::K3Up => (2 * in_h, 2 * in_w, 3),
     };
     let gr = w / 4;
     // Two output rows per lane where the height allows (fewer input loads per FMA).
@@ -143,6 +156,7 @@ pub(crate) fn launch(
         Variant::K1 => (entry::conv2d_cpu::K1, 1),
         Variant::K3S2 => (entry::conv2d_cpu::K3S2, 1),
         Variant::K3S2Tail => (entry::conv2d_cpu::K3S2T, 1),
+        Variant::K3Up => (entry::conv2d_cpu::K3R2U, 2),
     };
     let groups = batch * (h / rows) * gr;
     let cb_count = cout.div_ceil(SG);

@@ -39,6 +39,9 @@ pub struct ConvApply<'v> {
     pub residual: Option<&'v Value>,
     /// Multiplies the whole sum.
     pub output_scale: f32,
+    /// Convolve the nearest ×2 upsampling of the input (diffusers' `Upsample2D`, folded into
+    /// the convolution's gather: the upsampled tensor is never stored).
+    pub upsample: bool,
 }
 
 impl ConvApply<'_> {
@@ -51,6 +54,7 @@ impl ConvApply<'_> {
             batch_bias_view: None,
             residual: None,
             output_scale: 1.0,
+            upsample: false,
         }
     }
 }
@@ -82,6 +86,11 @@ impl Conv2dLayer {
                 format!("conv input {:?} is not [N, C, H, W]", x.shape),
             ));
         };
+        let (h, w) = if apply.upsample {
+            (2 * h, 2 * w)
+        } else {
+            (h, w)
+        };
         let (ho, wo) =
             conv2d_output_hw(h, w, self.kernel, self.kernel, apply.stride, apply.padding)?;
         let mut reads = vec![x];
@@ -93,7 +102,7 @@ impl Conv2dLayer {
             apply.residual.map(Value::id),
         );
         let (stride, padding, output_scale) = (apply.stride, apply.padding, apply.output_scale);
-        let batch_bias_view = apply.batch_bias_view;
+        let (batch_bias_view, upsample) = (apply.batch_bias_view, apply.upsample);
         let label = name.to_owned();
         g.op(
             name,
@@ -102,6 +111,7 @@ impl Conv2dLayer {
             move |b, out| {
                 let spec = Conv2d {
                     input: b.get(xi),
+                    upsample,
                     weight: &self.weight,
                     bias: Some(&self.bias),
                     batch_bias: bias.map(|v| b.get(v)),

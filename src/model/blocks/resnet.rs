@@ -217,7 +217,8 @@ impl Upsample2D {
 
     /// Nearest upsampling to `size` (`[H, W]`; `None`: ×2), as diffusers' `Upsample2D` with
     /// `output_size` (a U-Net's up path forwards the next skip's size when the sample is not a
-    /// multiple of its overall factor), then the conv.
+    /// multiple of its overall factor), then the conv. An exact ×2 is one launch (the conv reads
+    /// the input through the upsampling); other sizes upsample into a tensor first.
     pub fn record_to<'a>(
         &'a self,
         g: &mut Graph<'a>,
@@ -226,7 +227,16 @@ impl Upsample2D {
         name: &str,
     ) -> Result<Value> {
         let mut shape = x.shape.clone();
-        let [h, w] = size.unwrap_or([2 * shape[2], 2 * shape[3]]);
+        let doubled = [2 * shape[2], 2 * shape[3]];
+        let [h, w] = size.unwrap_or(doubled);
+        if [h, w] == doubled {
+            // Exactly ×2: the interpolation is folded into the conv's input gather.
+            let apply = ConvApply {
+                upsample: true,
+                ..ConvApply::same(1)
+            };
+            return self.conv.record(g, x, &apply, &format!("{name}.conv"));
+        }
         shape[2] = h;
         shape[3] = w;
         let xi = x.id();
