@@ -59,6 +59,7 @@ fn conv3x3(c: &mut Criterion) {
     let out = Tensor::zeros(&ctx, &[n, ch, hw, hw], "out").expect("out");
     let spec = Conv2d {
         input: &input,
+        upsample: false,
         weight: &weight,
         bias: Some(&bias),
         batch_bias: None,

@@ -374,10 +374,10 @@ fn conv_reads_nearest_upsampled_input() {
         let mut c = ConvCase::new(batch, cin, cout, h, k, stride);
         c.w = w;
         c.upsample = true;
-        c.bias = i % 2 == 0;
+        c.bias = i.is_multiple_of(2);
         c.batch_bias = i % 3 != 1;
         c.residual = i % 4 != 2;
-        c.scale = if i % 2 == 0 { 1.0 } else { 0.75 };
+        c.scale = if i.is_multiple_of(2) { 1.0 } else { 0.75 };
         c
     };
     // (case, whether the CPU-shaped kernel takes it)
@@ -411,7 +411,10 @@ fn conv_reads_nearest_upsampled_input() {
         let (unfused, _, uc) = conv_run_with(&ctx, case, seed, true);
         assert!(uc.ok(), "unfused {uc}");
         let differ = bits_differ(&gpu, &unfused);
-        assert_eq!(differ, 0, "{case:?}: {differ} values differ from the unfused path");
+        assert_eq!(
+            differ, 0,
+            "{case:?}: {differ} values differ from the unfused path"
+        );
         if !cpu {
             continue;
         }
@@ -425,7 +428,10 @@ fn conv_reads_nearest_upsampled_input() {
         };
         assert_eq!(ck, expected, "{case:?}");
         let differ = bits_differ(&gpu, &cpu_out);
-        assert_eq!(differ, 0, "{case:?}: {differ} values differ between the kernel shapes");
+        assert_eq!(
+            differ, 0,
+            "{case:?}: {differ} values differ between the kernel shapes"
+        );
     }
 }
 

@@ -85,9 +85,8 @@ pub fn fits(
     upsample: bool,
 ) -> Option<Variant> {
     if upsample {
-        let fit = (kh, kw, stride) == (3, 3, 1)
-            && padding == Padding::same(1)
-            && w.is_multiple_of(4);
+        let fit =
+            (kh, kw, stride) == (3, 3, 1) && padding == Padding::same(1) && w.is_multiple_of(4);
         return fit.then_some(Variant::K3Up);
     }
     match (kh, kw, stride) {
