@@ -356,3 +356,55 @@ fn fused_time_projections_are_bit_identical_to_per_resnet_launches() {
     }
     ctx.set_kernels(KernelChoice::Auto).expect("auto");
 }
+
+/// Issue 15: a ×2 `Upsample2D` is folded into its conv's input gather, except where that would
+/// move a CPU-shaped context's conv off `conv2d_cpu`. The bundled model (28×28: upsamplers
+/// 7 → 14 and 14 → 28) shows both: under the GPU shape neither upsampler launches an
+/// interpolation; under the CPU shape the 14 → 28 one keeps its interpolation so that its conv
+/// (28 wide) stays on `conv2d_cpu` (a fused conv would need a 14-wide input to be a multiple of
+/// 4), while 7 → 14 (conv2d.wgsl either way) is folded. Both shapes give the same bits.
+#[test]
+fn upsample_fold_keeps_cpu_shaped_convs() {
+    use wgpu_diffusion::gpu::{Kernel, KernelChoice};
+    let ctx = common::ctx();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/fashion-ddpm");
+    let model = UNet2DModel::load(&ctx, &dir).unwrap();
+    let mut rng = common::Rng::new(5);
+    let sample = rng.vec(2 * 28 * 28, -1.0, 1.0);
+    let t = [17.0, 640.0];
+    let labels = [3, 8];
+    let mut outputs = vec![];
+    let cpu = common::cpu_kernels_available(&ctx);
+    for choice in [KernelChoice::Gpu, KernelChoice::Cpu] {
+        if choice == KernelChoice::Cpu && !cpu {
+            continue;
+        }
+        ctx.set_kernels(choice).expect("kernel shape");
+        let graph = model.graph(2, 28, 28).unwrap();
+        let ups: Vec<(&str, Kernel)> = graph
+            .dispatches
+            .iter()
+            .filter(|d| d.label.contains(".upsamplers."))
+            .map(|d| (d.label.as_str(), d.kernel))
+            .collect();
+        let interpolations = ups
+            .iter()
+            .filter(|(l, _)| l.contains("interpolate"))
+            .count();
+        if choice == KernelChoice::Gpu {
+            assert_eq!(interpolations, 0, "{ups:?}");
+            assert_eq!(ups.len(), 2, "{ups:?}");
+        } else {
+            assert_eq!(interpolations, 1, "{ups:?}");
+            assert_eq!(ups.len(), 3, "{ups:?}");
+            let (label, kernel) = ups[2];
+            assert!(label.ends_with("upsamplers.0.conv"), "{ups:?}");
+            assert_eq!(kernel, Kernel::Conv2dCpu, "{ups:?}");
+        }
+        outputs.push(graph.forward(&sample, &t, Some(&labels)).unwrap());
+    }
+    ctx.set_kernels(KernelChoice::Auto).expect("auto");
+    if let [gpu, cpu] = &outputs[..] {
+        assert_eq!(common::bits_differ(gpu, cpu), 0, "kernel shapes differ");
+    }
+}
