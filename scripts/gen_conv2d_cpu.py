@@ -149,6 +149,27 @@ def stores(rows):
     return lines + ["}"]
 
 
+def fma_3x3(e, rows, src):
+    """The 9 taps' FMAs: each weight broadcast once from lane m, then output row r, kernel row
+    ky reads loaded input row src[r + ky]."""
+    for ky in range(3):
+        for kx in range(3):
+            t = ky * 3 + kx
+            for m in range(TM):
+                e(f"        let b{t}_{m} = vec4<f32>(subgroupBroadcast(w{t}, {m}u));")
+                for r in range(rows):
+                    e(f"        a{m}_{r} = fma(b{t}_{m}, x{src[r + ky]}{kx}, a{m}_{r});")
+
+
+def close_loop(L, taps, rows):
+    """The input-channel loop's step and end, then the epilogue; the entry's text."""
+    L.append("        ib += p.in_plane4;")
+    L.append(f"        wb += {taps}u;")
+    L.append("    }")
+    L.extend(stores(rows))
+    return "\n".join(L) + "\n"
+
+
 def entry(ks, rows):
     taps = ks * ks
     name = f"k{ks}" if rows == 1 else f"k{ks}r{rows}"
@@ -195,22 +216,12 @@ def entry(ks, rows):
             e(f"        let x{j}0 = vec4<f32>(select(l{j}, 0.0, first), v{j}.xyz);")
             e(f"        let x{j}1 = v{j};")
             e(f"        let x{j}2 = vec4<f32>(v{j}.yzw, select(r{j}, 0.0, last));")
-        for ky in range(3):
-            for kx in range(3):
-                t = ky * 3 + kx
-                for m in range(TM):
-                    e(f"        let b{t}_{m} = vec4<f32>(subgroupBroadcast(w{t}, {m}u));")
-                    for r in range(rows):
-                        e(f"        a{m}_{r} = fma(b{t}_{m}, x{r + ky}{kx}, a{m}_{r});")
+        fma_3x3(e, rows, list(range(rows + 2)))
     else:
         e("        let x = select(vec4<f32>(0.0), input[select(0u, ib + oy * p.gr, valid)], valid);")
         for m in range(TM):
             e(f"        a{m}_0 = fma(vec4<f32>(subgroupBroadcast(w0, {m}u)), x, a{m}_0);")
-    e("        ib += p.in_plane4;")
-    e(f"        wb += {taps}u;")
-    e("    }")
-    L.extend(stores(rows))
-    return "\n".join(L) + "\n"
+    return close_loop(L, taps, rows)
 
 
 def entry_s2(tail):
@@ -273,11 +284,7 @@ def entry_s2(tail):
             t = ky * 3 + kx
             for m in range(TM):
                 e(f"        a{m}_0 = fma(vec4<f32>(subgroupBroadcast(w{t}, {m}u)), x{ky}{kx}, a{m}_0);")
-    e("        ib += p.in_plane4;")
-    e("        wb += 9u;")
-    e("    }")
-    L.extend(stores(1))
-    return "\n".join(L) + "\n"
+    return close_loop(L, 9, 1)
 
 
 def entry_up():
@@ -331,19 +338,8 @@ def entry_up():
         e(f"        let x{j}1 = vec4<f32>(c{j}0, c{j}0, c{j}1, c{j}1);")
         e(f"        let x{j}2 = vec4<f32>(c{j}0, c{j}1, c{j}1, e{j}r);")
     # Upsampled row oy - 1 + i (i = r + ky) is input row index src[i] of the three loaded.
-    src = [0, 1, 1, 2]
-    for ky in range(3):
-        for kx in range(3):
-            t = ky * 3 + kx
-            for m in range(TM):
-                e(f"        let b{t}_{m} = vec4<f32>(subgroupBroadcast(w{t}, {m}u));")
-                for r in range(2):
-                    e(f"        a{m}_{r} = fma(b{t}_{m}, x{src[r + ky]}{kx}, a{m}_{r});")
-    e("        ib += p.in_plane4;")
-    e("        wb += 9u;")
-    e("    }")
-    L.extend(stores(2))
-    return "\n".join(L) + "\n"
+    fma_3x3(e, 2, [0, 1, 1, 2])
+    return close_loop(L, 9, 2)
 
 
 def main():
