@@ -6,7 +6,7 @@
 //!
 //! Stable Diffusion 1.5 in f32 is the case this exists for: its parts hold 4067 MiB of weights,
 //! over a 4 GiB adapter before any activation, but its largest phase (the U-Net with two rows
-//! of guidance at 512×512) plans 3.6 GiB.
+//! of guidance at 512×512) plans 3.5 GiB.
 
 use std::fmt;
 use std::str::FromStr;
