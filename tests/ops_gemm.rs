@@ -184,22 +184,21 @@ fn conv_run_with(
     let bb_t = upload(ctx, &bb_shape, &bb_data);
     let res_t = upload(ctx, &out_shape, &residual);
     let out = zeros(ctx, &out_shape);
-    let unfused = separate_upsample && c.upsample;
-    let up_t = zeros(ctx, &[c.batch, c.cin, ch, cw]);
-    let up = upsample_nearest2x(
-        ctx,
-        &UpsampleNearest2x {
+    // The unfused path: the upsampled tensor and its launch.
+    let unfused = (separate_upsample && c.upsample).then(|| {
+        let up_t = zeros(ctx, &[c.batch, c.cin, ch, cw]);
+        let args = UpsampleNearest2x {
             input: &x_t,
             out: &up_t,
-        },
-        "test upsample",
-    )
-    .expect("upsample dispatch");
+        };
+        let up = upsample_nearest2x(ctx, &args, "test upsample").expect("upsample dispatch");
+        (up_t, up)
+    });
     let d = conv2d(
         ctx,
         &Conv2d {
-            input: if unfused { &up_t } else { &x_t },
-            upsample: c.upsample && !unfused,
+            input: unfused.as_ref().map_or(&x_t, |(up_t, _)| up_t),
+            upsample: c.upsample && unfused.is_none(),
             weight: &w_t,
             bias: c.bias.then_some(&bias_t),
             batch_bias: c.batch_bias.then_some(&bb_t),
@@ -220,11 +219,12 @@ fn conv_run_with(
         2 * (c.batch * c.cout * ho * wo * k) as u64,
         "{c:?}: FLOP count"
     );
-    let got = if unfused {
-        ctx.submit(&[&up, &d]).expect("submit");
-        out.read(ctx).expect("read")
-    } else {
-        run(ctx, &d, &out)
+    let got = match &unfused {
+        Some((_, up)) => {
+            ctx.submit(&[up, &d]).expect("submit");
+            out.read(ctx).expect("read")
+        }
+        None => run(ctx, &d, &out),
     };
     let x_conv = if c.upsample {
         upsample_ref(&x, c.batch * c.cin, c.h, c.w)

@@ -226,6 +226,21 @@ pub(crate) fn batch_bias_view(
     })
 }
 
+/// Whether a stride-1, padding-1 `(kh, kw)` convolution of the nearest ×2 upsampling of an
+/// `(h, w)` input should read it through the gather (`Conv2d::upsample`) rather than from an
+/// upsampled tensor: always, unless `ctx` runs the CPU shape and folding would move the layer off
+/// `conv2d_cpu` — its fused entry (`k3r2u`) needs an input width that is a multiple of 4, while
+/// the unfused conv takes any upsampled width that is one (a 14-wide input: fused it would fall
+/// back to conv2d.wgsl, several times slower on a CPU adapter than the launch it saves).
+pub fn fold_upsample(ctx: &GpuContext, (kh, kw): (usize, usize), (h, w): (usize, usize)) -> bool {
+    if ctx.kernel_shape() != KernelShape::Cpu {
+        return true;
+    }
+    let same = Padding::same(1);
+    conv2d_cpu::fits((kh, kw), 1, same, (h, w), true).is_some()
+        || conv2d_cpu::fits((kh, kw), 1, same, (2 * h, 2 * w), false).is_none()
+}
+
 /// K slice depth (the `BK` override); `ktab` is padded to a multiple of it.
 const BK: usize = 16;
 

@@ -3,12 +3,11 @@
 //! and [`TimeProjections`]: every resnet's `time_emb_proj` of a U-Net as one GEMM per forward.
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, KernelShape};
+use crate::gpu::GpuContext;
 use crate::model::blocks::layers::{Conv2dLayer, ConvApply, GroupNormLayer, LinearLayer};
 use crate::model::graph::{Graph, Value};
 use crate::model::weights::VarBuilder;
-use crate::ops::conv2d::{BatchBiasView, Padding};
-use crate::ops::conv2d_cpu;
+use crate::ops::conv2d::{fold_upsample, BatchBiasView, Padding};
 use crate::ops::upsample::{upsample_nearest2x, UpsampleNearest2x};
 
 /// What a `ResnetBlock2D` is built with besides its channel counts.
@@ -216,26 +215,11 @@ impl Upsample2D {
         self.record_to(g, x, None, name)
     }
 
-    /// Whether folding a ×2 upsampling of an `[h, w]` input into the conv keeps it on the kernel
-    /// family the unfused conv would take: on CPU-shaped contexts the fused entry (`k3r2u`) needs
-    /// an input width that is a multiple of 4, while the unfused conv runs `conv2d_cpu` on any
-    /// upsampled width that is one (a 14-wide input: fused it would fall back to the GPU-shaped
-    /// kernel, several times slower on a CPU adapter than the upsample launch it saves).
-    fn fold_keeps_kernel(&self, g: &Graph<'_>, [h, w]: [usize; 2]) -> bool {
-        if g.context().kernel_shape() != KernelShape::Cpu {
-            return true;
-        }
-        let k = (self.conv.kernel, self.conv.kernel);
-        let same = Padding::same(1);
-        conv2d_cpu::fits(k, 1, same, (h, w), true).is_some()
-            || conv2d_cpu::fits(k, 1, same, (2 * h, 2 * w), false).is_none()
-    }
-
     /// Nearest upsampling to `size` (`[H, W]`; `None`: ×2), as diffusers' `Upsample2D` with
     /// `output_size` (a U-Net's up path forwards the next skip's size when the sample is not a
     /// multiple of its overall factor), then the conv. An exact ×2 is one launch (the conv reads
     /// the input through the upsampling) unless that would move a CPU-shaped context's conv off
-    /// `conv2d_cpu` ([`Self::fold_keeps_kernel`]); other sizes upsample into a tensor first.
+    /// `conv2d_cpu` ([`fold_upsample`]); other sizes upsample into a tensor first.
     /// Either way the result is bit-identical.
     pub fn record_to<'a>(
         &'a self,
@@ -247,7 +231,8 @@ impl Upsample2D {
         let mut shape = x.shape.clone();
         let doubled = [2 * shape[2], 2 * shape[3]];
         let [h, w] = size.unwrap_or(doubled);
-        if [h, w] == doubled && self.fold_keeps_kernel(g, [shape[2], shape[3]]) {
+        let k = self.conv.kernel;
+        if [h, w] == doubled && fold_upsample(g.context(), (k, k), (shape[2], shape[3])) {
             // Exactly ×2: the interpolation is folded into the conv's input gather.
             let apply = ConvApply {
                 upsample: true,
